@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make reproduce   set up .venv, generate the built-in benchmark, execute every notebook (smoke profile)
+#   make test        the same set-up, then the test suite and the nbval notebook checks
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data
+PROFILE ?= smoke
+STAMP := $(VENV)/.adlib-installed
+# pip prints a warning for every local package index it cannot open; they are noise here.
+QUIET_PIP := grep -v "^WARNING: Location" || true
+
+.PHONY: setup data reproduce test notebooks clean help
+
+help:
+	@echo "make reproduce | make test | make notebooks (refresh committed smoke outputs) | make clean"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing adlib and its dependencies into $(VENV) ..."
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e . 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -c "import adlib, torch, timm, papermill, nbval"
+	@touch $@
+
+data: setup
+	$(BIN)/adlib data synth --out $(DATA)
+
+reproduce: data
+	$(BIN)/adlib reproduce --profile $(PROFILE)
+
+# Refresh the executed smoke-profile notebooks that are committed (nbval compares against them).
+notebooks: data
+	$(BIN)/adlib reproduce --profile smoke --inplace
+
+test: data
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg \
+		-p no:cacheprovider notebooks
+
+clean:
+	rm -rf runs .pytest_cache

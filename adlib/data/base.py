@@ -1,0 +1,225 @@
+"""The one sample API every dataset in adlib speaks.
+
+A dataset is indexed into a list of :class:`Record` (paths and labels, no pixels), validated once,
+and read lazily by :class:`AnomalyDataset`, which returns :class:`Sample` tuples:
+
+``Sample(image, mask, label, defect_type, path)``
+
+- ``image``: float tensor ``3 x H x W`` (ImageNet-normalised when the transform asks for it,
+  else in [0, 1]);
+- ``mask``: float tensor ``1 x H x W`` with values in {0, 1}, all zeros for good images (any
+  non-zero pixel of the mask file counts as anomalous, see :func:`binary_mask`);
+- ``label``: 0 (good) or 1 (anomalous);
+- ``defect_type``: ``"good"`` or the defect folder name;
+- ``path``: the source image path (str).
+
+``Sample`` is a ``NamedTuple``, so ``torch.utils.data.default_collate`` batches it field by field.
+
+Images and masks go through one :class:`ImageTransform`: resize (bilinear for images, nearest for
+masks), optional centre crop, optional ImageNet normalisation. Errors name the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".PNG", ".JPG", ".JPEG", ".BMP")
+
+
+class DataError(ValueError):
+    """Bad dataset input: a missing or corrupt file, a wrong layout, an unknown name."""
+
+
+class Sample(NamedTuple):
+    image: torch.Tensor
+    mask: torch.Tensor
+    label: int
+    defect_type: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a dataset split, before any pixel is read."""
+
+    image_path: Path
+    label: int  # 0 good, 1 anomalous
+    defect_type: str  # "good" or the defect name
+    mask_path: Path | None = None  # None: all-zero mask (good images, or no mask shipped)
+    category: str = ""
+    split: str = ""
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Resize (+ optional centre crop) applied identically to an image and its mask.
+
+    ``resize``: int (square) or (H, W); None keeps the file's size.
+    ``crop``: int (square) or (H, W) centre crop after resizing; None for no crop.
+    ``normalize``: subtract ImageNet mean and divide by its std.
+    """
+
+    resize: int | tuple[int, int] | None = 256
+    crop: int | tuple[int, int] | None = None
+    normalize: bool = True
+
+    @staticmethod
+    def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+        if isinstance(size, int):
+            return (size, size)
+        h, w = size
+        return (int(h), int(w))
+
+    def _geometry(self, img: Image.Image, resample: int) -> Image.Image:
+        if self.resize is not None:
+            h, w = self._hw(self.resize)
+            if img.size != (w, h):
+                img = img.resize((w, h), resample=resample)
+        if self.crop is not None:
+            ch, cw = self._hw(self.crop)
+            w, h = img.size
+            if ch > h or cw > w:
+                raise DataError(f"crop {ch}x{cw} is larger than the resized image {h}x{w}")
+            top, left = (h - ch) // 2, (w - cw) // 2
+            img = img.crop((left, top, left + cw, top + ch))
+        return img
+
+    def image(self, img: Image.Image) -> torch.Tensor:
+        img = self._geometry(img.convert("RGB"), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+        if self.normalize:
+            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def mask(self, img: Image.Image) -> torch.Tensor:
+        img = self._geometry(binary_mask(img), Image.NEAREST)
+        m = np.asarray(img) > 0
+        return torch.from_numpy(m.astype(np.float32))[None]
+
+    def output_size(self, file_size_hw: tuple[int, int]) -> tuple[int, int]:
+        if self.crop is not None:
+            return self._hw(self.crop)
+        if self.resize is not None:
+            return self._hw(self.resize)
+        return file_size_hw
+
+
+def binary_mask(img: Image.Image) -> Image.Image:
+    """A mask file as an ``L`` image with 0 (good) / 255 (anomalous): every non-zero value is anomalous.
+
+    Masks do not all store 0/255: VisA stores per-pixel defect-class ids (1, 2, ...), some
+    re-distributions store 0/1, others palette (``P``) images. Palette images are read by their
+    index (a palette could map index 1 to black, which ``convert("L")`` would lose); colour masks
+    count a pixel as anomalous when any colour channel is non-zero; 16-bit and float masks by value.
+    """
+    if img.mode in ("P", "PA"):
+        arr = np.asarray(img.getchannel(0) if img.mode == "PA" else img)
+    elif img.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        arr = np.asarray(img.convert("RGB")).max(axis=-1)
+    elif img.mode == "LA":
+        arr = np.asarray(img.getchannel(0))
+    else:  # 1, L, I, I;16*, F
+        arr = np.asarray(img)
+    return Image.fromarray(((arr > 0) * 255).astype(np.uint8))
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Undo ImageNet normalisation (``... x 3 x H x W``), clamped to [0, 1] for display."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
+def open_image(path: Path, mode: str | None = None) -> Image.Image:
+    """Open and fully decode an image; a missing or corrupt file raises :class:`DataError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode) if mode else img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files skipped).
+
+    Suffixes match case-insensitively (``.PNG``, ``.Jpg``, ``.TIF`` ...). A missing folder raises
+    :class:`DataError` naming it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    suffixes = {s.lower() for s in IMAGE_SUFFIXES}
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    )
+
+
+@dataclass
+class AnomalyDataset(torch.utils.data.Dataset):
+    """A validated list of records read lazily through one transform.
+
+    ``name``, ``category`` and ``split`` describe where the records came from; ``source`` is a
+    free-text note shown wherever the data is used (e.g. "built-in texture bank, DTD stand-in").
+    """
+
+    records: list[Record]
+    transform: ImageTransform = field(default_factory=ImageTransform)
+    name: str = ""
+    category: str = ""
+    split: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.records:
+            raise DataError(f"{self.name or 'dataset'}/{self.category}/{self.split}: no images found")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def defect_types(self) -> list[str]:
+        return [r.defect_type for r in self.records]
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.records[index]
+        img = open_image(rec.image_path)
+        x = self.transform.image(img)
+        if rec.mask_path is None:
+            m = torch.zeros((1, *x.shape[-2:]), dtype=torch.float32)
+        else:
+            mask_img = open_image(rec.mask_path)
+            if mask_img.size != img.size:
+                raise DataError(
+                    f"mask {rec.mask_path} is {mask_img.size[1]}x{mask_img.size[0]} but its image "
+                    f"{rec.image_path} is {img.size[1]}x{img.size[0]}"
+                )
+            m = self.transform.mask(mask_img)
+        return Sample(x, m, int(rec.label), rec.defect_type, str(rec.image_path))
+
+    def summary(self) -> dict[str, int]:
+        """Count of images per defect type (``good`` included)."""
+        out: dict[str, int] = {}
+        for r in self.records:
+            out[r.defect_type] = out.get(r.defect_type, 0) + 1
+        return out

@@ -1,0 +1,72 @@
+"""MVTec AD layout, shared by MVTec AD, MPDD, WFDD, MAD-man, MAD-sys and the built-in benchmark.
+
+::
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/test/good/*.png
+    <root>/<category>/test/<defect>/*.png
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png
+
+Masks are looked up as ``<stem>_mask.png`` first and ``<stem>.png`` second (MPDD and some
+re-distributions ship the latter). A defect image without a mask is an error: every anomalous
+test image of these datasets ships one. A category folder counts only if it has ``train/`` or
+``test/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import DataError, Record, list_images
+
+SPLITS = ("train", "test")
+
+
+def looks_like(path: Path) -> bool:
+    """True if ``path`` holds at least one ``<category>/train`` or ``<category>/test`` folder."""
+    path = Path(path)
+    return path.is_dir() and any((c / s).is_dir() for c in path.iterdir() if c.is_dir() for s in SPLITS)
+
+
+def categories(path: Path) -> list[str]:
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"dataset folder not found: {path}")
+    return sorted(c.name for c in path.iterdir() if c.is_dir() and any((c / s).is_dir() for s in SPLITS))
+
+
+def _find_mask(root: Path, category: str, defect: str, image: Path) -> Path:
+    gt = root / category / "ground_truth" / defect
+    for name in (f"{image.stem}_mask.png", f"{image.stem}.png", f"{image.stem}_mask{image.suffix}"):
+        if (gt / name).is_file():
+            return gt / name
+    raise DataError(f"mask missing for defect image {image}: expected {gt / (image.stem + '_mask.png')}")
+
+
+def index(path: Path, category: str, split: str) -> list[Record]:
+    """Records of one category and split; raises :class:`DataError` naming what is wrong."""
+    path = Path(path)
+    cats = categories(path)
+    if category not in cats:
+        raise DataError(f"unknown category {category!r} in {path}; available: {', '.join(cats) or '(none)'}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+    split_dir = path / category / split
+    if not split_dir.is_dir():
+        raise DataError(f"split folder missing: {split_dir}")
+    records: list[Record] = []
+    defects = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if split == "train" and defects != ["good"]:
+        if "good" not in defects:
+            raise DataError(f"training folder {split_dir} has no 'good' subfolder (found: {defects})")
+    for defect in defects:
+        if split == "train" and defect != "good":
+            continue  # MVTec trains on good images only; other folders are not part of the layout
+        for img in list_images(split_dir / defect):
+            if defect == "good":
+                records.append(Record(img, 0, "good", None, category, split))
+            else:
+                records.append(Record(img, 1, defect, _find_mask(path, category, defect, img), category, split))
+    if not records:
+        raise DataError(f"no images in {split_dir} (category {category!r} is empty)")
+    return records

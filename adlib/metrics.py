@@ -1,0 +1,772 @@
+"""Image- and pixel-level anomaly detection metrics: AUROC, AP and AU-PRO.
+
+Definitions
+-----------
+Image level (one score per image, label 1 = anomalous):
+
+- :func:`image_auroc`: area under the ROC curve (``sklearn.metrics.roc_auc_score``).
+- :func:`image_ap`: average precision, ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct
+  score thresholds taken in descending order (``sklearn.metrics.average_precision_score``; no
+  interpolation of the precision-recall curve).
+
+Pixel level (``masks`` and ``maps`` are ``N x H x W`` arrays of identical shape; a mask pixel is
+anomalous when its value is > 0):
+
+- :func:`pixel_auroc`: AUROC over all pixels of all images pooled together,
+  ``P(s_anomalous > s_normal) + 1/2 P(s_anomalous == s_normal)`` (Mann-Whitney form; equal to
+  the trapezoidal area under the ROC curve with tied scores merged into one threshold, which is
+  what ``roc_auc_score`` computes on the flattened arrays).
+- :func:`pixel_ap`: AP over all pixels pooled, same definition as :func:`image_ap`.
+- :func:`au_pro`: the standard AU-PRO of the official MVTec AD evaluation. Ground-truth regions are
+  the 8-connected components of each mask (``scipy.ndimage.label`` with a ``3 x 3`` structure of
+  ones), pooled over all images and weighted equally. For every distinct score ``t`` (descending)
+  the curve has the point ``FPR(t) = #{normal pixels >= t} / #{normal pixels}`` and
+  ``PRO(t) = (1/R) sum_r #{pixels of region r >= t} / |r|`` with ``R`` regions. Tied pixels enter
+  together (one point per distinct score), both coordinates are clipped to 1, and ``(0, 0)`` and
+  ``(1, 1)`` are added. AU-PRO is the trapezoidal area under this curve for ``FPR <= fpr_limit``
+  (the curve is interpolated linearly at ``fpr_limit``), divided by ``fpr_limit`` so that the
+  result lies in [0, 1]. :func:`pro_curve` returns the curve itself.
+
+Maps must already be at ground-truth resolution; :func:`resize_maps` up- or down-samples score maps
+bilinearly (``align_corners=False``) for callers whose models predict at a lower resolution. The
+pixel metrics never resample and raise ``ValueError`` on a shape mismatch.
+
+Ties
+----
+Tied scores are never broken by position: all pixels (or images) sharing a score enter the curves at
+the same threshold. In the ROC this makes a diagonal step (and a tie between an anomalous and a
+normal pixel counts 1/2 in the pairwise form); in the PR curve precision is evaluated once per
+distinct threshold; in the PRO curve a normal pixel tied with an anomalous one moves the curve
+diagonally together with it.
+
+Algorithm and memory
+--------------------
+The pixel metrics never flatten, sort or copy the whole ``maps`` array (MVTec AD at full resolution
+is about 1.7e9 pixels). Anomalous pixels are few, so their scores ``a`` (and, for AU-PRO, their
+region weights ``1 / |region|``) are gathered and sorted; let ``u_1 < ... < u_K`` be the distinct
+anomalous scores. The normal pixels are then streamed image by image through
+``np.searchsorted(u, s)``, which yields, for every ``u_k``, the exact number of normal pixels with
+score ``> u_k`` and ``== u_k``. These counts determine every metric exactly:
+
+- AUROC: ``sum_k p_k (#normal < u_k + #normal == u_k / 2) / (P N)`` with ``p_k`` anomalous pixels at
+  ``u_k``, ``P`` anomalous and ``N`` normal pixels;
+- AP: recall only changes at the ``u_k``, where precision is
+  ``#anomalous >= u_k / (#anomalous >= u_k + #normal >= u_k)``;
+- PRO curve: between two consecutive ``u_k`` the PRO value is constant, so all thresholds held only by
+  normal pixels form one horizontal segment; at ``u_k`` the curve moves (diagonally, when normal
+  pixels share the score) to ``(#normal >= u_k / N, PRO(u_k))``. The returned vertices are a subset
+  of the official curve's points, and the dropped points are collinear, so the area is identical.
+
+Cost: the maps are read twice and the masks three times, one image at a time. Time is
+``O(T log K)`` for ``T`` pixels in total plus ``O(A log A)`` for sorting the ``A`` anomalous pixels.
+Memory is ``O(A)`` (about 12 bytes per anomalous pixel for AUROC/AP with float32 maps, about 28
+with AU-PRO, during the sort) plus ``O(K)`` counters and temporaries for one image; no float64 copy
+of the whole maps array is made (non-float maps are converted to float64 one image at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "image_auroc",
+    "image_ap",
+    "pixel_auroc",
+    "pixel_ap",
+    "au_pro",
+    "pro_curve",
+    "pixel_metrics",
+    "resize_maps",
+]
+
+# 8-connectivity for the ground-truth regions, as in the official MVTec AD evaluation.
+_STRUCTURE_8 = np.ones((3, 3), dtype=bool)
+_MASK_POSITIVE_VALUES = (1, 255)
+_MAX_LISTED = 5  # how many offending values or indices an error message lists
+
+
+# --------------------------------------------------------------------------------------------------
+# image level
+# --------------------------------------------------------------------------------------------------
+
+
+def _format_values(values: np.ndarray) -> str:
+    vals = [v.item() if hasattr(v, "item") else v for v in values[:_MAX_LISTED]]
+    more = f" (and {len(values) - _MAX_LISTED} more)" if len(values) > _MAX_LISTED else ""
+    return f"{vals}{more}"
+
+
+def _check_labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Validate image-level inputs; return (bool labels, float64 scores)."""
+    y = np.asarray(labels)
+    s = np.asarray(scores)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array, got shape {y.shape}")
+    if s.ndim != 1:
+        raise ValueError(f"scores must be a 1-D array, got shape {s.shape}")
+    if y.shape[0] != s.shape[0]:
+        raise ValueError(
+            f"labels and scores differ in length: {y.shape[0]} labels but {s.shape[0]} scores"
+        )
+    if y.shape[0] == 0:
+        raise ValueError("labels and scores are empty")
+    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
+        raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
+    s = s.astype(np.float64, copy=False)
+    finite = np.isfinite(s)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        n_nan = int(np.isnan(s).sum())
+        raise ValueError(
+            f"scores contain {bad.size} non-finite value(s) ({n_nan} NaN, {bad.size - n_nan} inf) "
+            f"at index {_format_values(bad)}"
+        )
+    if y.dtype != bool:
+        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+            raise ValueError(f"labels must be binary (0/1 or bool), got dtype {y.dtype}")
+        bad_mask = (y != 0) & (y != 1)  # NaN is caught here too
+        if bad_mask.any():
+            bad_vals = np.unique(y[bad_mask])
+            raise ValueError(
+                f"labels must be binary (0/1 or bool); found non-binary value(s) "
+                f"{_format_values(bad_vals)} at index {_format_values(np.flatnonzero(bad_mask))}"
+            )
+        y = y == 1
+    return y, s
+
+
+def _one_class_message(metric: str, y: np.ndarray) -> str:
+    cls = "1 (anomalous)" if y[0] else "0 (normal)"
+    return (
+        f"{metric} is undefined when only one class is present: all {y.size} labels are {cls}; "
+        "it needs both normal and anomalous images"
+    )
+
+
+def image_auroc(labels, scores) -> float:
+    """Image-level area under the ROC curve.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        Ground truth, 1 (or True) for anomalous and 0 (or False) for normal images.
+    scores : array-like of shape (n_images,)
+        Anomaly scores, higher means more anomalous. Must be finite.
+
+    Returns
+    -------
+    float
+        AUROC in [0, 1]: ``P(s_anomalous > s_normal) + 1/2 P(s_anomalous == s_normal)``, computed
+        with ``sklearn.metrics.roc_auc_score`` (tied scores form one threshold).
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 1-D, differ in length, are empty, the labels are not binary, the
+        scores contain NaN or inf, or only one class is present (AUROC is then undefined).
+
+    Notes
+    -----
+    O(n log n) time and O(n) memory for n images.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y, s = _check_labels_scores(labels, scores)
+    if y.all() or not y.any():
+        raise ValueError(_one_class_message("image_auroc", y))
+    return float(roc_auc_score(y, s))
+
+
+def image_ap(labels, scores) -> float:
+    """Image-level average precision (area under the precision-recall curve).
+
+    ``AP = sum_n (R_n - R_{n-1}) P_n`` where ``P_n`` and ``R_n`` are precision and recall at the
+    n-th distinct score threshold in descending order (tied scores form one threshold, no
+    interpolation); this is ``sklearn.metrics.average_precision_score``.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        Ground truth, 1 (or True) for anomalous and 0 (or False) for normal images.
+    scores : array-like of shape (n_images,)
+        Anomaly scores, higher means more anomalous. Must be finite.
+
+    Returns
+    -------
+    float
+        AP in [0, 1]. With only anomalous images it is 1.0.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 1-D, differ in length, are empty, the labels are not binary, the
+        scores contain NaN or inf, or there is no anomalous image (recall, hence AP, is undefined).
+
+    Notes
+    -----
+    O(n log n) time and O(n) memory for n images.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y, s = _check_labels_scores(labels, scores)
+    if not y.any():
+        raise ValueError(
+            f"image_ap is undefined without anomalous images: all {y.size} labels are 0 (normal)"
+        )
+    return float(average_precision_score(y, s))
+
+
+# --------------------------------------------------------------------------------------------------
+# pixel level: validation and the streamed counting pass
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_stack(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 3:
+        raise ValueError(
+            f"{name} must be an N x H x W array, got shape {arr.shape}"
+            + (" (wrap a single image as x[None])" if arr.ndim == 2 else "")
+        )
+    return arr
+
+
+def _check_pixel_inputs(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+    masks = _as_stack(masks, "masks")
+    maps = _as_stack(maps, "maps")
+    if masks.shape != maps.shape:
+        raise ValueError(
+            f"maps.shape {maps.shape} differs from masks.shape {masks.shape}: the pixel metrics need "
+            f"anomaly maps at ground-truth resolution (see adlib.metrics.resize_maps(maps, "
+            f"{tuple(masks.shape[1:])}))"
+        )
+    if masks.shape[0] == 0 or masks.shape[1] == 0 or masks.shape[2] == 0:
+        raise ValueError(f"masks and maps are empty (shape {masks.shape})")
+    if not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)
+            or np.issubdtype(masks.dtype, np.floating)):
+        raise ValueError(f"masks must be bool, integer or float, got dtype {masks.dtype}")
+    if not (maps.dtype == bool or np.issubdtype(maps.dtype, np.integer)
+            or np.issubdtype(maps.dtype, np.floating)):
+        raise ValueError(f"maps must be real numbers, got dtype {maps.dtype}")
+    return masks, maps
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """Float maps are compared in their own dtype (exact); others are converted to float64."""
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def _count_mask_pixels(masks: np.ndarray) -> np.ndarray:
+    """Validate that every mask is binary; return the number of anomalous pixels per image."""
+    counts = np.empty(masks.shape[0], dtype=np.int64)
+    for i in range(masks.shape[0]):
+        m = masks[i]
+        if m.dtype == bool:
+            counts[i] = np.count_nonzero(m)
+            continue
+        nz = m[m != 0]  # NaN lands here and is rejected below
+        if nz.size:
+            v = nz[0]
+            if not (v in _MASK_POSITIVE_VALUES and np.all(nz == v)):
+                raise ValueError(
+                    "masks must be binary (bool, 0/1 or 0/255; > 0 is anomalous); image index "
+                    f"{i} holds value(s) {_format_values(np.unique(m))}"
+                )
+        counts[i] = nz.size
+    return counts
+
+
+def _check_finite_map(s: np.ndarray, i: int, n: int) -> None:
+    if not np.issubdtype(s.dtype, np.floating):
+        return
+    if np.isfinite(np.sum(s, dtype=np.float64)):  # fast path: one pass, no temporary
+        return
+    finite = np.isfinite(s)
+    n_bad = finite.size - int(np.count_nonzero(finite))
+    if n_bad:
+        n_nan = int(np.count_nonzero(np.isnan(s)))
+        raise ValueError(
+            f"maps contain {n_bad} non-finite value(s) ({n_nan} NaN, {n_bad - n_nan} inf) in image "
+            f"index {i} (of {n} images); anomaly maps must be finite"
+        )
+
+
+@dataclass
+class _PixelCounts:
+    """Sufficient statistics of the pixel metrics (see the module docstring)."""
+
+    values: np.ndarray  # (K,) distinct anomalous scores, ascending
+    pos_counts: np.ndarray  # (K,) int64, anomalous pixels with score == values[k]
+    region_weights: np.ndarray | None  # (K,) float64, sum of 1/|region| over those pixels
+    n_regions: int
+    neg_gt: np.ndarray  # (K,) int64, normal pixels with score > values[k]
+    neg_eq: np.ndarray  # (K,) int64, normal pixels with score == values[k]
+    n_pos: int
+    n_neg: int
+
+
+class _Bincounter:
+    """Accumulate ``bincount(idx, minlength=size)`` over many chunks in O(size + buffered) time.
+
+    A per-image ``bincount`` with a large ``minlength`` would cost O(K) per image; buffering the
+    indices until about ``size / 4`` of them are held keeps the amortised cost O(1) per index.
+    """
+
+    def __init__(self, size: int):
+        self.counts = np.zeros(size, dtype=np.int64)
+        self._buf: list[np.ndarray] = []
+        self._held = 0
+        self._limit = max(size // 4, 1 << 20)
+
+    def add(self, idx: np.ndarray) -> None:
+        if idx.size == 0:
+            return
+        self._buf.append(idx)
+        self._held += idx.size
+        if self._held >= self._limit:
+            self.flush()
+
+    def flush(self) -> np.ndarray:
+        if self._buf:
+            idx = self._buf[0] if len(self._buf) == 1 else np.concatenate(self._buf)
+            self._buf, self._held = [], 0
+            self.counts += np.bincount(idx, minlength=self.counts.size)
+        return self.counts
+
+
+def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) -> _PixelCounts:
+    """Validate inputs and compute the exact sufficient statistics in a streamed pass."""
+    masks, maps = _check_pixel_inputs(masks, maps)
+    n = masks.shape[0]
+    wd = _work_dtype(maps.dtype)
+
+    # pass 0 (masks only): binary check and anomalous pixel counts, before any map is read
+    per_image = _count_mask_pixels(masks)
+    n_pos = int(per_image.sum())
+    n_neg = int(masks.size - n_pos)
+    if n_pos == 0:
+        raise ValueError(
+            f"{metric} is undefined when only one class is present: the masks contain no anomalous "
+            f"pixel (all {n} images are normal)"
+        )
+    if need_neg and n_neg == 0:
+        raise ValueError(
+            f"{metric} is undefined when only one class is present: every pixel of the masks is "
+            "anomalous (no normal pixel)"
+        )
+
+    # pass 1: finite check of every map; gather the anomalous scores (and region weights)
+    scores = np.empty(n_pos, dtype=wd)
+    weights = np.empty(n_pos, dtype=np.float64) if regions else None
+    n_regions = 0
+    off = 0
+    for i in range(n):
+        s = np.asarray(maps[i], dtype=wd)
+        _check_finite_map(s, i, n)
+        k = int(per_image[i])
+        if k == 0:
+            continue
+        pos = masks[i] != 0
+        scores[off:off + k] = s[pos]
+        if regions:
+            from scipy import ndimage
+
+            lab, nr = ndimage.label(pos, structure=_STRUCTURE_8)
+            sizes = np.bincount(lab.ravel(), minlength=nr + 1)
+            inv = np.zeros(nr + 1, dtype=np.float64)
+            inv[1:] = 1.0 / sizes[1:]
+            weights[off:off + k] = inv[lab[pos]]
+            n_regions += int(nr)
+        off += k
+
+    # sort the anomalous pixels and merge ties into distinct values
+    if regions:
+        order = np.argsort(scores)
+        scores = scores[order]
+        weights = weights[order]
+        del order
+    else:
+        scores.sort()
+    starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1])))
+    values = scores[starts]
+    pos_counts = np.diff(np.append(starts, n_pos)).astype(np.int64)
+    region_weights = np.add.reduceat(weights, starts) if regions else None
+    del scores, weights
+    n_values = values.size
+
+    # pass 2: stream the normal pixels through searchsorted against the distinct anomalous scores
+    values_ext = np.append(values, np.array(np.inf, dtype=wd))  # sentinel for the tie test
+    lowest = values[0]
+    below = 0  # normal pixels under every anomalous score: only N needs them
+    n_less = _Bincounter(n_values + 1)  # bin j: normal pixels above exactly j distinct values
+    n_tied = _Bincounter(n_values)
+    for i in range(n):
+        s = np.asarray(maps[i], dtype=wd)
+        t = s[masks[i] == 0] if per_image[i] else s.ravel()
+        n_img = t.size
+        t = t[t >= lowest]
+        below += n_img - t.size
+        if t.size == 0:
+            continue
+        left = np.searchsorted(values, t, side="left")  # number of distinct values < score
+        n_less.add(left)
+        n_tied.add(left[values_ext[left] == t])
+    c = n_less.flush()
+    c[0] += below
+    # c[j] = #normal pixels with exactly j distinct anomalous values strictly below their score
+    tail = np.cumsum(c[::-1])[::-1]  # tail[j] = sum_{i >= j} c[i]
+    neg_gt = tail[1:].copy()  # score > values[k]  <=>  j >= k + 1
+    neg_eq = n_tied.flush()
+    if int(tail[0]) != n_neg:  # cannot happen; guards the bookkeeping
+        raise RuntimeError(f"internal error: counted {int(tail[0])} normal pixels, expected {n_neg}")
+    log.debug(
+        "%s: %d images, %d anomalous / %d normal pixels, %d distinct anomalous scores%s",
+        metric, n, n_pos, n_neg, n_values, f", {n_regions} regions" if regions else "",
+    )
+    return _PixelCounts(values, pos_counts, region_weights, n_regions, neg_gt, neg_eq, n_pos, n_neg)
+
+
+# --------------------------------------------------------------------------------------------------
+# pixel level: metrics from the counts
+# --------------------------------------------------------------------------------------------------
+
+
+def _auroc_from_counts(st: _PixelCounts) -> float:
+    p = st.pos_counts.astype(np.float64)
+    neg_below = (st.n_neg - st.neg_gt - st.neg_eq).astype(np.float64)
+    wins = float(np.dot(p, neg_below + 0.5 * st.neg_eq))
+    return float(min(1.0, max(0.0, wins / (float(st.n_pos) * float(st.n_neg)))))
+
+
+def _ap_from_counts(st: _PixelCounts) -> float:
+    tp = np.cumsum(st.pos_counts[::-1])[::-1]  # anomalous pixels >= values[k]
+    fp = st.neg_gt + st.neg_eq  # normal pixels >= values[k]
+    precision = tp / (tp + fp).astype(np.float64)
+    ap = float(np.dot(st.pos_counts.astype(np.float64), precision)) / st.n_pos
+    return float(min(1.0, max(0.0, ap)))
+
+
+def _pro_curve_from_counts(st: _PixelCounts) -> tuple[np.ndarray, np.ndarray]:
+    k = st.values.size
+    desc = np.arange(k - 1, -1, -1)
+    pro = np.cumsum(st.region_weights[::-1])[::-1] / st.n_regions  # PRO(values[k]), ascending k
+    pro_desc = pro[desc]
+    pro_before = np.concatenate(([0.0], pro_desc[:-1]))  # PRO just above values[k]
+    n = float(st.n_neg)
+    fpr = np.empty(2 * k + 2)
+    tpr = np.empty(2 * k + 2)
+    fpr[0] = tpr[0] = 0.0
+    fpr[-1] = tpr[-1] = 1.0
+    # horizontal segment ending at the last normal-only threshold above values[k] ...
+    fpr[1:-1:2] = st.neg_gt[desc] / n
+    tpr[1:-1:2] = pro_before
+    # ... then the (possibly diagonal) step taken at values[k]
+    fpr[2:-1:2] = (st.neg_gt[desc] + st.neg_eq[desc]) / n
+    tpr[2:-1:2] = pro_desc
+    np.minimum(fpr, 1.0, out=fpr)
+    np.minimum(tpr, 1.0, out=tpr)
+    keep = np.concatenate(([True], (np.diff(fpr) != 0) | (np.diff(tpr) != 0)))
+    return fpr[keep], tpr[keep]
+
+
+def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+    """Trapezoidal area under (x, y) for x <= limit, x non-decreasing, interpolating at limit."""
+    i = int(np.searchsorted(x, limit, side="right"))  # x[:i] <= limit
+    xs, ys = x[:i], y[:i]
+    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) * 0.5))
+    if i < x.size and xs[-1] < limit:
+        x0, y0, x1, y1 = x[i - 1], y[i - 1], x[i], y[i]
+        y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+        area += float((limit - x0) * (y0 + y_lim) * 0.5)
+    return area
+
+
+def _check_fpr_limit(fpr_limit) -> float:
+    if isinstance(fpr_limit, bool) or not isinstance(fpr_limit, numbers.Real):
+        raise ValueError(f"fpr_limit must be a number in (0, 1], got {fpr_limit!r}")
+    limit = float(fpr_limit)
+    if not 0.0 < limit <= 1.0:
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
+    return limit
+
+
+def _au_pro_from_counts(st: _PixelCounts, limit: float) -> float:
+    fpr, pro = _pro_curve_from_counts(st)
+    return float(min(1.0, max(0.0, _area_up_to(fpr, pro, limit) / limit)))
+
+
+_COST_NOTE = """
+    Cost: reads the maps twice and the masks three times, one image at a time;
+    O(T log K) time for T pixels and K distinct anomalous scores, plus O(A log A) to sort the
+    A anomalous pixels; O(A + K) memory plus temporaries for one image. The full maps array is
+    never flattened, sorted or copied to float64."""
+
+
+def pixel_auroc(masks, maps) -> float:
+    """Pixel-level AUROC over all pixels of all images pooled together.
+
+    Exactly ``sklearn.metrics.roc_auc_score(masks.ravel() > 0, maps.ravel())``, i.e.
+    ``P(s_anomalous > s_normal) + 1/2 P(s_anomalous == s_normal)``, computed without flattening.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+        All-zero masks (normal images) are allowed.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at ground-truth resolution (``maps.shape == masks.shape``; use
+        :func:`resize_maps` first otherwise). Higher means more anomalous. Must be finite.
+
+    Returns
+    -------
+    float
+        AUROC in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 3-D or their shapes differ (both shapes are named), a mask is not
+        binary, a map holds NaN or inf (the count and image index are named), or the masks hold
+        only one class (AUROC is then undefined).
+
+    Notes
+    -----
+    Memory: O(A) for A anomalous pixels (about 12 bytes each with float32 maps) plus one image
+    at a time.""" + _COST_NOTE
+    st = _pixel_counts(masks, maps, metric="pixel_auroc", regions=False, need_neg=True)
+    return _auroc_from_counts(st)
+
+
+def pixel_ap(masks, maps) -> float:
+    """Pixel-level average precision over all pixels of all images pooled together.
+
+    Exactly ``sklearn.metrics.average_precision_score(masks.ravel() > 0, maps.ravel())``:
+    ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds in descending order
+    (tied pixels enter together, no interpolation), computed without flattening.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at ground-truth resolution (``maps.shape == masks.shape``). Must be finite.
+
+    Returns
+    -------
+    float
+        AP in [0, 1]; 1.0 when every pixel is anomalous.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 3-D or their shapes differ, a mask is not binary, a map holds NaN
+        or inf (the count and image index are named), or no pixel is anomalous.
+
+    Notes
+    -----
+    Memory: O(A) for A anomalous pixels (about 12 bytes each with float32 maps) plus one image
+    at a time.""" + _COST_NOTE
+    st = _pixel_counts(masks, maps, metric="pixel_ap", regions=False, need_neg=False)
+    return _ap_from_counts(st)
+
+
+def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
+    """The per-region-overlap (PRO) curve of the official MVTec AD evaluation.
+
+    Regions are the 8-connected components of every mask, pooled over all images and weighted
+    equally. At each distinct score ``t`` (descending) the curve is at
+    ``FPR(t) = #{normal pixels >= t} / #{normal pixels}`` and
+    ``PRO(t) = mean over regions r of #{pixels of r >= t} / |r|``; tied pixels enter together,
+    values are clipped to 1, and ``(0, 0)`` and ``(1, 1)`` are added.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at ground-truth resolution (``maps.shape == masks.shape``). Must be finite.
+
+    Returns
+    -------
+    fpr : ndarray of shape (n_points,), float64
+        Non-decreasing, from 0 to 1.
+    pro : ndarray of shape (n_points,), float64
+        Non-decreasing, from 0 to 1.
+
+    Raises
+    ------
+    ValueError
+        As :func:`au_pro`.
+
+    Notes
+    -----
+    The official curve has one point per distinct score of any pixel, which cannot be held in
+    bounded memory. Between two consecutive distinct anomalous scores it is horizontal, so only
+    the ends of those horizontal runs are returned (at most ``2 K + 2`` points for ``K`` distinct
+    anomalous scores; consecutive duplicate points are dropped). Every returned point is a point
+    of the official curve and the omitted points lie on the returned segments, so areas and linear
+    interpolation are unchanged.
+
+    Memory: O(A) for A anomalous pixels (about 28 bytes each with float32 maps, during the sort)
+    plus one image at a time.""" + _COST_NOTE
+    st = _pixel_counts(masks, maps, metric="pro_curve", regions=True, need_neg=True)
+    return _pro_curve_from_counts(st)
+
+
+def au_pro(masks, maps, fpr_limit: float = 0.3) -> float:
+    """Normalised area under the PRO curve up to ``fpr_limit`` (the MVTec AD AU-PRO).
+
+    The curve is that of :func:`pro_curve` (8-connected regions pooled over all images, each region
+    weighted equally, ties merged, clipped to 1, with ``(0, 0)`` and ``(1, 1)`` added). Its
+    trapezoidal area over ``0 <= FPR <= fpr_limit`` (interpolating linearly at ``fpr_limit``) is
+    divided by ``fpr_limit``.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+        All-zero masks (normal images) are allowed; they contribute normal pixels only.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at full ground-truth resolution (``maps.shape == masks.shape``; use
+        :func:`resize_maps` first otherwise). Higher means more anomalous. Must be finite.
+    fpr_limit : float, default=0.3
+        Upper integration limit of the false positive rate, in (0, 1].
+
+    Returns
+    -------
+    float
+        AU-PRO in [0, 1] (clipped, so rounding can never push it above 1). 1.0 when every anomalous
+        pixel scores above every normal pixel; 0.0 when every normal pixel scores above every
+        anomalous one.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 3-D or their shapes differ (both shapes are named), a mask is not
+        binary, a map holds NaN or inf (the count and image index are named), the masks hold no
+        anomalous region or no normal pixel, or ``fpr_limit`` is not in (0, 1].
+
+    Notes
+    -----
+    Memory: O(A) for A anomalous pixels (about 28 bytes each with float32 maps, during the sort)
+    plus one image at a time.""" + _COST_NOTE
+    limit = _check_fpr_limit(fpr_limit)
+    st = _pixel_counts(masks, maps, metric="au_pro", regions=True, need_neg=True)
+    return _au_pro_from_counts(st, limit)
+
+
+def pixel_metrics(masks, maps, fpr_limit: float = 0.3) -> dict[str, float]:
+    """Pixel AUROC, pixel AP and AU-PRO from one streamed pass (cheaper than three calls).
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at ground-truth resolution (``maps.shape == masks.shape``). Must be finite.
+    fpr_limit : float, default=0.3
+        Integration limit of :func:`au_pro`, in (0, 1].
+
+    Returns
+    -------
+    dict
+        ``{"pixel_auroc": float, "pixel_ap": float, "au_pro": float}``, each equal to the result of
+        the function of that name.
+
+    Raises
+    ------
+    ValueError
+        As :func:`au_pro` (both classes must be present).
+
+    Notes
+    -----
+    Memory: O(A) for A anomalous pixels (about 28 bytes each with float32 maps, during the sort)
+    plus one image at a time.""" + _COST_NOTE
+    limit = _check_fpr_limit(fpr_limit)
+    st = _pixel_counts(masks, maps, metric="pixel_metrics", regions=True, need_neg=True)
+    return {
+        "pixel_auroc": _auroc_from_counts(st),
+        "pixel_ap": _ap_from_counts(st),
+        "au_pro": _au_pro_from_counts(st, limit),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# resampling
+# --------------------------------------------------------------------------------------------------
+
+
+def resize_maps(maps, size, *, chunk_size: int | None = None) -> np.ndarray:
+    """Bilinearly resample score maps to ``size`` (e.g. to ground-truth resolution).
+
+    Uses ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`` on the CPU in
+    float32, ``chunk_size`` maps at a time, writing into one preallocated output array.
+
+    Parameters
+    ----------
+    maps : array-like of shape (n_images, h, w) or (h, w)
+        Score maps (numpy array or CPU torch tensor).
+    size : int or (int, int)
+        Target ``(H, W)``; an int means ``(size, size)``.
+    chunk_size : int, optional
+        Maps resampled per call; by default as many as keep one chunk's input and output
+        under about 2**24 float32 values (64 MiB).
+
+    Returns
+    -------
+    ndarray of shape (n_images, H, W) or (H, W), float32
+        A new array, also when the maps already have the target size (then only converted to
+        float32). Down-sampling is plain bilinear (no anti-aliasing).
+
+    Raises
+    ------
+    ValueError
+        If ``maps`` is not 2-D or 3-D, or ``size`` / ``chunk_size`` is not positive.
+
+    Notes
+    -----
+    Memory: the float32 output (n_images * H * W * 4 bytes) plus one chunk of input and output.
+    Time: O(n_images * H * W).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if isinstance(maps, torch.Tensor):
+        maps = maps.detach().cpu().numpy()
+    arr = np.asarray(maps)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"maps must be N x h x w (or h x w), got shape {arr.shape}")
+    if isinstance(size, numbers.Integral):
+        size = (int(size), int(size))
+    try:
+        out_h, out_w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int or a pair (H, W), got {size!r}") from None
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"size must be positive, got {(out_h, out_w)}")
+    single = arr.ndim == 2
+    if single:
+        arr = arr[None]
+    n, h, w = arr.shape
+    if chunk_size is None:
+        chunk_size = max(1, (1 << 24) // max(1, h * w + out_h * out_w))
+    elif chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    out = np.empty((n, out_h, out_w), dtype=np.float32)
+    if (h, w) == (out_h, out_w):
+        out[...] = arr
+    else:
+        with torch.no_grad():
+            for i in range(0, n, chunk_size):
+                x = torch.from_numpy(np.ascontiguousarray(arr[i:i + chunk_size], dtype=np.float32))
+                y = F.interpolate(x[:, None], size=(out_h, out_w), mode="bilinear",
+                                  align_corners=False)
+                out[i:i + x.shape[0]] = y[:, 0].numpy()
+    log.debug("resize_maps: %d maps %dx%d -> %dx%d", n, h, w, out_h, out_w)
+    return out[0] if single else out

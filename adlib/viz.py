@@ -1,0 +1,99 @@
+"""Figures shared by the notebooks: sample grids with mask overlays, and saving in PNG + PDF.
+
+Notebooks stay thin: they call these functions and :func:`save_figure`, which writes
+``figures/<subdir>/<name>.png`` and ``.pdf`` with fixed metadata (no timestamps), so reruns
+produce the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .data.base import AnomalyDataset, denormalize
+from .paths import figures_dir
+
+log = logging.getLogger(__name__)
+
+
+def to_display(image) -> np.ndarray:
+    """A ``3 x H x W`` tensor (normalised or in [0, 1]) or ``H x W x 3`` array -> ``H x W x 3`` floats in [0, 1]."""
+    import torch
+
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float().cpu()
+        if x.min() < 0 or x.max() > 1:
+            x = denormalize(x)
+        return x.permute(1, 2, 0).numpy()
+    arr = np.asarray(image)
+    return arr / 255.0 if arr.dtype == np.uint8 else arr
+
+
+def overlay_mask(ax, image, mask, color=(1.0, 0.1, 0.1), alpha: float = 0.45) -> None:
+    """Draw ``image`` with the pixels of ``mask`` tinted and outlined."""
+    img = to_display(image)
+    m = np.asarray(mask.squeeze() if hasattr(mask, "squeeze") else mask) > 0
+    ax.imshow(img)
+    if m.any():
+        tint = np.zeros((*m.shape, 4))
+        tint[m] = (*color, alpha)
+        ax.imshow(tint)
+        ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def pick_examples(ds: AnomalyDataset, n_good: int, n_defect: int, seed: int = 0) -> list[int]:
+    """Indices of ``n_good`` good images and up to ``n_defect`` defective ones spread over defect types."""
+    rng = np.random.default_rng(seed)
+    good = [i for i, r in enumerate(ds.records) if r.label == 0]
+    by_type: dict[str, list[int]] = {}
+    for i, r in enumerate(ds.records):
+        if r.label == 1:
+            by_type.setdefault(r.defect_type, []).append(i)
+    picked = list(rng.choice(good, size=min(n_good, len(good)), replace=False)) if good else []
+    types = sorted(by_type)
+    k = 0
+    while types and len(picked) < n_good + n_defect and any(by_type.values()):
+        t = types[k % len(types)]
+        if by_type[t]:
+            picked.append(by_type[t].pop(int(rng.integers(len(by_type[t])))))
+        k += 1
+        if k > 10 * (n_defect + 1):
+            break
+    return [int(i) for i in picked]
+
+
+def sample_grid(rows: Sequence[tuple[str, AnomalyDataset, list[int]]], cell: float = 1.6):
+    """One row per ``(row_title, dataset, indices)``, each cell an image with its mask overlaid."""
+    ncols = max(len(idx) for _, _, idx in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(cell * ncols, cell * len(rows)), squeeze=False)
+    for r, (title, ds, idx) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c >= len(idx):
+                ax.axis("off")
+                continue
+            s = ds[idx[c]]
+            overlay_mask(ax, s.image, s.mask)
+            ax.set_title(s.defect_type, fontsize=7)
+        axes[r, 0].set_ylabel(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, name: str, subdir: str | None = None, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110) -> list[Path]:
+    """Write ``fig`` to ``figures/<subdir>/<name>.<fmt>`` for each format; returns the paths."""
+    out = []
+    d = figures_dir(subdir)
+    for fmt in formats:
+        p = d / f"{name}.{fmt}"
+        meta = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
+        fig.savefig(p, dpi=dpi, bbox_inches="tight", metadata=meta)
+        out.append(p)
+    log.info("saved %s", ", ".join(str(p) for p in out))
+    return out
