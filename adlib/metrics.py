@@ -501,13 +501,6 @@ def _au_pro_from_counts(st: _PixelCounts, limit: float) -> float:
     return float(min(1.0, max(0.0, _area_up_to(fpr, pro, limit) / limit)))
 
 
-_COST_NOTE = """
-    Cost: reads the maps twice and the masks three times, one image at a time;
-    O(T log K) time for T pixels and K distinct anomalous scores, plus O(A log A) to sort the
-    A anomalous pixels; O(A + K) memory plus temporaries for one image. The full maps array is
-    never flattened, sorted or copied to float64."""
-
-
 def pixel_auroc(masks, maps) -> float:
     """Pixel-level AUROC over all pixels of all images pooled together.
 
@@ -538,7 +531,10 @@ def pixel_auroc(masks, maps) -> float:
     Notes
     -----
     Memory: O(A) for A anomalous pixels (about 12 bytes each with float32 maps) plus one image
-    at a time.""" + _COST_NOTE
+    at a time. Reads the maps twice and the masks three times, one image at a time; time is
+    O(T log K) for T pixels and K distinct anomalous scores, plus O(A log A) to sort the anomalous
+    pixels. The full maps array is never flattened, sorted or copied to float64.
+    """
     st = _pixel_counts(masks, maps, metric="pixel_auroc", regions=False, need_neg=True)
     return _auroc_from_counts(st)
 
@@ -571,7 +567,10 @@ def pixel_ap(masks, maps) -> float:
     Notes
     -----
     Memory: O(A) for A anomalous pixels (about 12 bytes each with float32 maps) plus one image
-    at a time.""" + _COST_NOTE
+    at a time. Reads the maps twice and the masks three times, one image at a time; time is
+    O(T log K) for T pixels and K distinct anomalous scores, plus O(A log A) to sort the anomalous
+    pixels. The full maps array is never flattened, sorted or copied to float64.
+    """
     st = _pixel_counts(masks, maps, metric="pixel_ap", regions=False, need_neg=False)
     return _ap_from_counts(st)
 
@@ -614,7 +613,10 @@ def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     interpolation are unchanged.
 
     Memory: O(A) for A anomalous pixels (about 28 bytes each with float32 maps, during the sort)
-    plus one image at a time.""" + _COST_NOTE
+    plus one image at a time. Reads the maps twice and the masks three times, one image at a time; time is
+    O(T log K) for T pixels and K distinct anomalous scores, plus O(A log A) to sort the anomalous
+    pixels. The full maps array is never flattened, sorted or copied to float64.
+    """
     st = _pixel_counts(masks, maps, metric="pro_curve", regions=True, need_neg=True)
     return _pro_curve_from_counts(st)
 
@@ -655,7 +657,10 @@ def au_pro(masks, maps, fpr_limit: float = 0.3) -> float:
     Notes
     -----
     Memory: O(A) for A anomalous pixels (about 28 bytes each with float32 maps, during the sort)
-    plus one image at a time.""" + _COST_NOTE
+    plus one image at a time. Reads the maps twice and the masks three times, one image at a time; time is
+    O(T log K) for T pixels and K distinct anomalous scores, plus O(A log A) to sort the anomalous
+    pixels. The full maps array is never flattened, sorted or copied to float64.
+    """
     limit = _check_fpr_limit(fpr_limit)
     st = _pixel_counts(masks, maps, metric="au_pro", regions=True, need_neg=True)
     return _au_pro_from_counts(st, limit)
@@ -687,7 +692,10 @@ def pixel_metrics(masks, maps, fpr_limit: float = 0.3) -> dict[str, float]:
     Notes
     -----
     Memory: O(A) for A anomalous pixels (about 28 bytes each with float32 maps, during the sort)
-    plus one image at a time.""" + _COST_NOTE
+    plus one image at a time. Reads the maps twice and the masks three times, one image at a time; time is
+    O(T log K) for T pixels and K distinct anomalous scores, plus O(A log A) to sort the anomalous
+    pixels. The full maps array is never flattened, sorted or copied to float64.
+    """
     limit = _check_fpr_limit(fpr_limit)
     st = _pixel_counts(masks, maps, metric="pixel_metrics", regions=True, need_neg=True)
     return {

@@ -64,7 +64,6 @@ is the ``1 x H x W`` layout of :class:`adlib.data.base.Sample`); grid labels ``g
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

@@ -101,8 +101,9 @@ def perlin_noise_batch(shape: int | Sequence[int], scales: torch.Tensor, angles:
     h, w = _hw(shape)
     scales = torch.as_tensor(scales, dtype=torch.long)
     n = scales.shape[0]
-    if angles.shape[0] != n or angles.shape[1] <= int(scales[:, 0].max()) or angles.shape[2] <= int(scales[:, 1].max()):
-        raise ValueError(f"gradient lattice {tuple(angles.shape)} too small for scales up to {scales.max(0).values.tolist()}")
+    top = scales.max(0).values.tolist()
+    if angles.shape[0] != n or angles.shape[1] <= top[0] or angles.shape[2] <= top[1]:
+        raise ValueError(f"gradient lattice {tuple(angles.shape)} too small for scales up to {top}")
     if int(scales.min()) < 1:
         raise ValueError("lattice scales must be >= 1")
     dtype = torch.float64  # coordinates in double so y * s / H is exact for the sizes used here
