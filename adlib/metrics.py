@@ -46,15 +46,16 @@ is about 1.7e9 pixels). Anomalous pixels are few, so their scores ``a`` (and, fo
 region weights ``1 / |region|``) are gathered and sorted; let ``u_1 < ... < u_K`` be the distinct
 anomalous scores. The normal pixels are then streamed image by image through
 ``np.searchsorted(u, sort(s))`` (an image's normal scores are sorted first, which makes the search
-cache-friendly; order does not matter for counts), which yields, for every ``u_k``, the exact number of normal pixels with
-score ``> u_k`` and ``== u_k``. These counts determine every metric exactly:
+cache-friendly; order does not matter for counts), which yields, for every ``u_k``, the exact
+number of normal pixels with score ``> u_k`` and ``== u_k``. These counts determine every metric
+exactly:
 
 - AUROC: ``sum_k p_k (#normal < u_k + #normal == u_k / 2) / (P N)`` with ``p_k`` anomalous pixels at
   ``u_k``, ``P`` anomalous and ``N`` normal pixels;
 - AP: recall only changes at the ``u_k``, where precision is
   ``#anomalous >= u_k / (#anomalous >= u_k + #normal >= u_k)``;
-- PRO curve: between two consecutive ``u_k`` the PRO value is constant, so all thresholds held only by
-  normal pixels form one horizontal segment; at ``u_k`` the curve moves (diagonally, when normal
+- PRO curve: between two consecutive ``u_k`` the PRO value is constant, so all thresholds held only
+  by normal pixels form one horizontal segment; at ``u_k`` the curve moves (diagonally, when normal
   pixels share the score) to ``(#normal >= u_k / N, PRO(u_k))``. The returned vertices are a subset
   of the official curve's points, and the dropped points are collinear, so the area is identical.
 
@@ -62,9 +63,12 @@ Cost: the maps are read twice and the masks three times, one image at a time. Ti
 ``O(T (log K + log HW))`` for ``T`` pixels in total plus ``O(A log A)`` for sorting the ``A``
 anomalous pixels (about 60 ns per pixel on one CPU core with float32 maps, i.e. roughly 100 s for
 all of MVTec AD at full resolution).
-Memory is ``O(A)`` (about 12 bytes per anomalous pixel for AUROC/AP with float32 maps, about 28
-with AU-PRO, during the sort) plus ``O(K)`` counters and temporaries for one image; no float64 copy
-of the whole maps array is made (non-float maps are converted to float64 one image at a time).
+Memory is ``O(A + K)`` plus temporaries for one image. Measured peaks with float32 maps whose
+anomalous scores are all distinct (the worst case, ``K = A``) are about 45 bytes per anomalous pixel
+for AUROC (50 for AP) and 70 for AU-PRO (95 for :func:`pro_curve`, which also returns the curve);
+repeated scores lower this (about 6 and 30 bytes with maps rounded to 0.1).
+No float64 copy of the whole maps array is made (non-float maps are converted one image at a time).
+AU-PRO is normally computed per category, where ``A`` is typically at most a few million pixels.
 """
 
 from __future__ import annotations
@@ -119,7 +123,8 @@ def _check_labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
         )
     if y.shape[0] == 0:
         raise ValueError("labels and scores are empty")
-    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
+    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer)
+            or np.issubdtype(s.dtype, np.floating)):
         raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
     s = s.astype(np.float64, copy=False)
     finite = np.isfinite(s)
@@ -245,8 +250,8 @@ def _check_pixel_inputs(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     maps = _as_stack(maps, "maps")
     if masks.shape != maps.shape:
         raise ValueError(
-            f"maps.shape {maps.shape} differs from masks.shape {masks.shape}: the pixel metrics need "
-            f"anomaly maps at ground-truth resolution (see adlib.metrics.resize_maps(maps, "
+            f"maps.shape {maps.shape} differs from masks.shape {masks.shape}: the pixel metrics "
+            f"need anomaly maps at ground-truth resolution (see adlib.metrics.resize_maps(maps, "
             f"{tuple(masks.shape[1:])}))"
         )
     if masks.shape[0] == 0 or masks.shape[1] == 0 or masks.shape[2] == 0:
@@ -314,35 +319,6 @@ class _PixelCounts:
     n_neg: int
 
 
-class _Bincounter:
-    """Accumulate ``bincount(idx, minlength=size)`` over many chunks in O(size + buffered) time.
-
-    A per-image ``bincount`` with a large ``minlength`` would cost O(K) per image; buffering the
-    indices until about ``size / 4`` of them are held keeps the amortised cost O(1) per index.
-    """
-
-    def __init__(self, size: int):
-        self.counts = np.zeros(size, dtype=np.int64)
-        self._buf: list[np.ndarray] = []
-        self._held = 0
-        self._limit = max(size // 4, 1 << 20)
-
-    def add(self, idx: np.ndarray) -> None:
-        if idx.size == 0:
-            return
-        self._buf.append(idx)
-        self._held += idx.size
-        if self._held >= self._limit:
-            self.flush()
-
-    def flush(self) -> np.ndarray:
-        if self._buf:
-            idx = self._buf[0] if len(self._buf) == 1 else np.concatenate(self._buf)
-            self._buf, self._held = [], 0
-            self.counts += np.bincount(idx, minlength=self.counts.size)
-        return self.counts
-
-
 def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) -> _PixelCounts:
     """Validate inputs and compute the exact sufficient statistics in a streamed pass."""
     masks, maps = _check_pixel_inputs(masks, maps)
@@ -398,17 +374,16 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
         scores.sort()
     starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1])))
     values = scores[starts]
-    pos_counts = np.diff(np.append(starts, n_pos)).astype(np.int64)
+    pos_counts = np.diff(np.append(starts, n_pos)).astype(np.int64, copy=False)
     region_weights = np.add.reduceat(weights, starts) if regions else None
-    del scores, weights
+    del scores, weights, starts
     n_values = values.size
 
     # pass 2: stream the normal pixels through searchsorted against the distinct anomalous scores
-    values_ext = np.append(values, np.array(np.inf, dtype=wd))  # sentinel for the tie test
     lowest = values[0]
     below = 0  # normal pixels under every anomalous score: only N needs them
-    n_less = _Bincounter(n_values + 1)  # bin j: normal pixels above exactly j distinct values
-    n_tied = _Bincounter(n_values)
+    c = np.zeros(n_values + 1, dtype=np.int64)  # c[j]: normal pixels above exactly j values
+    neg_eq = np.zeros(n_values, dtype=np.int64)  # normal pixels tied with values[k]
     for i in range(n):
         s = np.asarray(maps[i], dtype=wd)
         t = s[masks[i] == 0] if per_image[i] else s.ravel()
@@ -419,16 +394,19 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
             continue
         t.sort()  # t is a copy; sorted needles make searchsorted cache-friendly (~5x faster)
         left = np.searchsorted(values, t, side="left")  # number of distinct values < score
-        n_less.add(left)
-        n_tied.add(left[values_ext[left] == t])
-    c = n_less.flush()
+        np.add.at(c, left, 1)  # unbuffered and O(len(left)): no per-image O(K) bincount
+        # tie test; left == K means t > values[-1], and clipping compares it with values[-1]: False
+        np.add.at(neg_eq, left[np.take(values, left, mode="clip") == t], 1)
+        del left, t
     c[0] += below
     # c[j] = #normal pixels with exactly j distinct anomalous values strictly below their score
-    tail = np.cumsum(c[::-1])[::-1]  # tail[j] = sum_{i >= j} c[i]
-    neg_gt = tail[1:].copy()  # score > values[k]  <=>  j >= k + 1
-    neg_eq = n_tied.flush()
-    if int(tail[0]) != n_neg:  # cannot happen; guards the bookkeeping
-        raise RuntimeError(f"internal error: counted {int(tail[0])} normal pixels, expected {n_neg}")
+    rev = np.cumsum(c[::-1])  # rev[m] = sum_{i >= K - m} c[i]
+    del c
+    if int(rev[-1]) != n_neg:  # cannot happen; guards the bookkeeping
+        raise RuntimeError(
+            f"internal error: counted {int(rev[-1])} normal pixels, expected {n_neg}"
+        )
+    neg_gt = rev[:-1][::-1]  # score > values[k]  <=>  j >= k + 1  <=>  rev[K - 1 - k]
     log.debug(
         "%s: %d images, %d anomalous / %d normal pixels, %d distinct anomalous scores%s",
         metric, n, n_pos, n_neg, n_values, f", {n_regions} regions" if regions else "",
@@ -442,48 +420,66 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
 
 
 def _auroc_from_counts(st: _PixelCounts) -> float:
-    p = st.pos_counts.astype(np.float64)
-    neg_below = (st.n_neg - st.neg_gt - st.neg_eq).astype(np.float64)
-    wins = float(np.dot(p, neg_below + 0.5 * st.neg_eq))
+    # per distinct anomalous score: normal pixels below it plus half of those tied with it
+    credit = st.neg_eq * -0.5
+    credit -= st.neg_gt
+    credit += st.n_neg
+    wins = float(np.dot(credit, st.pos_counts.astype(np.float64)))
     return float(min(1.0, max(0.0, wins / (float(st.n_pos) * float(st.n_neg)))))
 
 
 def _ap_from_counts(st: _PixelCounts) -> float:
     tp = np.cumsum(st.pos_counts[::-1])[::-1]  # anomalous pixels >= values[k]
-    fp = st.neg_gt + st.neg_eq  # normal pixels >= values[k]
-    precision = tp / (tp + fp).astype(np.float64)
-    ap = float(np.dot(st.pos_counts.astype(np.float64), precision)) / st.n_pos
+    detected = tp + st.neg_gt  # all pixels >= values[k] ...
+    detected += st.neg_eq
+    precision = tp / detected
+    del tp, detected
+    precision *= st.pos_counts  # recall step at values[k] is pos_counts[k] / n_pos
+    ap = float(precision.sum()) / st.n_pos
     return float(min(1.0, max(0.0, ap)))
 
 
-def _pro_curve_from_counts(st: _PixelCounts) -> tuple[np.ndarray, np.ndarray]:
+def _pro_curve_from_counts(st: _PixelCounts, dedupe: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices of the PRO curve; ``dedupe=False`` keeps repeated points (same area, less memory).
+    """
     k = st.values.size
-    desc = np.arange(k - 1, -1, -1)
-    pro = np.cumsum(st.region_weights[::-1])[::-1] / st.n_regions  # PRO(values[k]), ascending k
-    pro_desc = pro[desc]
-    pro_before = np.concatenate(([0.0], pro_desc[:-1]))  # PRO just above values[k]
     n = float(st.n_neg)
     fpr = np.empty(2 * k + 2)
-    tpr = np.empty(2 * k + 2)
-    fpr[0] = tpr[0] = 0.0
-    fpr[-1] = tpr[-1] = 1.0
-    # horizontal segment ending at the last normal-only threshold above values[k] ...
-    fpr[1:-1:2] = st.neg_gt[desc] / n
-    tpr[1:-1:2] = pro_before
-    # ... then the (possibly diagonal) step taken at values[k]
-    fpr[2:-1:2] = (st.neg_gt[desc] + st.neg_eq[desc]) / n
-    tpr[2:-1:2] = pro_desc
+    pro = np.empty(2 * k + 2)
+    fpr[0] = pro[0] = 0.0
+    fpr[-1] = pro[-1] = 1.0
+    # descending thresholds (reversed views): for each distinct anomalous score values[k], first
+    # the end of the horizontal run of normal-only thresholds above it ...
+    fpr_h, pro_h = fpr[1:-1:2], pro[1:-1:2]
+    # ... then the (diagonal when normal pixels tie with it) step taken at values[k]
+    fpr_d, pro_d = fpr[2:-1:2], pro[2:-1:2]
+    np.divide(st.neg_gt[::-1], n, out=fpr_h)
+    np.add(st.neg_gt[::-1], st.neg_eq[::-1], out=fpr_d)
+    fpr_d /= n
+    np.cumsum(st.region_weights[::-1], out=pro_d)
+    pro_d /= st.n_regions
+    pro_h[0] = 0.0
+    pro_h[1:] = pro_d[:-1]
     np.minimum(fpr, 1.0, out=fpr)
-    np.minimum(tpr, 1.0, out=tpr)
-    keep = np.concatenate(([True], (np.diff(fpr) != 0) | (np.diff(tpr) != 0)))
-    return fpr[keep], tpr[keep]
+    np.minimum(pro, 1.0, out=pro)
+    if not dedupe:
+        return fpr, pro
+    keep = np.empty(fpr.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(fpr[1:], fpr[:-1], out=keep[1:])
+    keep[1:] |= pro[1:] != pro[:-1]
+    return fpr[keep], pro[keep]
 
 
 def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     """Trapezoidal area under (x, y) for x <= limit, x non-decreasing, interpolating at limit."""
     i = int(np.searchsorted(x, limit, side="right"))  # x[:i] <= limit
     xs, ys = x[:i], y[:i]
-    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) * 0.5))
+    area = 0.0
+    step = 1 << 16  # chunks keep the temporaries small for long curves
+    for a in range(0, max(i - 1, 0), step):
+        b = min(a + step, i - 1)
+        area += 0.5 * float(np.dot(xs[a + 1:b + 1] - xs[a:b], ys[a + 1:b + 1] + ys[a:b]))
     if i < x.size and xs[-1] < limit:
         x0, y0, x1, y1 = x[i - 1], y[i - 1], x[i], y[i]
         y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
@@ -501,7 +497,7 @@ def _check_fpr_limit(fpr_limit) -> float:
 
 
 def _au_pro_from_counts(st: _PixelCounts, limit: float) -> float:
-    fpr, pro = _pro_curve_from_counts(st)
+    fpr, pro = _pro_curve_from_counts(st, dedupe=False)
     return float(min(1.0, max(0.0, _area_up_to(fpr, pro, limit) / limit)))
 
 
@@ -534,8 +530,8 @@ def pixel_auroc(masks, maps) -> float:
 
     Notes
     -----
-    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (about 12 bytes
-    per anomalous pixel with float32 maps), plus temporaries for one image;
+    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (at worst about
+    45 bytes per anomalous pixel with float32 maps), plus temporaries for one image;
     the full maps array is never flattened, sorted or copied to float64. Time: O(T (log K +
     log HW)) for T pixels in H x W images, plus O(A log A) to sort the anomalous pixels; the
     maps are read twice and the masks three times, image by image.
@@ -571,8 +567,8 @@ def pixel_ap(masks, maps) -> float:
 
     Notes
     -----
-    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (about 12 bytes
-    per anomalous pixel with float32 maps), plus temporaries for one image;
+    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (at worst about
+    50 bytes per anomalous pixel with float32 maps), plus temporaries for one image;
     the full maps array is never flattened, sorted or copied to float64. Time: O(T (log K +
     log HW)) for T pixels in H x W images, plus O(A log A) to sort the anomalous pixels; the
     maps are read twice and the masks three times, image by image.
@@ -618,8 +614,8 @@ def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
     of the official curve and the omitted points lie on the returned segments, so areas and linear
     interpolation are unchanged.
 
-    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (about 28 bytes
-    per anomalous pixel with float32 maps, during the sort), plus temporaries for one image;
+    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (at worst about
+    95 bytes per anomalous pixel with float32 maps), plus temporaries for one image;
     the full maps array is never flattened, sorted or copied to float64. Time: O(T (log K +
     log HW)) for T pixels in H x W images, plus O(A log A) to sort the anomalous pixels; the
     maps are read twice and the masks three times, image by image.
@@ -663,8 +659,8 @@ def au_pro(masks, maps, fpr_limit: float = 0.3) -> float:
 
     Notes
     -----
-    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (about 28 bytes
-    per anomalous pixel with float32 maps, during the sort), plus temporaries for one image;
+    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (at worst about
+    70 bytes per anomalous pixel with float32 maps), plus temporaries for one image;
     the full maps array is never flattened, sorted or copied to float64. Time: O(T (log K +
     log HW)) for T pixels in H x W images, plus O(A log A) to sort the anomalous pixels; the
     maps are read twice and the masks three times, image by image.
@@ -699,8 +695,8 @@ def pixel_metrics(masks, maps, fpr_limit: float = 0.3) -> dict[str, float]:
 
     Notes
     -----
-    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (about 28 bytes
-    per anomalous pixel with float32 maps, during the sort), plus temporaries for one image;
+    Memory: O(A + K) for A anomalous pixels and K distinct anomalous scores (at worst about
+    70 bytes per anomalous pixel with float32 maps), plus temporaries for one image;
     the full maps array is never flattened, sorted or copied to float64. Time: O(T (log K +
     log HW)) for T pixels in H x W images, plus O(A log A) to sort the anomalous pixels; the
     maps are read twice and the masks three times, image by image.

@@ -259,8 +259,9 @@ def test_au_pro_hand_one_region():
 
 def test_au_pro_hand_tie_diagonal_interpolated():
     # mask [1 0 0 0 0], map [.5 .5 .5 .2 .9]; 4 normal pixels.
-    # .9 (normal) -> (1/4, 0); .5 (1 anomalous + 2 normal, tied) -> (3/4, 1) diagonally; .2 -> (1, 1).
-    # At FPR .3 the diagonal has PRO (.3 - .25) / .5 = .1: area = .05 * .1 / 2 = .0025 -> /.3 = 1/120.
+    # .9 (normal) -> (1/4, 0); .5 (1 anomalous + 2 normal, tied) -> (3/4, 1) diagonally;
+    # .2 -> (1, 1). At FPR .3 the diagonal has PRO (.3 - .25) / .5 = .1:
+    # area = .05 * .1 / 2 = .0025 -> / .3 = 1/120.
     # Up to 1: .5 * (0 + 1) / 2 + .25 * 1 = .5.
     masks = np.array([[[1, 0, 0, 0, 0]]], dtype=bool)
     maps = np.array([[[0.5, 0.5, 0.5, 0.2, 0.9]]], dtype=np.float32)
@@ -305,7 +306,8 @@ def test_region_spanning_edge_and_single_region_image():
     rng = np.random.default_rng(3)
     maps = (rng.normal(size=masks.shape) + masks).astype(np.float32)
     for limit in (0.3, 1.0):
-        assert M.au_pro(masks, maps, limit) == pytest.approx(ref_au_pro(masks, maps, limit), abs=1e-12)
+        expected = ref_au_pro(masks, maps, limit)
+        assert M.au_pro(masks, maps, limit) == pytest.approx(expected, abs=1e-12)
 
 
 def test_pixel_auroc_hand_with_ties():
@@ -380,7 +382,9 @@ def test_nan_and_inf_in_maps_name_count_and_image():
     maps[2, 3, 4] = np.nan
     maps[2, 0, 0] = np.inf
     for fn in (M.pixel_auroc, M.pixel_ap, M.au_pro, M.pro_curve, M.pixel_metrics):
-        with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \(1 NaN, 1 inf\) in image index 2"):
+        with pytest.raises(
+            ValueError, match=r"2 non-finite value\(s\) \(1 NaN, 1 inf\) in image index 2"
+        ):
             fn(masks, maps)
 
 
@@ -425,7 +429,9 @@ def test_single_class_masks_rejected():
 
 
 def test_image_level_errors():
-    with pytest.raises(ValueError, match="image_auroc is undefined when only one class.*all 3 labels are 1"):
+    with pytest.raises(
+        ValueError, match="image_auroc is undefined when only one class.*all 3 labels are 1"
+    ):
         M.image_auroc([1, 1, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="only one class.*labels are 0"):
         M.image_auroc([0, 0], [0.1, 0.2])
@@ -435,7 +441,9 @@ def test_image_level_errors():
         M.image_auroc([0, 1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match=r"non-binary value\(s\) \[2\] at index \[1\]"):
         M.image_auroc([0, 2, 1], [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match=r"1 non-finite value\(s\) \(1 NaN, 0 inf\) at index \[2\]"):
+    with pytest.raises(
+        ValueError, match=r"1 non-finite value\(s\) \(1 NaN, 0 inf\) at index \[2\]"
+    ):
         M.image_ap([0, 1, 1], [0.1, 0.2, np.nan])
     with pytest.raises(ValueError, match=r"\(0 NaN, 1 inf\)"):
         M.image_auroc([0, 1], [np.inf, 0.2])
