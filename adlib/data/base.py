@@ -156,6 +156,14 @@ def open_image(path: Path, mode: str | None = None) -> Image.Image:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def check_category_split(path: Path, category: str, split: str, categories: list[str], splits) -> None:
+    """Raise :class:`DataError` for a category not in ``categories`` or a split not in ``splits``."""
+    if category not in categories:
+        raise DataError(f"unknown category {category!r} in {path}; available: {', '.join(categories) or '(none)'}")
+    if split not in splits:
+        raise DataError(f"unknown split {split!r}; expected one of {tuple(splits)}")
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files skipped).
 

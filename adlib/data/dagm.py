@@ -36,7 +36,7 @@ import logging
 import re
 from pathlib import Path
 
-from .base import DataError, Record, list_images
+from .base import DataError, Record, list_images, check_category_split
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,7 @@ def read_labels(labels_path: Path) -> list[tuple[int, int, str, str | None]]:
 def index(path: Path, category: str, split: str) -> list[Record]:
     """Records of one DAGM class and split (train: normal images only; test: all)."""
     path = Path(path)
-    cats = categories(path)
-    if category not in cats:
-        raise DataError(f"unknown category {category!r} in {path}; available: {', '.join(cats) or '(none)'}")
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; expected one of {tuple(SPLITS)}")
+    check_category_split(path, category, split, categories(path), SPLITS)
     split_dir = _class_dir(path, category) / SPLITS[split]
     if not split_dir.is_dir():
         raise DataError(f"split folder missing: {split_dir}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, Record, list_images
+from .base import DataError, Record, list_images, check_category_split
 
 SPLITS = ("train", "test")
 
@@ -46,11 +46,7 @@ def _find_mask(root: Path, category: str, defect: str, image: Path) -> Path:
 def index(path: Path, category: str, split: str) -> list[Record]:
     """Records of one category and split; raises :class:`DataError` naming what is wrong."""
     path = Path(path)
-    cats = categories(path)
-    if category not in cats:
-        raise DataError(f"unknown category {category!r} in {path}; available: {', '.join(cats) or '(none)'}")
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_category_split(path, category, split, categories(path), SPLITS)
     split_dir = path / category / split
     if not split_dir.is_dir():
         raise DataError(f"split folder missing: {split_dir}")

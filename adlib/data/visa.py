@@ -37,7 +37,7 @@ import csv
 import logging
 from pathlib import Path
 
-from .base import DataError, Record
+from .base import DataError, Record, check_category_split
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +106,7 @@ def _resolve(root: Path, rel: str) -> Path:
 def index(path: Path, category: str, split: str) -> list[Record]:
     """Records of one VisA object and split, as listed by ``split_csv/1cls.csv``."""
     path = Path(path)
-    cats = categories(path)
-    if category not in cats:
-        raise DataError(f"unknown category {category!r} in {path}; available: {', '.join(cats) or '(none)'}")
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_category_split(path, category, split, categories(path), SPLITS)
     csv_path = split_csv_path(path)
     rows = _read_split_csv(csv_path)
     records: list[Record] = []
