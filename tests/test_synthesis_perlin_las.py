@@ -375,3 +375,23 @@ def test_draem_augment_distinct_in_range_deterministic():
         assert names == names2 and torch.equal(out, out2)
     every = draem_augment(x, gen(0), k=10)
     assert sorted(every[1]) == sorted(DRAEM_AUGMENTERS)
+
+
+def test_las_walkthrough_pieces_are_consistent(tmp_path):
+    """The Fig. 4 intermediates obey Eq. 3 (mask from m1, m2, rule, foreground) and Eq. 4 (blends)."""
+    from adlib.data.synth import generate_texture_bank
+    from adlib.data.textures import texture_source
+    from adlib.synthesis.las import las_blend, las_walkthrough
+
+    generate_texture_bank(tmp_path, seed=0, progress=False)
+    tex = texture_source(tmp_path)
+    img = torch.rand(3, 72, 72, generator=torch.Generator().manual_seed(0))
+    fg = torch.zeros(72, 72, dtype=torch.bool)
+    fg[8:64, 8:64] = True
+    w = las_walkthrough(img, tex, torch.Generator().manual_seed(4), foreground=fg, betas=(0.2, 0.8), grid=(9, 9))
+    rule = {"intersection": w.m1 & w.m2, "union": w.m1 | w.m2, "m1": w.m1}[w.mask_rule]
+    assert torch.equal(w.mask, rule & fg) and w.mask.any()
+    assert len(w.transforms) == 3 and w.texture.shape == img.shape and 0 <= w.texture.min() <= w.texture.max() <= 1
+    for b, x in w.blends.items():
+        assert torch.allclose(x, las_blend(img, w.texture, w.mask, b))
+        assert torch.equal(x[:, ~w.mask], img[:, ~w.mask])

@@ -393,6 +393,7 @@ class LocalAnomalySynthesizer:
         info.update(
             tries=tries, mask_rule=rule,
             scale_exp=pinfo["scale_exp"].tolist(), angle=pinfo["angle"].tolist(),
+            m1=pair[0], m2=pair[1],  # the last Perlin pair drawn (for figures such as GLASS Fig. 4)
         )
         return mask, label, info
 
@@ -426,9 +427,11 @@ class LocalAnomalySynthesizer:
             img = to_uint8_image(texture)
             if tuple(img.shape[-2:]) != size:
                 img = TF.resize(img, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+        raw = img
         img, names, params = texture_augment(img, generator, self.n_texture_transforms, self.texture_transforms)
         if tuple(img.shape[-2:]) != hw:
             img = TF.center_crop(img, list(hw))
+        info.update(texture_raw=raw, texture_augmented=img)  # uint8, before normalisation
         t = img.float() / 255.0
         if self.normalized:
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -474,3 +477,49 @@ class LocalAnomalySynthesizer:
         info["beta"] = beta
         x_plus = las_blend(image, tex.to(image.dtype), mask, beta)
         return x_plus, mask.float(), label, info
+
+
+@dataclass
+class LasWalkthrough:
+    """Every intermediate of one LAS draw, for figures (GLASS Fig. 4). Images in [0, 1]."""
+
+    image: torch.Tensor  # 3 x H x W
+    m1: torch.Tensor  # H x W bool, first Perlin mask
+    m2: torch.Tensor  # second Perlin mask
+    foreground: torch.Tensor | None  # H x W bool, or None
+    mask: torch.Tensor  # H x W bool: Eq. 3 rule applied to m1, m2, times the foreground
+    mask_rule: str
+    texture_raw: torch.Tensor  # 3 x h x w uint8, as loaded
+    texture: torch.Tensor  # 3 x H x W float in [0, 1], after the 3 transforms
+    transforms: list[str]
+    blends: dict[float, torch.Tensor]  # beta -> Eq. 4 result
+
+
+def las_walkthrough(
+    image: torch.Tensor,
+    textures: TextureSource,
+    generator: torch.Generator,
+    foreground: torch.Tensor | None = None,
+    betas: Sequence[float] = (0.2, 0.5, 0.8),
+    **config,
+) -> LasWalkthrough:
+    """Run :class:`LocalAnomalySynthesizer` once on ``image`` (``3 x H x W`` in [0, 1]) and return
+    its intermediates, with the Eq. 4 blend at each of ``betas`` for the same mask and texture.
+    ``config`` goes to the synthesizer (``normalized`` is forced to False)."""
+    las = LocalAnomalySynthesizer(textures=textures, **{**config, "normalized": False})
+    _, mask, _, info = las(image, generator, foreground=foreground)
+    tex = info["texture_augmented"].float() / 255.0
+    m = mask.bool()
+    fg = None if foreground is None else (torch.as_tensor(foreground).reshape(m.shape) != 0)
+    return LasWalkthrough(
+        image=image,
+        m1=info.get("m1", m),
+        m2=info.get("m2", m),
+        foreground=fg,
+        mask=m,
+        mask_rule=info["mask_rule"],
+        texture_raw=info["texture_raw"],
+        texture=tex,
+        transforms=list(info["transforms"]),
+        blends={float(b): las_blend(image, tex, m, float(b)) for b in betas},
+    )
