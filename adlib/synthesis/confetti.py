@@ -187,7 +187,8 @@ def sample_blobs(
             side = int(torch.randint(lo_side, hi_side + 1, (), generator=generator))
             angle = (2.0 * _uniform(generator) - 1.0) * max_rotation
             if colour_range is not None:
-                value = tuple(int(v) for v in torch.randint(colour_range[0], colour_range[1], (channels,), generator=generator))
+                draw = torch.randint(colour_range[0], colour_range[1], (channels,), generator=generator)
+                value = tuple(int(v) for v in draw)
             else:
                 value = (int(fill),) * channels
             blobs.append(Blob(b, c // width, c % width, side, angle, value))

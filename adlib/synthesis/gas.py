@@ -274,12 +274,19 @@ def truncated_projection_hypersphere(
     ``[low * r, high * r]``: GAS features onto ``N'_p`` with ``[r'_1, r'_2] = [r, 2r]``
     (``low=1, high=2``, default, :data:`HYPERSPHERE_GAS_BOUNDS`), LAS features with mask 1 onto
     ``N''_p`` with ``[r'_2, r'_3] = [2r, 4r]`` (``low=2, high=4``, :data:`HYPERSPHERE_LAS_BOUNDS`).
-    ``center`` broadcasts against ``x`` (one global ``C`` vector, or per position); ``r`` a scalar
+    ``center`` broadcasts against ``x``: one global ``C`` vector (paper), ``P x C`` per position
+    against ``B x P x C`` features, or ``P x C`` against flattened ``(B * P) x C`` features, which is
+    tiled batch-major as the released code does (``c.repeat(B, 1, 1)``); ``r`` a scalar
     (:func:`hypersphere_radius`). ``eps`` and zero offsets as in
     :func:`truncated_projection_manifold`. Differentiable in ``x``.
     """
     r_t = torch.as_tensor(r, dtype=x.dtype, device=x.device)
-    center = center.to(device=x.device, dtype=x.dtype).expand_as(x)
+    center = center.to(device=x.device, dtype=x.dtype)
+    if center.dim() == 2 and x.dim() == 2 and center.shape[0] not in (1, x.shape[0]):
+        if x.shape[0] % center.shape[0]:
+            raise ValueError(f"center with {center.shape[0]} positions does not tile {x.shape[0]} feature rows")
+        center = center.repeat(x.shape[0] // center.shape[0], 1)  # released: c.repeat(B, 1, 1), batch-major
+    center = center.expand_as(x)
     return _truncate(x, center, low * r_t, high * r_t, eps, generator)
 
 
