@@ -5,6 +5,9 @@
     adlib data synth --out DIR [--seed N] [--force]     generate the built-in benchmark
     adlib data info ROOT [--json]                       what a data root holds
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--inplace]
+    adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out DIR]
+                [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
+    adlib test METHOD --dataset D --category C [same options]      writes metrics.json
 """
 
 from __future__ import annotations
@@ -69,6 +72,48 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if batch.failed else 0
 
 
+def _spec(args: argparse.Namespace):
+    from .runner import RunSpec, parse_overrides
+
+    overrides = parse_overrides(args.set)
+    for key in ("variant", "epochs", "seed"):
+        val = getattr(args, key, None)
+        if val is not None:
+            overrides[key] = val
+    return RunSpec(args.method, args.dataset, args.category, args.profile, args.data_root, args.out, args.device, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .runner import train
+
+    rec = train(_spec(args))
+    print(f"trained {args.method} on {args.dataset}/{args.category} in {rec['train_seconds']:.1f}s -> {_spec(args).run_dir()}")
+    return 0
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from .runner import test
+
+    rec = test(_spec(args))
+    print(" ".join(f"{k}={v:.4f}" for k, v in rec["metrics"].items()))
+    print(f"metrics written to {_spec(args).run_dir() / 'metrics.json'}")
+    return 0
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("method", help="glass, simplenet, patchcore, ...")
+    p.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, wfdd, synth, ...")
+    p.add_argument("--category", required=True)
+    p.add_argument("--profile", choices=["smoke", "paper"], default="smoke")
+    p.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")
+    p.add_argument("--out", help="runs folder (default: runs/<profile>/models)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the profile's)")
+    p.add_argument("--variant", help="method variant, e.g. m, h or j for glass")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adlib", description="Reproducible companion to GLASS, POUTA, ADL and ADTR.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -94,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="folder for executed copies (default: runs/<profile>)")
     r.add_argument("--inplace", action="store_true", help="write executed notebooks back into notebooks/ (refreshes committed outputs)")
     r.set_defaults(func=_cmd_reproduce)
+
+    t = sub.add_parser("train", help="train a method on one category (resumes an interrupted run)")
+    _run_options(t)
+    t.set_defaults(func=_cmd_train)
+    e = sub.add_parser("test", help="evaluate a trained method on the category's test split; writes metrics.json")
+    _run_options(e)
+    e.set_defaults(func=_cmd_test)
     return p
 
 
@@ -104,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except DataError as exc:
+    except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"adlib: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,29 @@
+"""The methods: GLASS (and SimpleNet), PatchCore, and later POUTA, ADL, ADTR.
+
+One way to make any of them: :func:`build` (name, profile, config overrides); one prediction
+structure (:class:`Prediction`) and one evaluation (:func:`evaluate`); :func:`load` restores a
+saved model of any method.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .base import MODELS, Prediction, available_models, build, evaluate, register
+
+
+def load(path: str | os.PathLike):
+    """Load a model saved with ``model.save(path)``, whatever its method."""
+    import torch
+
+    from .base import _load_all
+
+    _load_all()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    name = state.get("name") if isinstance(state, dict) else None
+    if name not in MODELS:
+        raise ValueError(f"{path}: not an adlib model checkpoint (method {name!r}; known: {', '.join(sorted(MODELS))})")
+    return MODELS[name].load(path)
+
+
+__all__ = ["MODELS", "Prediction", "available_models", "build", "evaluate", "load", "register"]

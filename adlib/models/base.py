@@ -1,0 +1,115 @@
+"""What every method shares: a registry, one prediction structure, one evaluation.
+
+A method is a class registered under a name with :func:`register`; :func:`build` makes one from
+the name, a profile and overrides of its config dataclass::
+
+    model = build("glass", profile="smoke", variant="m", epochs=2)
+    model.fit(train_ds)                  # an AnomalyDataset of normal images
+    pred = model.predict(test_ds)        # a Prediction
+    metrics = evaluate(pred)             # image/pixel AUROC, AP, AU-PRO
+
+Every method class has:
+
+- ``Config``: a dataclass with the method's settings; ``Config.for_profile(profile, **overrides)``
+  gives the profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings);
+- ``fit(train_ds, *, device=None, progress=True, checkpoint_dir=None) -> self``;
+- ``predict(test_ds, *, device=None, batch_size=None, progress=True) -> Prediction``;
+- ``info() -> dict``: name, variant, config and the backbone weights used (recorded with results).
+
+Maps in a :class:`Prediction` are at the resolution of the masks the dataset returns (the model
+input size after its transform), already up-sampled and smoothed as the method prescribes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import metrics
+
+log = logging.getLogger(__name__)
+
+MODELS: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding a method to :data:`MODELS` under ``name``."""
+
+    def deco(cls: type) -> type:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_all() -> None:
+    # Importing the method modules registers them.
+    from . import glass, patchcore  # noqa: F401
+
+
+def available_models() -> list[str]:
+    _load_all()
+    return sorted(MODELS)
+
+
+def build(name: str, profile: str = "smoke", **overrides: Any):
+    """A method by name with its profile's config, ``overrides`` replacing config fields."""
+    _load_all()
+    if name not in MODELS:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(MODELS))}")
+    cls = MODELS[name]
+    cfg = cls.Config.for_profile(profile, **overrides)
+    return cls(cfg)
+
+
+def config_overrides(cfg_cls: type, profile_defaults: dict, overrides: dict) -> dict:
+    """Merge profile defaults and overrides, rejecting names that are not config fields."""
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown {cfg_cls.__qualname__} field(s) {bad}; known: {sorted(names)}")
+    return {**profile_defaults, **overrides}
+
+
+@dataclass
+class Prediction:
+    """Scores of one test set: ``image_scores`` (N,), ``maps`` (N, H, W) float32, with the
+    ground truth they are compared to: ``labels`` (N,), ``masks`` (N, H, W) uint8 {0, 1}."""
+
+    image_scores: np.ndarray
+    maps: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    paths: list[str] = field(default_factory=list)
+    defect_types: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.image_scores)
+        if not (len(self.maps) == len(self.labels) == len(self.masks) == n):
+            raise ValueError(
+                f"prediction parts differ in length: scores {n}, maps {len(self.maps)}, labels {len(self.labels)}, masks {len(self.masks)}"
+            )
+        for name in ("image_scores", "maps"):
+            arr = np.asarray(getattr(self, name))
+            if not np.isfinite(arr).all():
+                bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
+                where = ", ".join(self.paths[i] for i in bad[:3]) if self.paths else str(bad[:3].tolist())
+                raise ValueError(f"{name} has NaN or inf for {len(bad)} image(s), e.g. {where}")
+
+
+def evaluate(pred: Prediction, fpr_limit: float = 0.3, pixel: bool = True) -> dict[str, float]:
+    """Image AUROC/AP and, if ``pixel`` and the test set has defect masks, pixel AUROC/AP and AU-PRO."""
+    out = {
+        "image_auroc": metrics.image_auroc(pred.labels, pred.image_scores),
+        "image_ap": metrics.image_ap(pred.labels, pred.image_scores),
+    }
+    if pixel and np.asarray(pred.masks).any():
+        out.update(metrics.pixel_metrics(pred.masks, pred.maps, fpr_limit=fpr_limit))
+    return {k: float(v) for k, v in out.items()}
