@@ -1,0 +1,1131 @@
+"""GLASS (Chen et al., ECCV 2024) and its baseline SimpleNet (Liu et al., CVPR 2023).
+
+Both methods share one pipeline (GLASS Sec. 3.1 / Fig. 2; SimpleNet Sec. 3):
+
+    image -> frozen backbone + locally aware patch features (PatchFeatures, B x h x w x D)
+          -> feature adaptor A (one Linear D x D)  -> discriminator D (MLP, one score per position)
+
+and differ in how they synthesise anomalies and in the loss.
+
+GLASS (registered ``"glass"``, variants ``m`` / ``h`` / ``j`` via ``Config.variant``)
+    Per batch of normal training images ``x`` (Alg. 1, Sec. 3.2-3.4, implementation notes):
+
+    - Normal branch: ``u = A(E(x))``; ``L_n = BCE(D(u), 0)`` (Eq. 5, :func:`adlib.losses.bce`).
+    - GAS branch (:func:`adlib.synthesis.gas.gas`, Eq. 1-2, Alg. 1): Gaussian noise
+      ``N(0, 0.015^2)`` on ``u``, 20 gradient-ascent steps of ``BCE(D(g), 1)`` (step 0.001, the
+      gradient L2-normalised per vector), truncated projection after every 5th step:
+      manifold (GLASS-m: distance to the paired ``u`` in ``[r1, r2]``) or hypersphere (GLASS-h:
+      distance to the centre ``c`` in ``[r, 2r]``); then ``L_gas = BCE(D(v), 1)`` (Eq. 6) in the
+      same discriminator call as ``L_n`` (the released code scores ``cat([u, v])``).
+    - LAS branch (:class:`adlib.synthesis.las.LocalAnomalySynthesizer`, Eq. 3-4): a local anomaly
+      image ``x+`` per training image (Perlin mask AND foreground, DTD texture, Eq. 4 blend);
+      ``u+ = A(E(x+))``; GLASS-h projects the positions with label 1 to ``[2r, 4r]`` from ``c``;
+      ``L_las = f_ohem(focal(D(u+), m))`` against the grid label (Eq. 7-8,
+      :func:`adlib.losses.focal_loss_ohem`).
+    - ``L = L_n + L_gas + L_las`` (Eq. 8); one Adam step of the adaptor and one AdamW (released) /
+      Adam (paper) step of the discriminator.
+
+    Hypersphere pieces (GLASS-h): the radius ``r`` is the 0.75-quantile of the distances to ``c``
+    of the batch's normal features and of its LAS features with label 0, recomputed every batch
+    (:func:`adlib.synthesis.gas.hypersphere_radius`); ``c``
+    (:func:`adlib.synthesis.gas.hypersphere_center`) is recomputed at the start of every epoch
+    from the adapted features of all training images.
+
+    GLASS-j (:func:`spectrogram_judgement`): the mean training image decides manifold or
+    hypersphere at fit time by the "image-level spectrogram" rule of the implementation notes;
+    :data:`RELEASED_J_CHOICES` lists the authors' per-category choices.
+
+SimpleNet (registered ``"simplenet"``)
+    Same features and adaptor; anomalous features are ``u + N(0, sigma^2)`` only (SimpleNet
+    Sec. 3.3, ``sigma = 0.015``); the discriminator (Linear D->1024, BN, LeakyReLU(0.2),
+    Linear 1024->1 without bias and *without* sigmoid) outputs a normality score trained with the
+    truncated l1 loss (:func:`adlib.losses.truncated_l1`, ``th+ = 0.5``, ``th- = -0.5``); the
+    anomaly score is ``-D``. GLASS's Table 4 row "GAS with GN only" is the same synthesis under
+    GLASS's BCE loss and sigmoid discriminator (``build("glass", las=False, gas_ascent=False,
+    gas_projection=False)``); the configurations are kept distinct.
+
+Inference (both; GLASS Sec. 3.5 Eq. 9, SimpleNet Sec. 3.5)
+    Image score = max of the raw score map on the feature grid (:func:`image_score`); pixel map =
+    bilinear up-sampling (``align_corners=False``) to the mask resolution, then a Gaussian filter
+    with ``sigma = 4`` per image (:func:`smooth_map`, ``scipy.ndimage.gaussian_filter``).
+
+Paper vs released code (named options; defaults = released behaviour, except model selection)
+    ======================== ==================================== ================================
+    option (GLASS Config)    paper                                released (default)
+    ======================== ==================================== ================================
+    ``manifold_radii``       ``"paper"``: ``[r1, r2] = [1, 2]``   ``"released"``: ``[0.5, 1]``
+    ``center_mode``          ``"paper"``: one global mean ``c``   ``"released"``: per-position
+                                                                  mean, recomputed each epoch
+    ``dsc_optimizer``        ``"adam"`` (Sec. 4.1)                ``"adamw"`` (PyTorch default
+                                                                  weight decay 0.01)
+    ``beta_mode``            ``"truncate"``                       ``"clip"`` (LAS transparency)
+    ``select_best_on_test``  --                                   released code keeps the best
+                                                                  epoch *on the test set*; here
+                                                                  False (last epoch) by default
+    ``samples_per_epoch``    (not stated)                         392 (about 50 batches of 8)
+    ======================== ==================================== ================================
+
+    Resizing: the released shells resize wood and toothbrush (MVTec AD) to 329 before the 288
+    crop (:data:`RELEASED_RESIZE`); the transform is fixed before the category is known, so pass
+    ``resize=329`` for those categories (:func:`released_resize` gives the value).
+
+Ablations (GLASS Table 4 and Sec. 4.4): ``las`` (LAS branch), ``gas_noise`` (GN), ``gas_ascent``
+(GA), ``gas_projection`` (TP), ``adaptor`` (feature adaptor on/off).
+
+Choices the papers leave open (the project's, documented here)
+    - The GAS branch runs when any of ``gas_noise``, ``gas_ascent``, ``gas_projection`` is on; GN
+      off means noise std 0; GA off means 0 ascent steps; TP on without GA applies one projection
+      to the Gaussian features (a combination not in Table 4). With the GAS branch off,
+      ``L_n = BCE(D(u), 0)`` alone (own discriminator call); with ``las=False``, ``L_las = 0`` and
+      the hypersphere radius uses the normal features only.
+    - The hypersphere centre is the exact per-position (or global) mean over all training images
+      (the released code averages per-batch means, which differs when the last batch is short).
+      It is computed with the adaptor in eval mode and without gradients.
+    - Epochs: each epoch draws a seeded permutation of the training images and uses its first
+      ``samples_per_epoch`` (all of them when fewer), in batches of ``batch_size`` (the last one may
+      be shorter). A fresh LAS image is drawn per image and epoch.
+    - Foreground masks (object categories, :func:`adlib.synthesis.foreground.uses_foreground`) are
+      estimated once per training image with :func:`~adlib.synthesis.foreground.estimate_foreground`
+      on the transformed image (the authors ship precomputed masks).
+    - GLASS-j's mean training image is the mean of the transformed training images (model input
+      resolution, ImageNet normalisation undone), rounded to uint8.
+    - Training images are held in memory (float32) for the whole fit; with ``cache_features`` the
+      normal images' patch features are computed once too (frozen backbone: identical values).
+    - Randomness: three CPU ``torch.Generator`` streams seeded from ``seed`` (epoch permutation,
+      LAS draws, GAS noise); module initialisation under ``torch.manual_seed(seed)`` inside a
+      forked RNG (global state untouched). Checkpoints store all three generator states, so a
+      resumed fit continues the same random streams.
+    - Discriminator init: Linear weights Xavier-normal (biases PyTorch's default), BatchNorm
+      default (weight 1, bias 0), as in the released code's weight-init helper.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import losses
+from ..backbones import FeatureExtractor
+from ..data.base import ImageTransform, denormalize
+from ..synthesis.gas import (
+    CENTER_MODES,
+    HYPERSPHERE_GAS_BOUNDS,
+    HYPERSPHERE_LAS_BOUNDS,
+    MANIFOLD_RADII,
+    gas as gas_synthesis,
+    gaussian_noise,
+    hypersphere_center,
+    hypersphere_radius,
+    truncated_projection_hypersphere,
+    truncated_projection_manifold,
+)
+from ..synthesis.foreground import estimate_foreground, uses_foreground
+from ..synthesis.las import LocalAnomalySynthesizer
+from .base import Prediction, config_overrides, evaluate, register
+from .features import PatchFeatures
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+VARIANTS = {"m": "manifold", "h": "hypersphere", "j": "judged (spectrogram)"}
+DISTRIBUTIONS = ("manifold", "hypersphere")
+DSC_OPTIMIZERS = ("adamw", "adam")
+J_RULES = ("spectrogram", "released")
+
+#: GLASS-j as released: the categories judged "hypersphere"; every other category of these
+#: datasets is "manifold" (implementation-notes.md, GLASS-j). MPDD and WFDD are all manifold.
+RELEASED_HYPERSPHERE: dict[str, frozenset[str]] = {
+    "mvtec": frozenset({"bottle", "cable", "pill", "screw", "transistor"}),
+    "visa": frozenset({"cashew", "fryum", "pcb1", "pcb2", "pcb4", "pipe_fryum"}),
+    "mpdd": frozenset(),
+    "wfdd": frozenset(),
+}
+_RELEASED_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "mvtec": ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
+              "tile", "toothbrush", "transistor", "wood", "zipper"),
+    "visa": ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
+             "pcb4", "pipe_fryum"),
+    "mpdd": ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"),
+    "wfdd": ("grey_cloth", "grid_cloth", "yellow_cloth", "pink_flower"),
+}
+#: dataset -> category -> "manifold" | "hypersphere": the authors' released GLASS-j choices.
+RELEASED_J_CHOICES: dict[str, dict[str, str]] = {
+    ds: {c: ("hypersphere" if c in RELEASED_HYPERSPHERE[ds] else "manifold") for c in cats}
+    for ds, cats in _RELEASED_CATEGORIES.items()
+}
+#: dataset -> category -> resize before the 288 centre crop, where the released shells differ from 288.
+RELEASED_RESIZE: dict[str, dict[str, int]] = {"mvtec": {"wood": 329, "toothbrush": 329}}
+
+
+def released_resize(dataset: str, category: str, default: int = 288) -> int:
+    """The resize (before the 288 crop) the released GLASS shells use for a category."""
+    return RELEASED_RESIZE.get(dataset.lower(), {}).get(category, default)
+
+
+# ----------------------------------------------------------------------------------------------
+# GLASS-j: image-level spectrogram judgement
+
+
+def mean_training_image(images: torch.Tensor, normalized: bool = True) -> np.ndarray:
+    """``N x 3 x H x W`` training images -> their mean as an ``H x W x 3`` uint8 image.
+
+    ``normalized``: the images are ImageNet-normalised (undone first, then clamped to [0, 1]).
+    """
+    x = denormalize(images) if normalized else images.clamp(0, 1)
+    m = x.double().mean(dim=0).permute(1, 2, 0).numpy()
+    return np.clip(np.round(m * 255.0), 0, 255).astype(np.uint8)
+
+
+def spectrogram_judgement(
+    mean_image: np.ndarray,
+    size: int = 289,
+    blur: int = 39,
+    threshold: float = 170.0,
+    density: float = 0.21,
+    min_radius: float = 12.0,
+    min_points: int = 60,
+) -> tuple[str, dict[str, Any]]:
+    """GLASS-j: choose ``"manifold"`` or ``"hypersphere"`` from the mean training image.
+
+    GLASS Sec. 3.2 ("we analyze the image-level spectrogram", details in the appendix) with the
+    rule of the implementation notes: the ``H x W x 3`` uint8 ``mean_image`` is resized to
+    ``size x size`` (289, bilinear), converted to grey (ITU-R 601 luma, rounded to uint8), blurred
+    with a ``blur x blur`` box filter (39; reflect-101 borders), transformed by a 2-D DFT with the
+    zero frequency shifted to the centre ``(c, c)``, ``c = size // 2 = 144``; the points with
+    ``20 * ln|F| > threshold`` (170) are "bright". Over the bright points, with offsets
+    ``(dx, dy)`` from the centre: ``side_x = max |dx|``, ``side_y = max |dy|``,
+    ``radius = max sqrt(dx^2 + dy^2)``, ``N`` = their count;
+    ``d1 = N / (4 max(side_x, 1) max(side_y, 1))`` (fill of the bounding box) and
+    ``d2 = N / #{grid points within radius of the centre}`` (fill of the disc).
+    Hypersphere iff ``(d1 > density or d2 > density) and radius > min_radius and N > min_points``.
+
+    Reading: the box blur keeps the low frequencies; a mean image with strong, large-scale
+    structure (an object in a consistent pose) gives a big, densely filled low-frequency disc ->
+    hypersphere (a compact, concentrated class); a nearly flat mean image (textures, objects in
+    random poses average out) or one with only a few isolated periodic peaks -> manifold.
+
+    Returns ``(choice, stats)`` with ``stats`` = side_x, side_y, radius, n_points, d1, d2, and the
+    rule's parameters.
+    """
+    img = np.asarray(mean_image)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"mean_image must be an H x W x 3 uint8 array, got {img.dtype} {img.shape}")
+    pil = Image.fromarray(img, mode="RGB").resize((size, size), resample=Image.BILINEAR)
+    grey = np.asarray(pil.convert("L"), dtype=np.float64)
+    blurred = ndimage.uniform_filter(grey, size=blur, mode="mirror")
+    spec = np.fft.fftshift(np.fft.fft2(blurred))
+    with np.errstate(divide="ignore"):
+        mag = 20.0 * np.log(np.abs(spec))
+    c = size // 2
+    ys, xs = np.nonzero(mag > threshold)
+    dx, dy = xs - c, ys - c
+    n = int(len(xs))
+    if n:
+        side_x, side_y = int(np.abs(dx).max()), int(np.abs(dy).max())
+        radius = float(np.sqrt(dx.astype(np.float64) ** 2 + dy.astype(np.float64) ** 2).max())
+    else:
+        side_x = side_y = 0
+        radius = 0.0
+    gy, gx = np.mgrid[0:size, 0:size]
+    in_disc = int((((gx - c) ** 2 + (gy - c) ** 2) <= radius**2 + 1e-9).sum())
+    d1 = n / (4.0 * max(side_x, 1) * max(side_y, 1))
+    d2 = n / max(in_disc, 1)
+    hyper = (d1 > density or d2 > density) and radius > min_radius and n > min_points
+    stats = dict(
+        side_x=side_x, side_y=side_y, radius=radius, n_points=n, d1=float(d1), d2=float(d2),
+        size=size, blur=blur, threshold=threshold, density=density, min_radius=min_radius, min_points=min_points,
+    )
+    return ("hypersphere" if hyper else "manifold"), stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules
+
+
+class Adaptor(nn.Module):
+    """Feature adaptor ``A``: one Linear ``D -> D`` with bias, no activation, Xavier-normal weights.
+
+    GLASS Sec. 3.1 ("a single-layer perceptron with the same number of nodes in the input and
+    output layers"); SimpleNet Sec. 3.2 (feature adaptor, one fully connected layer).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim, bias=True)
+        nn.init.xavier_normal_(self.linear.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class Discriminator(nn.Module):
+    """Discriminator ``D``: Linear ``D -> hidden``, BatchNorm1d, LeakyReLU(0.2), Linear ``hidden -> 1``
+    (no bias), then Sigmoid (GLASS Sec. 3.4: "a single hidden layer MLP with Sigmoid") or nothing
+    (SimpleNet Sec. 3.4: a 2-layer MLP giving a normality score). Input ``... x D``, output ``...``.
+    """
+
+    def __init__(self, dim: int, hidden: int = 1024, sigmoid: bool = True) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2))
+        self.tail = nn.Linear(hidden, 1, bias=False)
+        self.sigmoid = sigmoid
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        z = self.tail(self.body(x.reshape(-1, x.shape[-1]))).reshape(lead)
+        return torch.sigmoid(z) if self.sigmoid else z
+
+
+def image_score(score_map: torch.Tensor) -> torch.Tensor:
+    """Image-level score: the maximum of the raw score map (GLASS Sec. 3.5 ``S_AD``; SimpleNet Sec. 3.5).
+
+    ``score_map``: ``B x h x w`` -> ``B``.
+    """
+    return score_map.flatten(1).amax(dim=1)
+
+
+def smooth_map(score_map: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
+    """Pixel-level map ``S_AL = f_smooth(f_resize(z))``: GLASS Eq. 9 (SimpleNet the same).
+
+    Bilinear up-sampling (``align_corners=False``) of the ``B x h x w`` map to ``size``, then a
+    Gaussian filter of ``sigma`` (4) on each image (``scipy.ndimage.gaussian_filter``, reflect
+    borders, truncated at 4 sigma). Returns ``B x H x W`` float32.
+    """
+    up = F.interpolate(score_map[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    up = up.detach().cpu().numpy().astype(np.float32)
+    if sigma > 0:
+        up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
+    return up
+
+
+# ----------------------------------------------------------------------------------------------
+# Configurations
+
+
+def _seed_for(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class _SharedConfig:
+    # features (GLASS Sec. 3.1 / 4.1; SimpleNet Sec. 4.1)
+    backbone: str = "wide_resnet50_2"
+    layers: tuple[str, ...] = ("layer2", "layer3")
+    pretrained: bool = True
+    backbone_tag: str | None = None  # None: adlib.backbones.BACKBONES (".tv_in1k" for the ResNets)
+    weights_file: str | None = None
+    backbone_seed: int = 0  # random initialisation when pretrained=False: fixed like a choice of weights
+    patch_size: int = 3
+    pretrain_embed_dim: int = 1536
+    target_embed_dim: int = 1536
+    resize: int = 288
+    crop: int | None = 288
+    # model
+    adaptor: bool = True
+    dsc_hidden: int = 1024
+    noise_std: float = 0.015
+    # optimisation
+    adaptor_lr: float = 1e-4
+    adaptor_weight_decay: float = 1e-5
+    dsc_lr: float = 2e-4
+    dsc_weight_decay: float | None = None  # None: the optimiser's PyTorch default
+    epochs: int = 640
+    batch_size: int = 8
+    samples_per_epoch: int | None = 392
+    seed: int = 0
+    # selection and inference
+    select_best_on_test: bool = False
+    smooth_sigma: float = 4.0
+    cache_features: bool = False
+    data_root: str | None = None
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def for_profile(cls, profile: str = "smoke", **overrides: Any):
+        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
+        if profile not in cls.PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
+        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _validate(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be None or >= 1, got {self.samples_per_epoch}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        self.layers = tuple(self.layers)
+
+
+_SMOKE_FEATURES = dict(
+    backbone="resnet18", pretrained=False, resize=128, crop=128,
+    pretrain_embed_dim=256, target_embed_dim=256, dsc_hidden=256,
+    batch_size=8, samples_per_epoch=None, cache_features=True,
+)
+
+
+@dataclass
+class GLASSConfig(_SharedConfig):
+    """GLASS settings. Defaults (= ``paper`` profile) are GLASS Sec. 4.1 with the released choices
+    of the module docstring's table; ``smoke`` is a CPU-sized version (random-init ResNet-18,
+    128 px, 256-D features, hidden 256, 8 epochs, manifold radii scaled to its features)."""
+
+    variant: str = "m"
+    # LAS (Sec. 3.3)
+    las: bool = True
+    beta_mode: str = "clip"
+    texture_resize: int | None = None  # None: resize (texture resized like the image, then cropped)
+    use_foreground: bool | None = None  # None: uses_foreground(dataset.name, dataset.category)
+    # GAS (Sec. 3.2, Alg. 1)
+    gas_noise: bool = True
+    gas_ascent: bool = True
+    gas_projection: bool = True
+    gas_steps: int = 20
+    gas_eta: float = 0.001
+    gas_project_every: int = 5
+    manifold_radii: str | tuple[float, float] = "released"  # preset name or (r1, r2) (Fig. 8 sweeps r1)
+    center_mode: str = "released"
+    radius_quantile: float = 0.75
+    # loss (Sec. 3.4)
+    focal_gamma: float = 2.0
+    focal_alpha: float = 1.0
+    focal_smoothing: float = 1e-5
+    ohem_quantile: float | None = 0.5
+    dsc_optimizer: str = "adamw"
+    # GLASS-j
+    j_rule: str = "spectrogram"
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        # Smoke radii: the released [0.5, 1] lies beyond the median *pairwise* distance of the smoke
+        # features (random-init ResNet-18, 256-D: about 0.3 on synth/wood, nearest neighbours about
+        # 0.09), so GAS anomalies were trivially separable there; r1 on the order of the
+        # nearest-neighbour distance, r2 = 2 r1 (the paper's ratio). Compared on synth/wood with
+        # [0.5, 1] and [0.125, 0.25]: image/pixel AUROC over seeds 0-4 rose from 0.75-0.94 / 0.68-0.93
+        # to 0.84-0.96 / 0.89-0.97.
+        "smoke": dict(_SMOKE_FEATURES, epochs=8, manifold_radii=(0.0625, 0.125)),
+    }
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.variant not in VARIANTS:
+            raise ValueError(f"GLASS variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
+        if isinstance(self.manifold_radii, str):
+            if self.manifold_radii not in MANIFOLD_RADII:
+                raise ValueError(f"manifold_radii must be one of {sorted(MANIFOLD_RADII)} or (r1, r2), got {self.manifold_radii!r}")
+        else:
+            r1, r2 = (float(r) for r in self.manifold_radii)
+            if not 0 <= r1 <= r2:
+                raise ValueError(f"manifold_radii (r1, r2) must satisfy 0 <= r1 <= r2, got {self.manifold_radii!r}")
+            self.manifold_radii = (r1, r2)
+        if self.center_mode not in CENTER_MODES:
+            raise ValueError(f"center_mode must be one of {CENTER_MODES}, got {self.center_mode!r}")
+        if self.dsc_optimizer not in DSC_OPTIMIZERS:
+            raise ValueError(f"dsc_optimizer must be one of {DSC_OPTIMIZERS}, got {self.dsc_optimizer!r}")
+        if self.j_rule not in J_RULES:
+            raise ValueError(f"j_rule must be one of {J_RULES}, got {self.j_rule!r}")
+        if not 0.0 < self.radius_quantile <= 1.0:
+            raise ValueError(f"radius_quantile must be in (0, 1], got {self.radius_quantile}")
+
+
+@dataclass
+class SimpleNetConfig(_SharedConfig):
+    """SimpleNet settings (Liu et al., CVPR 2023). Defaults (= ``paper`` profile): WideResNet-50
+    layer2+3, p = 3, 1536-D, one-layer adaptor, Gaussian noise std 0.015 (Sec. 3.3), discriminator
+    Linear->1024->BN->LeakyReLU->Linear without sigmoid, truncated l1 with ``th+ = 0.5``,
+    ``th- = -0.5`` (Sec. 3.4), 160 epochs (the released run.sh: 40 meta-epochs x 4 discriminator
+    epochs), batch 8, resize 329 and centre crop 288 (released run.sh), Adam for the
+    discriminator (lr 2e-4, weight decay 1e-5, released) and AdamW for the adaptor (lr 1e-4,
+    PyTorch's default weight decay, released); no cap on samples per epoch. ``smoke``: random-init
+    ResNet-18, 128 px, 256-D features, hidden 256, 60 epochs."""
+
+    resize: int = 329
+    epochs: int = 160
+    samples_per_epoch: int | None = None
+    adaptor_weight_decay: float | None = None  # AdamW's default (0.01), released
+    dsc_weight_decay: float | None = 1e-5
+    th_pos: float = 0.5
+    th_neg: float = -0.5
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "smoke": dict(_SMOKE_FEATURES, epochs=60)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared model machinery
+
+
+def _atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _FeatureDiscriminatorModel:
+    """Features -> adaptor -> discriminator, trained on synthetic anomalies (GLASS, SimpleNet)."""
+
+    Config: ClassVar[type] = _SharedConfig
+    name: ClassVar[str] = ""
+    SIGMOID: ClassVar[bool] = True
+    #: config fields that may differ between a checkpoint and the resuming model
+    RESUME_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"epochs"})
+
+    def __init__(self, cfg: _SharedConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else self.Config()
+        if not isinstance(cfg, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(cfg).__name__}")
+        cfg._validate()
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            fx = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
+                                  weights_file=cfg.weights_file, seed=cfg.backbone_seed)
+            self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
+            dim = self.features.dim
+            self.adaptor: nn.Module = Adaptor(dim) if cfg.adaptor else nn.Identity()
+            self.discriminator = Discriminator(dim, cfg.dsc_hidden, sigmoid=self.SIGMOID)
+        self.device = torch.device("cpu")
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] | None = None
+        self.generators = {
+            k: torch.Generator().manual_seed(_seed_for(cfg.seed, i)) for i, k in enumerate(("shuffle", "las", "gas"))
+        }
+        self.opt_adaptor, self.opt_dsc = self._make_optimizers()
+        self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
+        self.eval()
+
+    # -- basics ------------------------------------------------------------------------------
+    @property
+    def transform(self) -> ImageTransform:
+        """The image transform the model expects (resize, centre crop, ImageNet normalisation)."""
+        return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
+
+    @property
+    def variant(self) -> str | None:
+        return None
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"features": self.features, "adaptor": self.adaptor, "discriminator": self.discriminator}
+
+    def train(self) -> None:
+        self.adaptor.train()
+        self.discriminator.train()
+
+    def eval(self) -> None:
+        self.adaptor.eval()
+        self.discriminator.eval()
+
+    def to(self, device) -> "_FeatureDiscriminatorModel":
+        device = torch.device(device)
+        for m in self.modules().values():
+            m.to(device)
+        for opt in (self.opt_adaptor, self.opt_dsc):
+            if opt is not None and opt.state:
+                opt.load_state_dict(opt.state_dict())  # moves the state to the parameters' device
+        self.device = device
+        return self
+
+    def _make_optimizers(self):
+        raise NotImplementedError
+
+    def grid_size(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The feature grid ``(h, w)`` for input images of size ``hw`` (one dummy forward, cached)."""
+        hw = (int(hw[0]), int(hw[1]))
+        if hw not in self._grid_cache:
+            with torch.no_grad():
+                out = self.features(torch.zeros(1, 3, *hw, device=self.device))
+            self._grid_cache[hw] = (int(out.shape[1]), int(out.shape[2]))
+        return self._grid_cache[hw]
+
+    @torch.no_grad()
+    def patch_features(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Frozen patch features ``B x h x w x D`` of normalised images (computed in batches)."""
+        bs = batch_size or self.cfg.batch_size
+        out = [self.features(images[i : i + bs].to(self.device)) for i in range(0, len(images), bs)]
+        return torch.cat(out)
+
+    def _adapt(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.adaptor(feats)
+
+    def raw_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """Anomaly score per position from patch features (higher = more anomalous)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw anomaly score map ``B x h x w`` on the feature grid (model in eval mode)."""
+        self.eval()
+        return self.raw_scores(self.features(images.to(self.device)))
+
+    # -- data ----------------------------------------------------------------------------------
+    @staticmethod
+    def _load_images(ds, progress: bool) -> torch.Tensor:
+        imgs = [ds[i].image for i in tqdm(range(len(ds)), desc="loading train images", disable=not progress, leave=False)]
+        return torch.stack(imgs)
+
+    def _prepare(self, ds, images: torch.Tensor, progress: bool) -> None:
+        """Method-specific preparation before the first epoch (LAS, foregrounds, GLASS-j)."""
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None, test_ds=None):
+        """Train on the normal images of ``train_ds`` (an :class:`~adlib.data.AnomalyDataset`).
+
+        ``checkpoint_dir``: ``last.pt`` there is written (atomically) after every epoch and, if
+        present at the start with the same configuration (``epochs`` may differ), the fit resumes
+        after its last finished epoch. ``test_ds``: needed only for ``select_best_on_test``
+        (test-set model selection, the released protocol; optimistic, labelled in :meth:`info`).
+        """
+        cfg = self.cfg
+        if cfg.select_best_on_test and test_ds is None:
+            raise ValueError("select_best_on_test=True needs test_ds= (it selects the epoch on the test set)")
+        self.to(_resolve_device(device))
+        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+        if ckpt is not None and ckpt.is_file():
+            self._resume(ckpt)
+        if self.epoch >= cfg.epochs:
+            log.info("%s: %d epoch(s) already trained, nothing to do", self.label, self.epoch)
+            self.eval()
+            return self
+        t0 = time.perf_counter()
+        images = self._load_images(train_ds, progress)
+        self._prepare(train_ds, images, progress)
+        cached = self.patch_features(images) if cfg.cache_features else None
+        log.info("%s: training on %s/%s (%d images) for epochs %d..%d on %s", self.label, getattr(train_ds, "name", "?"),
+                 getattr(train_ds, "category", "?"), len(images), self.epoch + 1, cfg.epochs, self.device)
+        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=self.label, disable=not progress)
+        try:
+            while self.epoch < cfg.epochs:
+                te = time.perf_counter()
+                stats = self._run_epoch(images, cached)
+                self.epoch += 1
+                stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
+                if cfg.select_best_on_test:
+                    self._select_on_test(test_ds, stats)
+                self.history.append(stats)
+                log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
+                if ckpt is not None:
+                    self.save(ckpt)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        finally:
+            bar.close()
+        if cfg.select_best_on_test and self.best is not None:
+            self.adaptor.load_state_dict(self.best["adaptor"])
+            self.discriminator.load_state_dict(self.best["discriminator"])
+            log.warning("%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True)", self.label, self.best["epoch"])
+        self.eval()
+        log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
+        return self
+
+    def _batches(self, n: int) -> list[torch.Tensor]:
+        perm = torch.randperm(n, generator=self.generators["shuffle"])
+        cap = self.cfg.samples_per_epoch
+        if cap is not None:
+            perm = perm[:cap]
+        return list(torch.split(perm, self.cfg.batch_size))
+
+    def _run_epoch(self, images: torch.Tensor, cached: torch.Tensor | None) -> dict[str, float]:
+        self._epoch_start(images, cached)
+        self.train()
+        sums: dict[str, float] = {}
+        batches = self._batches(len(images))
+        for idx in batches:
+            feats = cached[idx.to(cached.device)] if cached is not None else self.patch_features(images[idx])
+            out = self._train_batch(images, idx, feats)
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        self.eval()
+        return {k: v / max(len(batches), 1) for k, v in sums.items()}
+
+    def _epoch_start(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
+        pass
+
+    def _train_batch(self, images: torch.Tensor, idx: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _step(self, loss: torch.Tensor) -> None:
+        if self.opt_adaptor is not None:
+            self.opt_adaptor.zero_grad(set_to_none=True)
+        self.opt_dsc.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.opt_adaptor is not None:
+            self.opt_adaptor.step()
+        self.opt_dsc.step()
+
+    def _select_on_test(self, test_ds, stats: dict) -> None:
+        m = evaluate(self.predict(test_ds, device=self.device, progress=False))
+        score = m["image_auroc"] + m.get("pixel_auroc", 0.0)
+        stats.update(test_image_auroc=m["image_auroc"], test_pixel_auroc=m.get("pixel_auroc", float("nan")))
+        if self.best is None or score > self.best["score"]:
+            self.best = {
+                "epoch": self.epoch, "score": float(score),
+                "adaptor": {k: v.detach().clone().cpu() for k, v in self.adaptor.state_dict().items()},
+                "discriminator": {k: v.detach().clone().cpu() for k, v in self.discriminator.state_dict().items()},
+            }
+
+    # -- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, test_ds, *, device=None, batch_size: int | None = None, progress: bool = True) -> Prediction:
+        """Image scores and pixel maps (at the masks' resolution) of every test image."""
+        if device is not None:
+            self.to(_resolve_device(device))
+        self.eval()
+        bs = batch_size or self.cfg.batch_size
+        loader = torch.utils.data.DataLoader(test_ds, batch_size=bs, shuffle=False, num_workers=0)
+        scores, maps, labels, masks, paths, types = [], [], [], [], [], []
+        for batch in tqdm(loader, desc=f"{self.label} predict", disable=not progress, leave=False):
+            grid = self.score_grid(batch.image)
+            scores.append(image_score(grid).cpu().numpy())
+            maps.append(smooth_map(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma))
+            labels.append(np.asarray(batch.label))
+            masks.append((batch.mask[:, 0].numpy() > 0).astype(np.uint8))
+            paths += list(batch.path)
+            types += list(batch.defect_type)
+        return Prediction(
+            image_scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps),
+            labels=np.concatenate(labels).astype(np.int64), masks=np.concatenate(masks),
+            paths=paths, defect_types=types,
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return self.name + (f"-{self.variant}" if self.variant else "")
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: tensors and Python primitives only."""
+        cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "name": self.name,
+            "config": self.cfg.as_dict(),
+            "epoch": int(self.epoch),
+            "adaptor": cpu(self.adaptor.state_dict()),
+            "discriminator": cpu(self.discriminator.state_dict()),
+            "opt_adaptor": self.opt_adaptor.state_dict() if self.opt_adaptor is not None else None,
+            "opt_dsc": self.opt_dsc.state_dict(),
+            "rng": {k: g.get_state() for k, g in self.generators.items()},
+            "history": [dict(h) for h in self.history],
+            "best": self.best,
+            "backbone": dict(self.features.backbone.info.as_dict()),
+            **self._extra_state(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model (config, weights, optimiser and RNG states, ...) atomically to ``path``."""
+        return _atomic_torch_save(self.state(), path)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
+        self.adaptor.load_state_dict(state["adaptor"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        if state.get("opt_adaptor") is not None and self.opt_adaptor is not None:
+            self.opt_adaptor.load_state_dict(state["opt_adaptor"])
+        self.opt_dsc.load_state_dict(state["opt_dsc"])
+        for k, g in self.generators.items():
+            g.set_state(state["rng"][k])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(h) for h in state.get("history", [])]
+        self.best = state.get("best")
+        self._load_extra_state(state)
+        self.to(self.device)
+
+    def _resume(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("name") != self.name:
+            raise ValueError(f"{path} is a {state.get('name')!r} checkpoint, not {self.name!r}")
+        mine, theirs = self.cfg.as_dict(), state["config"]
+        diff = sorted(k for k in set(mine) | set(theirs) if k not in self.RESUME_FREE_FIELDS and _norm(mine.get(k)) != _norm(theirs.get(k)))
+        if diff:
+            raise ValueError(f"cannot resume from {path}: its config differs in {diff}; remove it or use another checkpoint_dir")
+        self._load_state(state)
+        log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("name") != cls.name:
+            raise ValueError(f"{path} is a {state.get('name')!r} checkpoint, not {cls.name!r}")
+        model = cls(cls.Config(**state["config"]))
+        model._load_state(state)
+        model.eval()
+        return model
+
+    # -- provenance ----------------------------------------------------------------------------
+    def _selection_info(self) -> dict[str, Any]:
+        if not self.cfg.select_best_on_test:
+            return {"mode": "last-epoch", "epoch": self.epoch}
+        return {
+            "mode": "best-on-test",
+            "note": "TEST-SET MODEL SELECTION (released protocol): the epoch was chosen on the test metrics; optimistic",
+            "epoch": None if self.best is None else self.best["epoch"],
+            "score": None if self.best is None else self.best["score"],
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "variant": self.variant,
+            "config": self.cfg.as_dict(),
+            "backbone": self.features.backbone.info.as_dict(),
+            "weights": self.features.backbone.info.weights,
+            "selection": self._selection_info(),
+            "epochs_trained": self.epoch,
+        }
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+# ----------------------------------------------------------------------------------------------
+# GLASS
+
+
+@register("glass")
+class GLASS(_FeatureDiscriminatorModel):
+    """GLASS: Global and Local Anomaly co-Synthesis Strategy (ECCV 2024). See the module docstring."""
+
+    Config: ClassVar[type] = GLASSConfig
+    SIGMOID: ClassVar[bool] = True
+
+    def __init__(self, cfg: GLASSConfig | None = None) -> None:
+        super().__init__(cfg)
+        self.j_choice: str | None = None
+        self.j_stats: dict[str, Any] | None = None
+        self.center: torch.Tensor | None = None
+        self.las_synth: LocalAnomalySynthesizer | None = None
+        self._foregrounds: list[torch.Tensor | None] | None = None
+        self.texture_description: str | None = None
+        self.foreground_used: bool | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.cfg.variant
+
+    @property
+    def distribution(self) -> str | None:
+        """``"manifold"`` or ``"hypersphere"`` (None for GLASS-j before fitting)."""
+        return {"m": "manifold", "h": "hypersphere"}.get(self.cfg.variant, self.j_choice)
+
+    def _make_optimizers(self):
+        cfg = self.cfg
+        opt_a = None
+        if cfg.adaptor:
+            opt_a = torch.optim.Adam(self.adaptor.parameters(), lr=cfg.adaptor_lr, weight_decay=cfg.adaptor_weight_decay)
+        kw = {} if cfg.dsc_weight_decay is None else {"weight_decay": cfg.dsc_weight_decay}
+        opt_cls = torch.optim.AdamW if cfg.dsc_optimizer == "adamw" else torch.optim.Adam
+        return opt_a, opt_cls(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
+
+    def raw_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """GLASS: ``z = D(A(t))``, the discriminator's anomaly probability per position (Sec. 3.5)."""
+        return self.discriminator(self._adapt(feats))
+
+    # -- GLASS-j and LAS preparation -----------------------------------------------------------
+    def judge(self, images: torch.Tensor, dataset: str = "", category: str = "") -> str:
+        """GLASS-j: set and return the distribution for these (normalised) training images."""
+        if self.cfg.j_rule == "released" and category in RELEASED_J_CHOICES.get(dataset.lower(), {}):
+            self.j_choice = RELEASED_J_CHOICES[dataset.lower()][category]
+            self.j_stats = {"rule": "released", "dataset": dataset, "category": category}
+        else:
+            self.j_choice, stats = spectrogram_judgement(mean_training_image(images))
+            self.j_stats = {"rule": "spectrogram", **stats}
+        log.info("GLASS-j: %s/%s judged %s (%s)", dataset, category, self.j_choice, self.j_stats)
+        return self.j_choice
+
+    def _prepare(self, ds, images: torch.Tensor, progress: bool) -> None:
+        cfg = self.cfg
+        name, category = getattr(ds, "name", ""), getattr(ds, "category", "")
+        if cfg.variant == "j" and self.j_choice is None:
+            self.judge(images, name, category)
+        if not cfg.las:
+            return
+        from ..data.textures import texture_source
+
+        textures = texture_source(cfg.data_root)
+        self.texture_description = textures.description
+        hw = (int(images.shape[-2]), int(images.shape[-1]))
+        self.las_synth = LocalAnomalySynthesizer(
+            image_size=hw, grid=self.grid_size(hw), beta_mode=cfg.beta_mode, textures=textures,
+            texture_resize=cfg.texture_resize if cfg.texture_resize is not None else cfg.resize,
+            use_foreground=True, normalized=True,
+        )
+        use_fg = cfg.use_foreground if cfg.use_foreground is not None else uses_foreground(name or "", category or "")
+        self.foreground_used = bool(use_fg)
+        if use_fg:
+            uint8 = (denormalize(images) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            self._foregrounds = [
+                torch.from_numpy(estimate_foreground(im))
+                for im in tqdm(uint8, desc="foreground masks", disable=not progress, leave=False)
+            ]
+        else:
+            self._foregrounds = None
+
+    # -- hypersphere ---------------------------------------------------------------------------
+    def _epoch_start(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
+        if self.distribution == "hypersphere":
+            self.update_center(images, cached)
+
+    @torch.no_grad()
+    def update_center(self, images: torch.Tensor | None = None, feats: torch.Tensor | None = None) -> torch.Tensor:
+        """Recompute the hypersphere centre ``c`` from the adapted features of all training images
+        (``images``, normalised, or their patch features ``feats``): per position (``"released"``,
+        ``h*w x D``) or one global mean (``"paper"``, ``D``). Adaptor in eval mode, no gradients."""
+        if feats is None and images is None:
+            raise ValueError("update_center needs images or their patch features")
+        self.eval()
+        n = len(feats) if feats is not None else len(images)
+        bs = self.cfg.batch_size
+        out = []
+        for i in range(0, n, bs):
+            f = feats[i : i + bs].to(self.device) if feats is not None else self.features(images[i : i + bs].to(self.device))
+            out.append(self._adapt(f).flatten(1, 2))
+        self.center = hypersphere_center(torch.cat(out), mode=self.cfg.center_mode)
+        return self.center
+
+    def _manifold_projection(self):
+        r = self.cfg.manifold_radii
+        if isinstance(r, str):
+            return partial(truncated_projection_manifold, radii=r)
+        return partial(truncated_projection_manifold, r1=r[0], r2=r[1])
+
+    def _center_rows(self, batch: int) -> torch.Tensor:
+        c = self.center
+        return c.repeat(batch, 1) if c.dim() == 2 else c
+
+    # -- one training step ---------------------------------------------------------------------
+    def _las_batch(self, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, labels = [], []
+        g = self.generators["las"]
+        for i in idx.tolist():
+            fg = self._foregrounds[i] if self._foregrounds is not None else None
+            x_plus, _, label, _ = self.las_synth(images[i], g, foreground=fg)
+            xs.append(x_plus)
+            labels.append(label)
+        return torch.stack(xs), torch.stack(labels)
+
+    def _train_batch(self, images: torch.Tensor, idx: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
+        x_las, labels = self._las_batch(images, idx) if self.cfg.las else (None, None)
+        return self.train_step(feats, x_las, labels)
+
+    def train_step(
+        self, feats: torch.Tensor, x_las: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """One GLASS update (Alg. 1 for one batch, Eq. 5-8) from the normal images' patch features
+        ``feats`` (``B x h x w x D``), the LAS images ``x_las`` (``B x 3 x H x W``, normalised) and
+        their grid labels ``labels`` (``B x h x w``). Returns the losses (floats)."""
+        losses_ = self.compute_losses(feats, x_las, labels)
+        self._step(losses_["loss"])
+        return {k: float(v.detach()) for k, v in losses_.items()}
+
+    def compute_losses(
+        self, feats: torch.Tensor, x_las: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+        return_features: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The three branches' losses for one batch (no optimiser step); see :meth:`train_step`.
+
+        ``return_features``: also return ``u`` (adapted normal features), ``v`` (GAS features),
+        ``u_plus`` (LAS features after the GLASS-h projection), ``radius`` and ``center_rows``
+        (flattened ``(B * h * w) x D``), for tests and figures.
+        """
+        cfg = self.cfg
+        dist = self.distribution
+        if dist is None:
+            raise RuntimeError("GLASS-j has not judged the distribution yet (call judge() or fit())")
+        b = feats.shape[0]
+        d = self.features.dim
+        u = self._adapt(feats.to(self.device).reshape(-1, d))
+        u_plus = m = None
+        if cfg.las:
+            if x_las is None or labels is None:
+                raise ValueError("las=True needs the LAS images and their grid labels")
+            u_plus = self._adapt(self.features(x_las.to(self.device)).reshape(-1, d))
+            m = labels.to(self.device).reshape(-1).float()
+        radius = center_rows = None
+        if dist == "hypersphere":
+            if self.center is None:
+                raise RuntimeError("GLASS-h needs the hypersphere centre (computed at the start of each epoch)")
+            center_rows = self._center_rows(b)
+            crow = center_rows.expand_as(u)
+            pts, cts = [u], [crow]
+            if u_plus is not None:
+                keep = m == 0
+                pts.insert(0, u_plus[keep])
+                cts.insert(0, crow[keep])
+            dists = (torch.cat(pts) - torch.cat(cts)).norm(dim=-1)
+            radius = hypersphere_radius(dists, cfg.radius_quantile)
+
+        out: dict[str, torch.Tensor] = {}
+        v = None
+        if cfg.gas_noise or cfg.gas_ascent or cfg.gas_projection:
+            if dist == "manifold":
+                proj = self._manifold_projection()
+            else:
+                lo, hi = HYPERSPHERE_GAS_BOUNDS
+                proj = lambda g, _u: truncated_projection_hypersphere(g, center_rows, radius, lo, hi)  # noqa: E731
+            v = gas_synthesis(
+                u, self.discriminator, steps=cfg.gas_steps if cfg.gas_ascent else 0, eta=cfg.gas_eta,
+                noise_std=cfg.noise_std if cfg.gas_noise else 0.0, project_every=cfg.gas_project_every,
+                projection=proj if cfg.gas_projection else None, generator=self.generators["gas"],
+            )
+            if cfg.gas_projection and not cfg.gas_ascent:
+                v = proj(v, u)
+            scores = self.discriminator(torch.cat([u, v]))
+            out["loss_n"] = losses.bce(scores[: len(u)], 0.0)
+            out["loss_gas"] = losses.bce(scores[len(u) :], 1.0)
+        else:
+            out["loss_n"] = losses.bce(self.discriminator(u), 0.0)
+            out["loss_gas"] = torch.zeros((), device=self.device)
+        if u_plus is not None:
+            if dist == "hypersphere":
+                lo, hi = HYPERSPHERE_LAS_BOUNDS
+                projected = truncated_projection_hypersphere(u_plus, center_rows, radius, lo, hi)
+                u_plus = torch.where(m[:, None] == 1, projected, u_plus)
+            s_las = self.discriminator(u_plus)
+            out["loss_las"] = losses.focal_loss_ohem(
+                s_las, m, quantile=cfg.ohem_quantile, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
+                smoothing=cfg.focal_smoothing,
+            )
+        else:
+            out["loss_las"] = torch.zeros((), device=self.device)
+        out["loss"] = out["loss_n"] + out["loss_gas"] + out["loss_las"]
+        if return_features:
+            out.update(u=u, v=v, u_plus=u_plus, radius=radius, center_rows=center_rows)
+        return out
+
+    # -- persistence / provenance --------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "center": None if self.center is None else self.center.detach().cpu(),
+            "j_choice": self.j_choice,
+            "j_stats": self.j_stats,
+            "texture_description": self.texture_description,
+            "foreground_used": self.foreground_used,
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        c = state.get("center")
+        self.center = None if c is None else c.to(self.device)
+        self.j_choice = state.get("j_choice")
+        self.j_stats = state.get("j_stats")
+        self.texture_description = state.get("texture_description")
+        self.foreground_used = state.get("foreground_used")
+
+    def to(self, device):
+        super().to(device)
+        if getattr(self, "center", None) is not None:
+            self.center = self.center.to(self.device)
+        return self
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(
+            distribution=self.distribution,
+            j_choice=self.j_choice,
+            j_stats=self.j_stats,
+            texture_source=self.texture_description,
+            foreground=self.foreground_used,
+        )
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# SimpleNet
+
+
+@register("simplenet")
+class SimpleNet(_FeatureDiscriminatorModel):
+    """SimpleNet (Liu et al., CVPR 2023): Gaussian-noise feature synthesis, truncated l1 loss."""
+
+    Config: ClassVar[type] = SimpleNetConfig
+    SIGMOID: ClassVar[bool] = False
+
+    def _make_optimizers(self):
+        cfg = self.cfg
+        opt_a = None
+        if cfg.adaptor:
+            kw = {} if cfg.adaptor_weight_decay is None else {"weight_decay": cfg.adaptor_weight_decay}
+            opt_a = torch.optim.AdamW(self.adaptor.parameters(), lr=cfg.adaptor_lr, **kw)
+        kw = {} if cfg.dsc_weight_decay is None else {"weight_decay": cfg.dsc_weight_decay}
+        return opt_a, torch.optim.Adam(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
+
+    def raw_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """SimpleNet: the anomaly score is the negated normality score, ``-D(A(t))`` (Sec. 3.5)."""
+        return -self.discriminator(self._adapt(feats))
+
+    def compute_losses(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SimpleNet's loss for one batch: ``q = A(t)``, ``q- = q + N(0, sigma^2)`` (Sec. 3.3),
+        truncated l1 of ``D`` on both in one call (Sec. 3.4)."""
+        cfg = self.cfg
+        q = self._adapt(feats.to(self.device).reshape(-1, self.features.dim))
+        q_minus = gaussian_noise(q, std=cfg.noise_std, generator=self.generators["gas"])
+        scores = self.discriminator(torch.cat([q, q_minus]))
+        loss = losses.truncated_l1(scores[: len(q)], scores[len(q) :], cfg.th_pos, cfg.th_neg)
+        return {"loss": loss}
+
+    def train_step(self, feats: torch.Tensor) -> dict[str, float]:
+        out = self.compute_losses(feats)
+        self._step(out["loss"])
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    def _train_batch(self, images: torch.Tensor, idx: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
+        return self.train_step(feats)
+
+
+__all__ = [
+    "Adaptor",
+    "DISTRIBUTIONS",
+    "Discriminator",
+    "GLASS",
+    "GLASSConfig",
+    "RELEASED_J_CHOICES",
+    "RELEASED_RESIZE",
+    "SimpleNet",
+    "SimpleNetConfig",
+    "VARIANTS",
+    "image_score",
+    "mean_training_image",
+    "released_resize",
+    "smooth_map",
+    "spectrogram_judgement",
+]

@@ -1,0 +1,720 @@
+"""PatchCore (Roth et al., CVPR 2022, "Towards Total Recall in Industrial Anomaly Detection").
+
+Registered as ``"patchcore"``. No training: a memory bank of nominal patch features, reduced by a
+greedy coreset, is searched by nearest neighbour at test time.
+
+Pipeline (paper Sec. 3)
+    1. Locally aware patch features (Sec. 3.1): frozen WideResNet-50 ``layer2`` + ``layer3``,
+       every position described by its ``p x p`` neighbourhood (``p = 3``), deeper layer
+       up-sampled to the ``layer2`` grid, reduced to 1024-D by the released two-stage adaptive
+       average pooling -- :class:`adlib.models.features.PatchFeatures`. Images are resized to 256
+       and centre-cropped to 224 (Sec. 4.1), giving a 28 x 28 grid.
+    2. Memory bank ``M``: the patch features of all training images (Sec. 3.1).
+    3. Coreset subsampling (Sec. 3.2, Alg. 1): the minimax facility-location objective
+
+           M_C* = argmin_{M_C subset M} max_{m in M} min_{n in M_C} ||m - n||_2
+
+       approximated by the greedy (farthest-point) rule: start from one random element, then
+       repeatedly add ``argmax_{m in M - M_C} min_{n in M_C} ||psi(m) - psi(n)||_2`` where ``psi``
+       is a random linear projection to 128 dimensions (Johnson-Lindenstrauss) --
+       :func:`approximate_greedy_coreset`; :func:`exact_greedy_coreset` uses the features
+       themselves (``psi`` = identity). Coreset ratio 10 % (the paper also reports 1 %).
+    4. Scoring (Sec. 3.3): per test patch the distance to its nearest memory-bank element
+       (:func:`nearest_neighbors`); the image score is the largest of those, ``s*``, reweighted
+       (:func:`reweighted_image_scores`) by the paper's equation
+
+           s = (1 - exp||m_test,* - m*||_2 / sum_{m in N_b(m*)} exp||m_test,* - m||_2) * s*
+
+       where ``m_test,*`` is the test patch with the largest nearest-neighbour distance, ``m*`` its
+       nearest bank element, ``s* = ||m_test,* - m*||_2`` and ``N_b(m*)`` the ``b`` nearest bank
+       elements of ``m*`` (``b = 9`` here; ``m*`` itself is one of them, at distance 0, so the
+       fraction is a softmax entry and ``s`` lies in ``[0, s*)``). ``reweight=False`` gives
+       ``s = s*``. Pixel map: the per-patch distances on the feature grid, bilinearly up-sampled
+       (``align_corners=False``) to the mask resolution and smoothed by a Gaussian of
+       ``sigma = 4`` (:func:`anomaly_maps`).
+
+Paper vs released code (patchcore-inspection), documented, not all exposed as options
+    - Image score: the released code takes the plain maximum of the per-patch scores (no
+      reweighting; ``reweight=False`` here). The paper's equation is the default.
+    - Distances: the released code scores with faiss ``IndexFlatL2``, i.e. *squared* L2
+      distances; the paper and this module use L2 distances. Image AUROC is unaffected without
+      reweighting (a monotone transform of the max); pixel maps differ slightly after smoothing.
+    - Coreset start: the released approximate sampler initialises the minimum distances with the
+      mean distance to 10 random elements and its projection is an ``nn.Linear`` with PyTorch's
+      default (uniform) initialisation; here, as in Alg. 1, the greedy starts from one random
+      element and the projection is Gaussian with variance ``1 / 128`` (JL scaling, so projected
+      distances estimate the original ones).
+
+Memory and cost of the coreset (the trap of ``conventions.md``)
+    An exact greedy coreset written with an ``N x N`` distance matrix needs ``4 N^2`` bytes:
+    for a full MVTec AD category at paper settings (hazelnut: 391 training images x 28 x 28 =
+    306,544 patches) that is about 376 GB. Here the greedy keeps only an ``N``-vector of minimum
+    distances, updated once per added element against the new element, ``chunk`` rows at a time:
+    memory ``O(N * k)`` for the projected features (``k = 128``: 157 MB for hazelnut) plus
+    ``O(chunk * k)`` scratch (65536 x 128 x 4 B = 32 MB) plus two ``N``-vectors; the features
+    themselves (``N x 1024`` float32, 1.26 GB for hazelnut) are held once during the fit, and the
+    bank keeps 10 % of them (126 MB). Time: ``n`` iterations of ``O(N * k)`` each, i.e.
+    ``ratio * N^2 * k`` multiply-adds (1.2e12 for hazelnut at 10 %): seconds on a GPU,
+    minutes to tens of minutes on a CPU (memory-bandwidth bound: each iteration streams the
+    ``N x k`` projected features once).
+
+Choices left open by the paper (the project's, documented here)
+    - Coreset size ``n = max(1, int(ratio * N))`` (the released rounding); ``ratio >= 1`` keeps
+      every patch. Elements already selected are never selected again, even among duplicates.
+    - ``N_b(m*)`` is computed by exact k-NN inside the bank; if duplicates of ``m*`` crowd it out,
+      ``m*`` is put back in place of the farthest neighbour, so the softmax always holds its
+      entry. ``b`` is capped at the bank size; ``b = 1`` would make every score 0 and is refused.
+    - Nearest-neighbour search is exact (brute force, chunked): candidates by squared distances
+      from one matrix product per chunk, then the reported distance recomputed as
+      ``||q - m||_2`` from the difference (no cancellation error).
+    - Randomness: one CPU ``torch.Generator`` seeded with ``seed`` draws the coreset's first
+      element, then the projection matrix; the backbone's random initialisation (``smoke``) is
+      fixed by ``backbone_seed``. A checkpoint records a SHA-256 of the backbone's weights and
+      loading refuses a backbone that differs (the bank would be meaningless).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from ..backbones import FeatureExtractor
+from ..data.base import ImageTransform
+from .base import Prediction, config_overrides, register
+from .features import PatchFeatures
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+SAMPLERS = ("approximate", "exact", "random")
+
+#: scratch budget defaults (rows per distance chunk)
+DEFAULT_CORESET_CHUNK = 65536
+DEFAULT_QUERY_CHUNK = 4096
+DEFAULT_BANK_CHUNK = 16384
+
+
+# ----------------------------------------------------------------------------------------------
+# Coreset (Sec. 3.2, Alg. 1)
+
+
+def _generator(generator: torch.Generator | int | None) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        return generator
+    return torch.Generator().manual_seed(0 if generator is None else int(generator))
+
+
+def random_projection_matrix(dim: int, projection_dim: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
+    """A ``dim x projection_dim`` Gaussian matrix with entries ``N(0, 1 / projection_dim)`` (CPU).
+
+    Johnson-Lindenstrauss scaling: ``||x A - y A||`` estimates ``||x - y||``.
+    """
+    g = _generator(generator)
+    return torch.randn(dim, projection_dim, generator=g) / math.sqrt(projection_dim)
+
+
+def random_projection(features: torch.Tensor, matrix: torch.Tensor, chunk: int = DEFAULT_CORESET_CHUNK) -> torch.Tensor:
+    """``features @ matrix`` written chunk by chunk into one ``N x k`` float32 tensor."""
+    n = features.shape[0]
+    matrix = matrix.to(device=features.device, dtype=torch.float32)
+    out = torch.empty(n, matrix.shape[1], device=features.device, dtype=torch.float32)
+    for s in range(0, n, chunk):
+        torch.mm(features[s : s + chunk].float(), matrix, out=out[s : s + chunk])
+    return out
+
+
+def _greedy(points: torch.Tensor, n: int, start: int, chunk: int, progress: bool) -> tuple[torch.Tensor, float]:
+    """Farthest-point greedy on ``points`` (N x k) from index ``start``: indices (n,), covering radius.
+
+    Memory: the N-vector ``min_d`` plus one ``chunk x k`` difference at a time. No host sync per
+    iteration (indices stay on the device), so a GPU runs the loop asynchronously.
+    """
+    N = points.shape[0]
+    dev = points.device
+    min_d = torch.full((N,), float("inf"), device=dev, dtype=torch.float32)
+    selected = torch.empty(n, dtype=torch.long, device=dev)
+    idx = torch.tensor([start], dtype=torch.long, device=dev)
+    for i in tqdm(range(n), desc="coreset", disable=not progress, leave=False, mininterval=1.0):
+        selected[i : i + 1] = idx
+        c = points.index_select(0, idx)  # 1 x k
+        for s in range(0, N, chunk):
+            d = torch.linalg.vector_norm(points[s : s + chunk] - c, dim=1)
+            torch.minimum(min_d[s : s + chunk], d, out=min_d[s : s + chunk])
+        min_d.index_fill_(0, idx, -1.0)  # selected: -1 stays the minimum, never picked twice
+        idx = torch.argmax(min_d).view(1)
+    radius = float(min_d.max().clamp_min(0.0)) if n < N else 0.0
+    return selected, radius
+
+
+def _check_n(features: torch.Tensor, n: int) -> int:
+    if features.ndim != 2:
+        raise ValueError(f"features must be N x D, got shape {tuple(features.shape)}")
+    if n < 1:
+        raise ValueError(f"coreset size must be >= 1, got {n}")
+    return features.shape[0]
+
+
+def exact_greedy_coreset(
+    features: torch.Tensor,
+    n: int,
+    generator: torch.Generator | int | None = None,
+    chunk: int = DEFAULT_CORESET_CHUNK,
+    *,
+    return_radius: bool = False,
+    progress: bool = False,
+):
+    """Greedy minimax coreset of ``n`` rows of ``features`` (N x D) with distances in the feature space.
+
+    The greedy (Gonzalez) rule of PatchCore Alg. 1 without projection; its covering radius
+    ``max_m min_{c in C} ||m - c||`` is at most twice the optimum of the minimax objective.
+    The first element is drawn from ``generator`` (a ``torch.Generator`` or an int seed; None:
+    seed 0). ``n >= N`` returns ``arange(N)``. Memory ``O(N + chunk * D)`` beyond the features.
+
+    Returns the selected indices (LongTensor, selection order) and, with ``return_radius``, the
+    covering radius of the selection (float).
+    """
+    N = _check_n(features, n)
+    if n >= N:
+        idx = torch.arange(N, device=features.device)
+        return (idx, 0.0) if return_radius else idx
+    g = _generator(generator)
+    start = int(torch.randint(N, (1,), generator=g))
+    idx, radius = _greedy(features.float(), n, start, chunk, progress)
+    return (idx, radius) if return_radius else idx
+
+
+def approximate_greedy_coreset(
+    features: torch.Tensor,
+    n: int,
+    projection_dim: int | None = 128,
+    generator: torch.Generator | int | None = None,
+    chunk: int = DEFAULT_CORESET_CHUNK,
+    *,
+    return_radius: bool = False,
+    progress: bool = False,
+):
+    """PatchCore's coreset (Alg. 1): the greedy on a random projection of the features to ``projection_dim``.
+
+    The first element is drawn from ``generator`` first (so it is the same as
+    :func:`exact_greedy_coreset`'s for the same seed), then the ``D x k`` Gaussian projection
+    matrix. ``projection_dim`` None or ``>= D`` skips the projection (nothing to reduce).
+
+    Quality: if the projection distorts every pairwise distance by a factor within
+    ``[1 - eps, 1 + eps]``, the selection's covering radius *in the original space* is at most
+    ``2 (1 + eps) / (1 - eps)`` times the optimum, hence at most that times the exact greedy's
+    radius; in practice (tests) it stays within 1.25x of it.
+
+    Memory: the ``N x k`` projected features (float32) + ``chunk x k`` scratch + two N-vectors;
+    never an ``N x N`` matrix. Time: ``n`` passes over the ``N x k`` projection.
+    Returns indices (and, with ``return_radius``, the covering radius in the *projected* space).
+    """
+    N = _check_n(features, n)
+    if n >= N:
+        idx = torch.arange(N, device=features.device)
+        return (idx, 0.0) if return_radius else idx
+    g = _generator(generator)
+    start = int(torch.randint(N, (1,), generator=g))
+    D = features.shape[1]
+    if projection_dim is None or projection_dim >= D:
+        points = features.float()
+    else:
+        points = random_projection(features, random_projection_matrix(D, projection_dim, g), chunk)
+    idx, radius = _greedy(points, n, start, chunk, progress)
+    return (idx, radius) if return_radius else idx
+
+
+def covering_radius(features: torch.Tensor, indices: torch.Tensor, query_chunk: int = DEFAULT_QUERY_CHUNK,
+                    bank_chunk: int = DEFAULT_BANK_CHUNK) -> float:
+    """``max_m min_{c in C} ||m - c||_2`` of the rows ``indices`` of ``features`` (the minimax objective)."""
+    d, _ = nearest_neighbors(features, features[indices], query_chunk, bank_chunk)
+    return float(d.max())
+
+
+# ----------------------------------------------------------------------------------------------
+# Nearest neighbours and scores (Sec. 3.3)
+
+
+@torch.no_grad()
+def knn(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int = 1,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+    bank_chunk: int = DEFAULT_BANK_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ``k`` nearest bank rows of every query: distances ``M x k`` (ascending) and indices ``M x k``.
+
+    Brute force in ``query_chunk x bank_chunk`` blocks (scratch ``O(query_chunk * bank_chunk)``):
+    candidates from squared distances ``|q|^2 + |m|^2 - 2 q.m`` (one matrix product per block),
+    then the reported distances recomputed from the differences ``||q - m||_2``.
+    """
+    if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(f"need M x D queries and L x D bank, got {tuple(queries.shape)} and {tuple(bank.shape)}")
+    L = bank.shape[0]
+    if L == 0:
+        raise ValueError("empty memory bank")
+    k = min(int(k), L)
+    queries, bank = queries.float(), bank.float()
+    bank_sq = (bank * bank).sum(1)
+    M = queries.shape[0]
+    out_d = torch.empty(M, k, device=queries.device)
+    out_i = torch.empty(M, k, dtype=torch.long, device=queries.device)
+    for qs in range(0, M, query_chunk):
+        q = queries[qs : qs + query_chunk]
+        q_sq = (q * q).sum(1, keepdim=True)
+        best_d = best_i = None
+        for bs in range(0, L, bank_chunk):
+            b = bank[bs : bs + bank_chunk]
+            d2 = torch.addmm(q_sq + bank_sq[bs : bs + bank_chunk], q, b.T, beta=1.0, alpha=-2.0)
+            kk = min(k, b.shape[0])
+            if kk == 1:
+                cd, ci = d2.min(dim=1, keepdim=True)
+            else:
+                cd, ci = torch.topk(d2, kk, dim=1, largest=False)
+            ci = ci + bs
+            if best_d is None:
+                best_d, best_i = cd, ci
+            else:
+                cat_d, cat_i = torch.cat([best_d, cd], 1), torch.cat([best_i, ci], 1)
+                if k == 1:
+                    sel = cat_d.argmin(dim=1, keepdim=True)
+                else:
+                    sel = torch.topk(cat_d, k, dim=1, largest=False).indices
+                best_d, best_i = cat_d.gather(1, sel), cat_i.gather(1, sel)
+        exact = torch.linalg.vector_norm(q[:, None, :] - bank[best_i], dim=-1)
+        order = torch.sort(exact, dim=1, stable=True)
+        out_d[qs : qs + query_chunk] = order.values
+        out_i[qs : qs + query_chunk] = best_i.gather(1, order.indices)
+    return out_d, out_i
+
+
+def nearest_neighbors(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+    bank_chunk: int = DEFAULT_BANK_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance ``||q - m*||_2`` of every query to its nearest bank row ``m*`` (M,), and that row's index (M,)."""
+    d, i = knn(queries, bank, 1, query_chunk, bank_chunk)
+    return d[:, 0], i[:, 0]
+
+
+@torch.no_grad()
+def reweighted_image_scores(
+    patches: torch.Tensor,
+    nn_dist: torch.Tensor,
+    nn_idx: torch.Tensor,
+    bank: torch.Tensor,
+    num_neighbors: int = 9,
+    bank_chunk: int = DEFAULT_BANK_CHUNK,
+) -> torch.Tensor:
+    """PatchCore's image score (Sec. 3.3): ``s = (1 - exp(s*) / sum_{m in N_b(m*)} exp||m_test,* - m||) * s*``.
+
+    ``patches``: ``B x P x D`` test patch features; ``nn_dist`` / ``nn_idx``: ``B x P`` distance
+    to and index of each patch's nearest bank row (:func:`nearest_neighbors`). Per image,
+    ``m_test,*`` is the patch of largest ``nn_dist`` (``s*``), ``m*`` its nearest bank row and
+    ``N_b(m*)`` the ``b = num_neighbors`` nearest bank rows of ``m*`` (``m*`` included). The
+    fraction is computed in softmax form, ``exp(s* - logsumexp_j d_j)``, which cannot overflow
+    however large the distances are. Returns ``B`` scores in ``[0, s*)``.
+    """
+    if num_neighbors < 2:
+        raise ValueError(f"num_neighbors (b) must be >= 2 for the reweighting (b = 1 gives s = 0), got {num_neighbors}")
+    B = patches.shape[0]
+    rows = torch.arange(B, device=patches.device)
+    s_star, p_star = nn_dist.max(dim=1)
+    m_test = patches[rows, p_star].float()  # B x D
+    star = nn_idx[rows, p_star]  # B
+    _, nb = knn(bank[star], bank, num_neighbors, bank_chunk=bank_chunk)  # B x b
+    missing = ~(nb == star[:, None]).any(dim=1)
+    if missing.any():  # duplicates of m* crowded it out: put it back instead of the farthest one
+        nb[missing, -1] = star[missing]
+    d = torch.linalg.vector_norm(m_test[:, None, :] - bank[nb].float(), dim=-1)  # B x b
+    d_star = torch.linalg.vector_norm(m_test - bank[star].float(), dim=-1)  # = s* (recomputed alike)
+    frac = torch.exp(d_star - torch.logsumexp(d, dim=1))
+    return (1.0 - frac).clamp_min(0.0) * s_star
+
+
+def anomaly_maps(grid_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
+    """Pixel maps from per-patch scores ``B x h x w``: bilinear up-sampling to ``size``
+    (``align_corners=False``), then a Gaussian of ``sigma`` per image (``scipy.ndimage``, reflect
+    borders, truncated at 4 sigma). Returns ``B x H x W`` float32."""
+    up = F.interpolate(grid_scores[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    up = up.cpu().numpy().astype(np.float32)
+    if sigma > 0:
+        up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
+    return up
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class PatchCoreConfig:
+    """PatchCore settings. Defaults (= ``paper`` profile): WideResNet-50 (torchvision ImageNet
+    weights, timm ``.tv_in1k``) ``layer2`` + ``layer3``, ``p = 3``, 1024-D, resize 256 and centre
+    crop 224, approximate greedy coreset of 10 % with a 128-D random projection, reweighted image
+    score with ``b = 9``, Gaussian ``sigma = 4``. ``smoke``: random-init ResNet-18 at 128 px with
+    256-D features (seconds per category on 2 CPU cores)."""
+
+    # features (Sec. 3.1, 4.1)
+    backbone: str = "wide_resnet50_2"
+    layers: tuple[str, ...] = ("layer2", "layer3")
+    pretrained: bool = True
+    backbone_tag: str | None = None  # None: adlib.backbones.BACKBONES (".tv_in1k" for the ResNets)
+    weights_file: str | None = None
+    backbone_seed: int = 0  # random initialisation when pretrained=False
+    patch_size: int = 3
+    pretrain_embed_dim: int = 1024
+    target_embed_dim: int = 1024
+    resize: int = 256
+    crop: int | None = 224
+    # memory bank (Sec. 3.2)
+    coreset_ratio: float = 0.1
+    sampler: str = "approximate"  # "approximate" (Alg. 1), "exact" (no projection), "random" (ablation)
+    projection_dim: int | None = 128
+    # scoring (Sec. 3.3)
+    reweight: bool = True
+    num_neighbors: int = 9
+    smooth_sigma: float = 4.0
+    # running
+    batch_size: int = 8
+    seed: int = 0
+    device: str | None = None  # None / "auto": CUDA when available
+    data_root: str | None = None  # recorded by the runner; unused here
+    coreset_chunk: int = DEFAULT_CORESET_CHUNK
+    nn_query_chunk: int = DEFAULT_QUERY_CHUNK
+    nn_bank_chunk: int = DEFAULT_BANK_CHUNK
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "smoke": dict(backbone="resnet18", pretrained=False, resize=128, crop=128,
+                      pretrain_embed_dim=256, target_embed_dim=256, device="cpu"),
+    }
+
+    @classmethod
+    def for_profile(cls, profile: str = "smoke", **overrides: Any) -> "PatchCoreConfig":
+        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
+        if profile not in cls.PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
+        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _validate(self) -> None:
+        self.layers = tuple(self.layers)
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
+        if self.reweight and self.num_neighbors < 2:
+            raise ValueError(f"num_neighbors (b) must be >= 2 with reweight=True, got {self.num_neighbors}")
+        for name in ("batch_size", "coreset_chunk", "nn_query_chunk", "nn_bank_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.smooth_sigma < 0:
+            raise ValueError(f"smooth_sigma must be >= 0, got {self.smooth_sigma}")
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a module's parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The method
+
+
+@register("patchcore")
+class PatchCore:
+    """PatchCore: frozen patch features, a coreset memory bank, nearest-neighbour scores.
+
+    >>> model = build("patchcore", profile="smoke")                  # doctest: +SKIP
+    >>> model.fit(get_dataset("synth", "wood", "train", root=r, transform=model.transform))  # doctest: +SKIP
+    >>> pred = model.predict(test_ds)                                 # doctest: +SKIP
+    """
+
+    Config: ClassVar[type] = PatchCoreConfig
+    name: ClassVar[str] = "patchcore"
+
+    def __init__(self, cfg: PatchCoreConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else PatchCoreConfig()
+        if not isinstance(cfg, PatchCoreConfig):
+            raise TypeError(f"PatchCore needs a PatchCoreConfig, got {type(cfg).__name__}")
+        cfg._validate()
+        self.cfg = cfg
+        fx = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
+                              weights_file=cfg.weights_file, seed=cfg.backbone_seed)
+        self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
+        self.features.eval()
+        self.device = torch.device("cpu")
+        self.memory_bank: torch.Tensor | None = None
+        self.fit_stats: dict[str, Any] = {}
+        self._backbone_fingerprint: str | None = None
+
+    # -- basics --------------------------------------------------------------------------------
+    @property
+    def transform(self) -> ImageTransform:
+        """The image transform the model expects (resize, centre crop, ImageNet normalisation)."""
+        return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
+
+    @property
+    def variant(self) -> None:
+        return None
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def fitted(self) -> bool:
+        return self.memory_bank is not None
+
+    def to(self, device) -> "PatchCore":
+        device = torch.device(device)
+        self.features.to(device)
+        if self.memory_bank is not None:
+            self.memory_bank = self.memory_bank.to(device)
+        self.device = device
+        return self
+
+    def backbone_fingerprint(self) -> str:
+        if self._backbone_fingerprint is None:
+            self._backbone_fingerprint = _fingerprint(self.features.backbone)
+        return self._backbone_fingerprint
+
+    @torch.no_grad()
+    def patch_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Locally aware patch features ``B x h x w x D`` of normalised images."""
+        return self.features(images.to(self.device))
+
+    # -- memory bank ---------------------------------------------------------------------------
+    def coreset_size(self, n_patches: int) -> int:
+        """``max(1, int(ratio * N))``; ``N`` when the ratio is 1."""
+        if self.cfg.coreset_ratio >= 1.0:
+            return n_patches
+        return max(1, int(n_patches * self.cfg.coreset_ratio))
+
+    def select_coreset(self, feats: torch.Tensor, progress: bool = False) -> tuple[torch.Tensor, float | None]:
+        """Indices of the memory bank rows among ``feats`` (N x D) and the sampler's covering radius."""
+        cfg = self.cfg
+        N = feats.shape[0]
+        n = self.coreset_size(N)
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        if n >= N:
+            return torch.arange(N, device=feats.device), 0.0
+        if cfg.sampler == "random":
+            return torch.randperm(N, generator=g)[:n].to(feats.device), None
+        if cfg.sampler == "exact":
+            return exact_greedy_coreset(feats, n, g, cfg.coreset_chunk, return_radius=True, progress=progress)
+        return approximate_greedy_coreset(feats, n, cfg.projection_dim, g, cfg.coreset_chunk,
+                                          return_radius=True, progress=progress)
+
+    # -- fit -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None) -> "PatchCore":
+        """Build the memory bank from the (normal) images of ``train_ds``.
+
+        One pass: patch features of every training image (held once, ``N x D`` float32, in a
+        preallocated tensor on the model's device), then the coreset. ``checkpoint_dir`` is
+        accepted for the common method interface and unused (nothing to resume).
+        """
+        cfg = self.cfg
+        self.to(_resolve_device(device if device is not None else cfg.device))
+        t0 = time.perf_counter()
+        loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+        feats: torch.Tensor | None = None
+        pos = 0
+        grid = None
+        for batch in tqdm(loader, desc="patchcore features", disable=not progress, leave=False):
+            f = self.patch_features(batch.image)
+            b, h, w, d = f.shape
+            if feats is None:
+                grid = (h, w)
+                feats = torch.empty(len(train_ds) * h * w, d, device=self.device, dtype=torch.float32)
+            feats[pos : pos + b * h * w] = f.reshape(-1, d)
+            pos += b * h * w
+        if feats is None:
+            raise ValueError("empty training set")
+        feats = feats[:pos]
+        t_feat = time.perf_counter() - t0
+        N = feats.shape[0]
+        n = self.coreset_size(N)
+        log.info("patchcore: %d patches (%d images, grid %dx%d, %d-D) from %s/%s; coreset %s of %d (%.1f%%) on %s",
+                 N, len(train_ds), grid[0], grid[1], feats.shape[1], getattr(train_ds, "name", "?"),
+                 getattr(train_ds, "category", "?"), cfg.sampler, n, 100.0 * n / N, self.device)
+        t1 = time.perf_counter()
+        idx, radius = self.select_coreset(feats, progress)
+        self.memory_bank = feats.index_select(0, idx.to(feats.device)).clone()
+        del feats
+        t_core = time.perf_counter() - t1
+        self.fit_stats = {
+            "train_images": len(train_ds),
+            "grid": list(grid),
+            "patches": int(N),
+            "bank_size": int(self.memory_bank.shape[0]),
+            "sampler": cfg.sampler,
+            "sampler_radius": radius,
+            "feature_seconds": round(t_feat, 4),
+            "coreset_seconds": round(t_core, 4),
+        }
+        log.info("patchcore: memory bank %d x %d in %.1f s (features %.1f s, coreset %.1f s)",
+                 *self.memory_bank.shape, t_feat + t_core, t_feat, t_core)
+        return self
+
+    # -- inference -----------------------------------------------------------------------------
+    def _check_fitted(self) -> torch.Tensor:
+        if self.memory_bank is None:
+            raise RuntimeError("PatchCore has no memory bank: call fit() (or load()) first")
+        return self.memory_bank
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores ``B`` and per-patch nearest-neighbour distances ``B x h x w`` of normalised images."""
+        bank = self._check_fitted()
+        cfg = self.cfg
+        f = self.patch_features(images)
+        B, h, w, D = f.shape
+        patches = f.reshape(B, h * w, D)
+        d, i = nearest_neighbors(patches.reshape(-1, D), bank, cfg.nn_query_chunk, cfg.nn_bank_chunk)
+        d, i = d.view(B, h * w), i.view(B, h * w)
+        if cfg.reweight:
+            s = reweighted_image_scores(patches, d, i, bank, cfg.num_neighbors, cfg.nn_bank_chunk)
+        else:
+            s = d.max(dim=1).values
+        return s, d.view(B, h, w)
+
+    @torch.no_grad()
+    def predict(self, test_ds, *, device=None, batch_size: int | None = None, progress: bool = True) -> Prediction:
+        """Image scores and pixel maps (at the masks' resolution) of every test image."""
+        if device is not None:
+            self.to(_resolve_device(device))
+        self._check_fitted()
+        bs = batch_size or self.cfg.batch_size
+        loader = torch.utils.data.DataLoader(test_ds, batch_size=bs, shuffle=False, num_workers=0)
+        scores, maps, labels, masks, paths, types = [], [], [], [], [], []
+        for batch in tqdm(loader, desc="patchcore predict", disable=not progress, leave=False):
+            s, grid = self.score(batch.image)
+            scores.append(s.cpu().numpy())
+            maps.append(anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma))
+            labels.append(np.asarray(batch.label))
+            masks.append((batch.mask[:, 0].numpy() > 0).astype(np.uint8))
+            paths += list(batch.path)
+            types += list(batch.defect_type)
+        return Prediction(
+            image_scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps),
+            labels=np.concatenate(labels).astype(np.int64), masks=np.concatenate(masks),
+            paths=paths, defect_types=types,
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds: tensors and Python primitives only."""
+        bank = self._check_fitted()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "name": self.name,
+            "config": self.cfg.as_dict(),
+            "memory_bank": bank.detach().cpu().contiguous(),
+            "fit_stats": dict(self.fit_stats),
+            "backbone": self.features.backbone.info.as_dict(),
+            "backbone_fingerprint": self.backbone_fingerprint(),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write config and memory bank atomically (temporary file + ``os.replace``) to ``path``."""
+        return _atomic_torch_save(self.state(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, strict: bool = True) -> "PatchCore":
+        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``).
+
+        The backbone is rebuilt from the config; ``strict`` refuses one whose weights differ from
+        those the bank was built with (else a warning is logged).
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("name") != cls.name:
+            raise ValueError(f"{path} is a {state.get('name') if isinstance(state, dict) else None!r} checkpoint, not {cls.name!r}")
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
+        model = cls(cls.Config(**state["config"]))
+        fp, want = model.backbone_fingerprint(), state.get("backbone_fingerprint")
+        if want is not None and fp != want:
+            msg = (f"{path}: the rebuilt backbone ({model.features.backbone.info.weights}, sha256 {fp}) differs from "
+                   f"the one the memory bank was built with (sha256 {want})")
+            if strict:
+                raise ValueError(msg)
+            log.warning(msg)
+        model.memory_bank = state["memory_bank"].float()
+        model.fit_stats = dict(state.get("fit_stats", {}))
+        return model
+
+    # -- provenance ----------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        bi = self.features.backbone.info
+        return {
+            "name": self.name,
+            "variant": None,
+            "config": self.cfg.as_dict(),
+            "backbone": bi.as_dict(),
+            "weights": bi.weights,
+            "backbone_fingerprint": self.backbone_fingerprint(),
+            "bank_size": None if self.memory_bank is None else int(self.memory_bank.shape[0]),
+            "bank_dim": None if self.memory_bank is None else int(self.memory_bank.shape[1]),
+            "image_score": "reweighted (paper Sec. 3.3)" if self.cfg.reweight else "max (released code)",
+            "fit": dict(self.fit_stats),
+        }
+
+
+__all__ = [
+    "PatchCore",
+    "PatchCoreConfig",
+    "anomaly_maps",
+    "approximate_greedy_coreset",
+    "covering_radius",
+    "exact_greedy_coreset",
+    "knn",
+    "nearest_neighbors",
+    "random_projection",
+    "random_projection_matrix",
+    "reweighted_image_scores",
+]
