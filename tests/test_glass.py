@@ -2,17 +2,19 @@
 checkpoints, and an end-to-end run on a generated built-in category.
 
 The end-to-end thresholds were calibrated on synth/wood (benchmark seed 0, 16 train / 12 good /
-5 per defect, 128 px), smoke profile, training seeds 0-4 (the test runs seed 0):
+5 per defect, 128 px), smoke profile, training seeds 0-4 (the test runs seed 0), by hand with the
+broken variants below (labels swapped: BCE/focal targets 1 - t, SimpleNet's two score sets
+exchanged in the truncated l1; synthesis off: no LAS, no GAS (SimpleNet: noise std 0), no adaptor):
 
 =============================== =============== =============== ===============
 run                             image AUROC     pixel AUROC     AU-PRO
 =============================== =============== =============== ===============
-GLASS-m                         0.84 - 0.96     0.89 - 0.97     0.65 - 0.89
-SimpleNet                       0.90 - 0.93     0.93 - 0.96     0.73 - 0.81
-GLASS-m, labels swapped         0.40 - 0.66     0.11 - 0.36     <= 0.23
-GLASS, no LAS/GAS, no adaptor   0.43 - 0.85     0.22 - 0.85     <= 0.55 (seeds 0-9)
-SimpleNet, labels swapped       0.38 - 0.54     <= 0.06         <= 0.07
-SimpleNet, no noise, no adaptor 0.53 - 0.84     <= 0.49         <= 0.55
+GLASS-m                         0.85 - 0.96     0.89 - 0.97     0.65 - 0.89
+SimpleNet                       0.90 - 0.93     0.93 - 0.97     0.73 - 0.81
+GLASS-m, labels swapped         0.41 - 0.66     0.04 - 0.10     <= 0.09
+GLASS, no LAS/GAS, no adaptor   0.42 - 0.85     0.22 - 0.86     <= 0.55 (seeds 0-9)
+SimpleNet, labels swapped       0.38 - 0.60     <= 0.06         <= 0.07
+SimpleNet, no noise, no adaptor 0.52 - 0.84     <= 0.49         <= 0.55
 =============================== =============== =============== ===============
 
 A discriminator trained on normal features only still flags some out-of-distribution features of
@@ -47,6 +49,16 @@ TINY = dict(
     backbone="resnet18", pretrained=False, resize=64, crop=64, pretrain_embed_dim=32, target_embed_dim=32,
     dsc_hidden=32, batch_size=4, samples_per_epoch=4, epochs=3, cache_features=False,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Another process sharing the 2 cores makes torch's 2 intra-op threads spin against each other
+    # (measured: 6 s instead of 0.2 s per tiny training step); one thread is fast either way.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -173,11 +185,12 @@ def test_training_steps_reduce_the_loss_on_a_tiny_batch(bench, tiny_batch):
         state = model.generators["gas"].get_state()
         seen = []
         model.train()
-        for _ in range(25):
+        for _ in range(15):
             model.generators["gas"].set_state(state)  # same synthetic draws every step
             args = (feats, images[4:], labels) if isinstance(model, GLASS) else (feats,)
             seen.append(model.train_step(*args)["loss"])
-        assert seen[-1] < 0.95 * seen[0], (model.name, seen)
+        # small learning rates (1e-4 / 2e-4): a steady decrease, not a collapse
+        assert seen[-1] < 0.95 * seen[0] and (np.diff(seen) < 0).mean() >= 0.8, (model.name, seen)
 
 
 # ----------------------------------------------------------------------------------------------

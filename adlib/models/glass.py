@@ -606,6 +606,8 @@ class _FeatureDiscriminatorModel:
         present at the start with the same configuration (``epochs`` may differ), the fit resumes
         after its last finished epoch. ``test_ds``: needed only for ``select_best_on_test``
         (test-set model selection, the released protocol; optimistic, labelled in :meth:`info`).
+        A model trains up to ``cfg.epochs`` in total: calling ``fit`` again continues from
+        :attr:`epoch` (and does nothing once it is reached).
         """
         cfg = self.cfg
         if cfg.select_best_on_test and test_ds is None:
@@ -811,6 +813,9 @@ class _FeatureDiscriminatorModel:
             "weights": self.features.backbone.info.weights,
             "selection": self._selection_info(),
             "epochs_trained": self.epoch,
+            "seconds_per_epoch": (
+                round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None
+            ),
         }
 
 
