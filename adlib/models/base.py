@@ -23,11 +23,16 @@ input size after its transform), already up-sampled and smoothed as the method p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from .. import metrics
 
@@ -126,3 +131,77 @@ def evaluate(pred: Prediction, fpr_limit: float = 0.3, pixel: bool = True) -> di
     if pixel and np.asarray(pred.masks).any():
         out.update(metrics.pixel_metrics(pred.masks, pred.maps, fpr_limit=fpr_limit))
     return {k: float(v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Machinery every method's torch model shares
+
+
+def resolve_device(device=None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path`` then ``os.replace``: a reader never sees
+    half a checkpoint, and a run killed while saving keeps the previous one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a module's parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def predict_dataset(
+    test_ds,
+    score_batch: Callable[[Any], tuple[Any, np.ndarray]],
+    *,
+    batch_size: int,
+    desc: str = "predict",
+    progress: bool = True,
+) -> Prediction:
+    """Run ``score_batch`` over ``test_ds`` in order and assemble a :class:`Prediction`.
+
+    ``score_batch(batch)`` gets a batch of :class:`adlib.data.base.Sample` and returns
+    ``(image_scores, maps)``: scores of shape (B,) (tensor or array) and maps (B, H, W) at the
+    resolution of ``batch.mask``. Ground truth (labels, binary masks, paths, defect types) is
+    taken from the batches here, so every method is evaluated against exactly the same targets.
+    """
+    loader = torch.utils.data.DataLoader(test_ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    scores, maps, labels, masks, paths, types = [], [], [], [], [], []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            s, m = score_batch(batch)
+            s = s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s)
+            m = np.asarray(m, dtype=np.float32)
+            if m.shape[-2:] != tuple(batch.mask.shape[-2:]):
+                raise ValueError(f"{desc}: maps of shape {m.shape[-2:]} for masks of shape {tuple(batch.mask.shape[-2:])}")
+            scores.append(s.reshape(-1))
+            maps.append(m)
+            labels.append(np.asarray(batch.label))
+            masks.append((batch.mask[:, 0].numpy() > 0).astype(np.uint8))
+            paths += list(batch.path)
+            types += list(batch.defect_type)
+    if not scores:
+        raise ValueError(f"{desc}: the test set is empty")
+    return Prediction(
+        image_scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps),
+        labels=np.concatenate(labels).astype(np.int64), masks=np.concatenate(masks),
+        paths=paths, defect_types=types,
+    )

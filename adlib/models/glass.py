@@ -101,10 +101,8 @@ Choices the papers leave open (the project's, documented here)
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -137,7 +135,7 @@ from ..synthesis.gas import (
 )
 from ..synthesis.foreground import estimate_foreground, uses_foreground
 from ..synthesis.las import LocalAnomalySynthesizer
-from .base import Prediction, config_overrides, evaluate, register
+from .base import Prediction, atomic_torch_save, config_overrides, evaluate, predict_dataset, register, resolve_device
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
@@ -477,21 +475,6 @@ class SimpleNetConfig(_SharedConfig):
 # Shared model machinery
 
 
-def _atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class _FeatureDiscriminatorModel:
     """Features -> adaptor -> discriminator, trained on synthetic anomalies (GLASS, SimpleNet)."""
 
@@ -612,7 +595,7 @@ class _FeatureDiscriminatorModel:
         cfg = self.cfg
         if cfg.select_best_on_test and test_ds is None:
             raise ValueError("select_best_on_test=True needs test_ds= (it selects the epoch on the test set)")
-        self.to(_resolve_device(device))
+        self.to(resolve_device(device))
         ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
         if ckpt is not None and ckpt.is_file():
             self._resume(ckpt)
@@ -702,24 +685,16 @@ class _FeatureDiscriminatorModel:
     def predict(self, test_ds, *, device=None, batch_size: int | None = None, progress: bool = True) -> Prediction:
         """Image scores and pixel maps (at the masks' resolution) of every test image."""
         if device is not None:
-            self.to(_resolve_device(device))
+            self.to(resolve_device(device))
         self.eval()
-        bs = batch_size or self.cfg.batch_size
-        loader = torch.utils.data.DataLoader(test_ds, batch_size=bs, shuffle=False, num_workers=0)
-        scores, maps, labels, masks, paths, types = [], [], [], [], [], []
-        for batch in tqdm(loader, desc=f"{self.label} predict", disable=not progress, leave=False):
+        sigma = self.cfg.smooth_sigma
+
+        def score_batch(batch):
             grid = self.score_grid(batch.image)
-            scores.append(image_score(grid).cpu().numpy())
-            maps.append(smooth_map(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma))
-            labels.append(np.asarray(batch.label))
-            masks.append((batch.mask[:, 0].numpy() > 0).astype(np.uint8))
-            paths += list(batch.path)
-            types += list(batch.defect_type)
-        return Prediction(
-            image_scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps),
-            labels=np.concatenate(labels).astype(np.int64), masks=np.concatenate(masks),
-            paths=paths, defect_types=types,
-        )
+            return image_score(grid), smooth_map(grid, tuple(batch.mask.shape[-2:]), sigma)
+
+        return predict_dataset(test_ds, score_batch, batch_size=batch_size or self.cfg.batch_size,
+                               desc=f"{self.label} predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
     @property
@@ -753,7 +728,7 @@ class _FeatureDiscriminatorModel:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model (config, weights, optimiser and RNG states, ...) atomically to ``path``."""
-        return _atomic_torch_save(self.state(), path)
+        return atomic_torch_save(self.state(), path)
 
     def _load_state(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:

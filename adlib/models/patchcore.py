@@ -77,7 +77,6 @@ Choices left open by the paper (the project's, documented here)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -94,7 +93,7 @@ from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
-from .base import Prediction, config_overrides, register
+from .base import Prediction, atomic_torch_save, config_overrides, fingerprint, predict_dataset, register, resolve_device
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
@@ -434,34 +433,6 @@ class PatchCoreConfig:
             raise ValueError(f"smooth_sigma must be >= 0, got {self.smooth_sigma}")
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 (16 hex digits) of a module's parameters and buffers, in state-dict order."""
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 # ----------------------------------------------------------------------------------------------
 # The method
 
@@ -519,9 +490,9 @@ class PatchCore:
         self.device = device
         return self
 
-    def backbone_fingerprint(self) -> str:
+    def backbonefingerprint(self) -> str:
         if self._backbone_fingerprint is None:
-            self._backbone_fingerprint = _fingerprint(self.features.backbone)
+            self._backbone_fingerprint = fingerprint(self.features.backbone)
         return self._backbone_fingerprint
 
     @torch.no_grad()
@@ -561,7 +532,7 @@ class PatchCore:
         accepted for the common method interface and unused (nothing to resume).
         """
         cfg = self.cfg
-        self.to(_resolve_device(device if device is not None else cfg.device))
+        self.to(resolve_device(device if device is not None else cfg.device))
         t0 = time.perf_counter()
         loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
         feats: torch.Tensor | None = None
@@ -629,24 +600,15 @@ class PatchCore:
     def predict(self, test_ds, *, device=None, batch_size: int | None = None, progress: bool = True) -> Prediction:
         """Image scores and pixel maps (at the masks' resolution) of every test image."""
         if device is not None:
-            self.to(_resolve_device(device))
+            self.to(resolve_device(device))
         self._check_fitted()
-        bs = batch_size or self.cfg.batch_size
-        loader = torch.utils.data.DataLoader(test_ds, batch_size=bs, shuffle=False, num_workers=0)
-        scores, maps, labels, masks, paths, types = [], [], [], [], [], []
-        for batch in tqdm(loader, desc="patchcore predict", disable=not progress, leave=False):
+
+        def score_batch(batch):
             s, grid = self.score(batch.image)
-            scores.append(s.cpu().numpy())
-            maps.append(anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma))
-            labels.append(np.asarray(batch.label))
-            masks.append((batch.mask[:, 0].numpy() > 0).astype(np.uint8))
-            paths += list(batch.path)
-            types += list(batch.defect_type)
-        return Prediction(
-            image_scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps),
-            labels=np.concatenate(labels).astype(np.int64), masks=np.concatenate(masks),
-            paths=paths, defect_types=types,
-        )
+            return s, anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma)
+
+        return predict_dataset(test_ds, score_batch, batch_size=batch_size or self.cfg.batch_size,
+                               desc="patchcore predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -659,12 +621,12 @@ class PatchCore:
             "memory_bank": bank.detach().cpu().contiguous(),
             "fit_stats": dict(self.fit_stats),
             "backbone": self.features.backbone.info.as_dict(),
-            "backbone_fingerprint": self.backbone_fingerprint(),
+            "backbone_fingerprint": self.backbonefingerprint(),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write config and memory bank atomically (temporary file + ``os.replace``) to ``path``."""
-        return _atomic_torch_save(self.state(), path)
+        return atomic_torch_save(self.state(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, strict: bool = True) -> "PatchCore":
@@ -679,7 +641,7 @@ class PatchCore:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
         model = cls(cls.Config(**state["config"]))
-        fp, want = model.backbone_fingerprint(), state.get("backbone_fingerprint")
+        fp, want = model.backbonefingerprint(), state.get("backbone_fingerprint")
         if want is not None and fp != want:
             msg = (f"{path}: the rebuilt backbone ({model.features.backbone.info.weights}, sha256 {fp}) differs from "
                    f"the one the memory bank was built with (sha256 {want})")
@@ -699,7 +661,7 @@ class PatchCore:
             "config": self.cfg.as_dict(),
             "backbone": bi.as_dict(),
             "weights": bi.weights,
-            "backbone_fingerprint": self.backbone_fingerprint(),
+            "backbone_fingerprint": self.backbonefingerprint(),
             "bank_size": None if self.memory_bank is None else int(self.memory_bank.shape[0]),
             "bank_dim": None if self.memory_bank is None else int(self.memory_bank.shape[1]),
             "image_score": "reweighted (paper Sec. 3.3)" if self.cfg.reweight else "max (released code)",

@@ -1,0 +1,85 @@
+"""The shared model machinery: registry/build errors, Prediction checks, the prediction loop
+every method uses, atomic checkpoint writes."""
+
+import numpy as np
+import pytest
+import torch
+
+from adlib.data.base import Sample
+from adlib.models import Prediction, build
+from adlib.models.base import atomic_torch_save, fingerprint, predict_dataset, resolve_device
+
+
+class _ToyDataset(torch.utils.data.Dataset):
+    """n images of 1x8x8; image i has value i everywhere; odd images are anomalous with a mask
+    covering the top-left 2x2 pixels."""
+
+    def __init__(self, n: int = 5, size: int = 8):
+        self.n, self.size = n, size
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        img = torch.full((1, self.size, self.size), float(i))
+        mask = torch.zeros(1, self.size, self.size)
+        if i % 2:
+            mask[:, :2, :2] = 1.0
+        return Sample(img, mask, i % 2, "bad" if i % 2 else "good", f"img{i}.png")
+
+
+def test_predict_dataset_assembles_in_order_with_ground_truth():
+    ds = _ToyDataset(5)
+    # score = the image value; map = the image itself
+    pred = predict_dataset(ds, lambda b: (b.image.flatten(1).amax(1), b.image[:, 0].numpy()), batch_size=2, progress=False)
+    assert pred.image_scores.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert pred.labels.tolist() == [0, 1, 0, 1, 0]
+    assert pred.paths == [f"img{i}.png" for i in range(5)]
+    assert pred.defect_types == ["good", "bad", "good", "bad", "good"]
+    assert pred.maps.shape == (5, 8, 8) and pred.maps.dtype == np.float32
+    assert pred.masks.dtype == np.uint8 and pred.masks.sum() == 2 * 4
+    assert pred.masks[1, :2, :2].all() and not pred.masks[0].any()
+
+
+def test_predict_dataset_rejects_maps_of_the_wrong_size_and_empty_sets():
+    ds = _ToyDataset(3)
+    with pytest.raises(ValueError, match=r"maps of shape \(4, 4\) for masks of shape \(8, 8\)"):
+        predict_dataset(ds, lambda b: (b.label.float(), np.zeros((len(b.label), 4, 4))), batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        predict_dataset(_ToyDataset(0), lambda b: (b.label, b.image[:, 0]), batch_size=2, progress=False)
+
+
+def test_prediction_names_the_image_with_nan_scores():
+    with pytest.raises(ValueError, match="b.png"):
+        Prediction(np.array([0.1, np.nan]), np.zeros((2, 2, 2)), np.array([0, 1]), np.zeros((2, 2, 2), np.uint8), paths=["a.png", "b.png"])
+
+
+def test_build_rejects_unknown_method_and_field():
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        build("nope")
+    with pytest.raises(ValueError, match="no_such_field"):
+        build("patchcore", "smoke", no_such_field=1)
+
+
+def test_atomic_torch_save_keeps_old_file_when_saving_fails(tmp_path):
+    path = tmp_path / "m.pt"
+    atomic_torch_save({"a": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_torch_save({"a": Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["a"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+
+
+def test_fingerprint_changes_with_parameters_and_resolve_device():
+    lin = torch.nn.Linear(2, 2)
+    a = fingerprint(lin)
+    with torch.no_grad():
+        lin.weight[0, 0] += 1
+    assert fingerprint(lin) != a and len(a) == 16
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
