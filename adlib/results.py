@@ -1,0 +1,409 @@
+"""The results store: one record per training/evaluation run, cached, resumable, parallel.
+
+Every table of the companion is built from here, never typed by hand.
+
+A run is a :class:`Job`: method, dataset, category, profile, seed and config overrides (variant
+included). Its **key** is (method, variant, dataset, category, seed, profile, weights,
+config hash), where ``weights`` names the backbone weights the config asks for
+(:func:`weights_id`) and the config hash is the SHA-256 of the method's full resolved config
+(profile defaults plus overrides; the data root is left out because it names a place, not a
+setting). Changing any setting makes a new key; rerunning a finished key is a cache hit.
+
+Layout under the store's root (default ``<repo>/runs/<profile>/results``)::
+
+    <label>/<dataset>/<category>/s<seed>-<hash12>/
+        record.json        # written last, atomically: the run is finished iff it exists
+        model.pt           # the trained model (adlib.models.load)
+        checkpoints/       # per-epoch checkpoint; a killed run resumes from it
+        prediction.npz     # image scores, labels, defect types, paths (+ maps when small)
+
+``record.json`` holds the key, the metrics of :func:`adlib.models.evaluate`, the model's
+``info()`` (config, actual backbone weights, method-specific choices such as GLASS-j's),
+timings (train and predict seconds, images per second), the environment (versions, device) and
+the time it was written. Records are written atomically (temporary file + ``os.replace``):
+a batch that is killed and restarted skips the runs it finished, resumes the one it was in from
+its last epoch checkpoint, and loses nothing.
+
+:meth:`ResultsStore.run_many` runs jobs in worker processes (``workers``), each with
+``cpu_count // workers`` torch threads, shows a progress bar over runs, logs which run starts
+and finishes, and reports every failed run at the end (the others still run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .io import atomic_write_json
+from .paths import repo_root
+
+log = logging.getLogger(__name__)
+
+RECORD = "record.json"
+#: fields of a config that name places or resources, not settings: left out of the hash
+UNHASHED_FIELDS = ("data_root",)
+#: maps are kept in prediction.npz (float16) when they take at most this many bytes
+MAX_MAP_BYTES = 64 * 2**20
+
+
+def default_root(profile: str = "smoke") -> Path:
+    """``<repo>/runs/<profile>/results``."""
+    return repo_root() / "runs" / profile / "results"
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 (12 hex digits) of a config dict: sorted keys, tuples as lists, without
+    :data:`UNHASHED_FIELDS`."""
+    cfg = {k: v for k, v in config.items() if k not in UNHASHED_FIELDS}
+    text = json.dumps(_canonical(cfg), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def weights_id(config: dict[str, Any]) -> str:
+    """Which backbone weights a config asks for, without loading them.
+
+    ``timm:<tag>`` for pretrained timm weights, ``file:<name>`` for a weights file,
+    ``random-init:<backbone> seed=<s>`` for a seeded random initialisation, ``none`` for a method
+    without a pretrained backbone. The record also keeps the provenance the backbone reported
+    when it was built (``model.backbone.weights``)."""
+    backbone = config.get("backbone")
+    if not backbone:
+        return "none"
+    if not config.get("pretrained", True):
+        return f"random-init:{backbone} seed={config.get('backbone_seed', 0)}"
+    if config.get("weights_file"):
+        return f"file:{Path(str(config['weights_file'])).name}"
+    from .backbones import BACKBONES
+
+    return f"timm:{config.get('backbone_tag') or BACKBONES.get(backbone, backbone)}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: train ``method`` on ``dataset/category`` (normal training images), test it."""
+
+    method: str
+    dataset: str
+    category: str
+    profile: str = "smoke"
+    seed: int = 0
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(cls, method: str, dataset: str, category: str, profile: str = "smoke", seed: int = 0, **overrides: Any) -> "Job":
+        """A job; list values become tuples (the job is hashable), ``None`` overrides are dropped."""
+        opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+        return cls(method, dataset, category, profile, int(seed), tuple(sorted(opts.items())))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+    @property
+    def variant(self) -> str | None:
+        """The variant the config resolves to (GLASS's default ``m`` included), else None."""
+        return self.config().get("variant")
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-{self.variant}" if self.variant else self.method
+
+    def config(self) -> dict[str, Any]:
+        """The method's resolved config (profile defaults, overrides, this job's seed)."""
+        return dict(_resolved_config(self.method, self.profile, self.seed, self.overrides))
+
+    def key(self) -> dict[str, Any]:
+        cfg = self.config()
+        return {
+            "method": self.method, "variant": cfg.get("variant"), "dataset": self.dataset, "category": self.category,
+            "seed": self.seed, "profile": self.profile, "weights": weights_id(cfg), "config_hash": config_hash(cfg),
+        }
+
+    def __str__(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.overrides if k != "variant")  # noqa: E501
+        return f"{self.label} {self.dataset}/{self.category} seed {self.seed}" + (f" [{extra}]" if extra else "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_config(method: str, profile: str, seed: int, overrides: tuple) -> dict[str, Any]:
+    from .models.base import MODELS, _load_all
+
+    _load_all()
+    if method not in MODELS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(MODELS))}")
+    cfg = MODELS[method].Config.for_profile(profile, **{**dict(overrides), "seed": seed})
+    return dataclasses.asdict(cfg)
+
+
+def environment(device: str | None = None) -> dict[str, str]:
+    import torch
+
+    from . import __version__
+
+    return {
+        "adlib": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "device": str(device) if device is not None else "",
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+class RunFailed(RuntimeError):
+    """Some runs of a batch failed; ``failures`` maps each job to its error text."""
+
+    def __init__(self, failures: dict[Job, str]):
+        self.failures = failures
+        lines = "\n".join(f"  - {job}: {err.strip().splitlines()[-1] if err.strip() else err}" for job, err in failures.items())
+        super().__init__(f"{len(failures)} run(s) failed:\n{lines}")
+
+
+@dataclass
+class ResultsStore:
+    """Records of finished runs under ``root`` (see the module docstring for the layout)."""
+
+    root: Path
+    data_root: str | None = None
+    device: str | None = None
+    workers: int = 1
+    progress: bool = True
+    failures: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    @classmethod
+    def for_profile(cls, profile: str = "smoke", root: str | os.PathLike | None = None, **kw: Any) -> "ResultsStore":
+        return cls(Path(root) if root else default_root(profile), **kw)
+
+    # -- where and what ------------------------------------------------------------------------
+    def run_dir(self, job: Job) -> Path:
+        k = job.key()
+        return self.root / job.label / job.dataset / job.category / f"s{job.seed}-{k['config_hash']}"
+
+    def get(self, job: Job) -> dict[str, Any] | None:
+        """The finished record of ``job``, or None."""
+        path = self.run_dir(job) / RECORD
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every finished record under the root (sorted by path)."""
+        out = []
+        for p in sorted(self.root.glob(f"*/*/*/*/{RECORD}")):
+            try:
+                out.append(json.loads(p.read_text()))
+            except json.JSONDecodeError as exc:  # cannot happen with atomic writes; say which file
+                raise ValueError(f"corrupt result record {p}: {exc}") from exc
+        return out
+
+    def frame(self, jobs: Iterable[Job] | None = None) -> pd.DataFrame:
+        """One row per finished run (of ``jobs`` if given, else all): the key, metrics, timings."""
+        recs = [r for r in (self.get(j) for j in jobs) if r] if jobs is not None else self.records()
+        rows = [flatten(r) for r in recs]
+        return pd.DataFrame(rows, columns=None if rows else list(FRAME_COLUMNS))
+
+    def prediction(self, job: Job) -> dict[str, np.ndarray]:
+        """The saved prediction of a finished job (``image_scores``, ``labels``, ``defect_types``,
+        ``paths``, and ``maps``/``masks`` when they were small enough to keep)."""
+        path = self.run_dir(job) / "prediction.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"no prediction for {job} at {path}: run it first")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def model(self, job: Job):
+        """The trained model of a finished job."""
+        from .models import load
+
+        path = self.run_dir(job) / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"no trained model for {job} at {path}: run it first")
+        return load(path)
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self, job: Job) -> dict[str, Any]:
+        """The record of ``job``: from the store if finished, else trained and tested now."""
+        rec = self.get(job)
+        if rec is not None:
+            return rec
+        return run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress)
+
+    def run_many(self, jobs: Iterable[Job], *, workers: int | None = None, raise_on_failure: bool = True) -> pd.DataFrame:
+        """Run every job not yet finished (``workers`` processes) and return :meth:`frame` of all.
+
+        Failures are collected in :attr:`failures` and, with ``raise_on_failure``, raised together
+        as :class:`RunFailed` after all other jobs finished."""
+        jobs = list(dict.fromkeys(jobs))
+        todo = [j for j in jobs if self.get(j) is None]
+        workers = max(1, int(workers or self.workers))
+        log.info("results store %s: %d run(s), %d cached, %d to run with %d worker(s)", self.root, len(jobs), len(jobs) - len(todo), len(todo), workers)
+        self.failures = {}
+        bar = tqdm(total=len(todo), desc="runs", disable=not self.progress or not todo)
+        if workers == 1 or len(todo) <= 1:
+            for i, job in enumerate(todo, 1):
+                bar.set_postfix_str(str(job))
+                log.info("run %d/%d: %s", i, len(todo), job)
+                try:
+                    run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=False)
+                except Exception:  # noqa: BLE001 - reported with the job below
+                    self.failures[job] = traceback.format_exc()
+                    log.error("run failed: %s\n%s", job, self.failures[job])
+                bar.update(1)
+        else:
+            import multiprocessing as mp
+
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+                futs = {
+                    ex.submit(_worker, job, str(self.run_dir(job)), self.data_root, self.device, threads): job for job in todo
+                }
+                for fut in as_completed(futs):
+                    job = futs[fut]
+                    err = fut.result()
+                    if err:
+                        self.failures[job] = err
+                        log.error("run failed: %s\n%s", job, err)
+                    else:
+                        log.info("run finished: %s", job)
+                    bar.set_postfix_str(str(job))
+                    bar.update(1)
+        bar.close()
+        if self.failures and raise_on_failure:
+            raise RunFailed(self.failures)
+        return self.frame(jobs)
+
+
+def _worker(job: Job, run_dir: str, data_root, device, threads: int) -> str | None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        run_job(job, Path(run_dir), data_root=data_root, device=device, progress=False)
+        return None
+    except Exception:  # noqa: BLE001 - sent back to the parent, which names the job
+        return traceback.format_exc()
+
+
+def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
+    """Train (resuming from ``run_dir/checkpoints``), save, predict, evaluate and write the record.
+
+    ``record.json`` is written last: until then the run counts as unfinished."""
+    from .data import get_dataset
+    from .models import build, evaluate
+    from .profiles import resolve_device
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device, job.profile)
+    key = job.key()
+    model = build(job.method, job.profile, **{**job.options, "seed": job.seed, "data_root": data_root})
+    train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=model.transform)
+    test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=model.transform)
+    t0 = time.perf_counter()
+    model.fit(train_ds, device=dev, progress=progress, checkpoint_dir=run_dir / "checkpoints")
+    train_s = time.perf_counter() - t0
+    model.save(run_dir / "model.pt")
+    t0 = time.perf_counter()
+    pred = model.predict(test_ds, device=dev, progress=progress)
+    predict_s = time.perf_counter() - t0
+    metrics = evaluate(pred)
+    _save_prediction(run_dir / "prediction.npz", pred)
+    record = {
+        **key,
+        "label": job.label,
+        "overrides": {k: v for k, v in job.overrides},
+        "metrics": metrics,
+        "model": model.info(),
+        "train_images": len(train_ds),
+        "test_images": len(test_ds),
+        "train_seconds": round(train_s, 3),
+        "predict_seconds": round(predict_s, 3),
+        "images_per_second": round(len(test_ds) / predict_s, 2) if predict_s > 0 else None,
+        "environment": environment(dev),
+        "data_root": str(data_root) if data_root else None,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(run_dir / RECORD, record)
+    log.info("%s: %s", job, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return json.loads(json.dumps(record, default=str))
+
+
+def _save_prediction(path: Path, pred) -> None:
+    arrays: dict[str, np.ndarray] = {
+        "image_scores": np.asarray(pred.image_scores, dtype=np.float64),
+        "labels": np.asarray(pred.labels, dtype=np.int64),
+        "defect_types": np.asarray(pred.defect_types, dtype=str),
+        "paths": np.asarray(pred.paths, dtype=str),
+    }
+    if pred.maps.size * 2 + pred.masks.size <= MAX_MAP_BYTES:
+        arrays["maps"] = pred.maps.astype(np.float16)
+        arrays["masks"] = pred.masks.astype(bool)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+#: columns of :meth:`ResultsStore.frame` before the metrics
+FRAME_COLUMNS = ("method", "variant", "label", "dataset", "category", "seed", "profile", "weights", "config_hash",
+                 "train_seconds", "predict_seconds", "images_per_second")
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as one flat row: key fields, metrics, timings, and GLASS-j's choice if any."""
+    row = {k: record.get(k) for k in FRAME_COLUMNS}
+    row.update(record.get("metrics", {}))
+    model = record.get("model", {})
+    for k in ("distribution", "j_choice"):
+        if model.get(k) is not None:
+            row[k] = model[k]
+    bb = model.get("backbone") if isinstance(model.get("backbone"), dict) else None
+    if bb:
+        row["backbone_weights"] = bb.get("weights")
+    return row
+
+
+def summarize(frame: pd.DataFrame, by: tuple[str, ...] = ("label", "dataset", "category"),
+              metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "au_pro")) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of ``metrics`` per ``by`` group (``n`` seeds)."""
+    present = [m for m in metrics if m in frame.columns]
+    g = frame.groupby(list(by), sort=False)
+    out = g[present].mean()
+    if len(frame) and g.size().max() > 1:
+        sd = g[present].std(ddof=0).add_suffix("_sd")
+        out = out.join(sd)
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+__all__ = ["Job", "ResultsStore", "RunFailed", "config_hash", "weights_id", "run_job", "flatten", "summarize", "default_root"]

@@ -1,0 +1,155 @@
+"""Tables with the papers' reported numbers beside the reproduced ones.
+
+Reported numbers come from :mod:`adlib.reported` (transcribed, checked); reproduced numbers come
+from the results store (:mod:`adlib.results`), never typed by hand. Both are shown in the
+papers' units (percent for AUROC/AP/AU-PRO: reproduced metrics in [0, 1] are multiplied by 100).
+
+:func:`side_by_side` lays them out one row per (dataset, category) and two columns per method,
+``<method> paper`` and ``<method> ours``. Reported and reproduced rows are aligned where they
+name the same dataset and category (the paper profile); in the smoke profile the reproduced rows
+are the built-in benchmark's categories and the reported ones the paper's, so each row has one
+side only and the two ``average`` rows carry the comparison. :func:`provenance` says which
+profile, datasets, weights, seeds and configs produced the reproduced columns; it goes into every
+table's caption. :func:`save_table` writes CSV and Markdown (with the caption) atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_write_text
+from .paths import figures_dir
+
+log = logging.getLogger(__name__)
+
+#: metrics reported in percent by the papers (reproduced values are fractions)
+PERCENT_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "au_pro", "f1")
+AVERAGE = "average"
+
+
+def to_percent(frame: pd.DataFrame, metrics: Sequence[str] = PERCENT_METRICS) -> pd.DataFrame:
+    """A copy with ``metrics`` columns multiplied by 100."""
+    out = frame.copy()
+    for m in metrics:
+        if m in out.columns:
+            out[m] = out[m] * 100.0
+    return out
+
+
+def side_by_side(
+    reported: pd.DataFrame,
+    reproduced: pd.DataFrame,
+    *,
+    metric: str,
+    methods: Sequence[tuple[str, str | None, str | None]],
+    average: bool = True,
+    missing: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per (dataset, category), columns ``<name> paper`` and ``<name> ours`` per method.
+
+    ``reported``: rows of :func:`adlib.reported.load` (already narrowed to one table/setting),
+    ``reproduced``: a results frame (:meth:`adlib.results.ResultsStore.frame`, metrics as
+    fractions; several seeds are averaged). ``methods``: ``(name, reported_method,
+    reproduced_label)`` triples; either side may be None (reported only: "not reproduced"; ours
+    only: not in the paper). With ``average``, each dataset's reproduced categories get an
+    ``average`` row (mean over categories) beside the paper's printed one. ``missing``: dataset
+    -> reason, shown as a row whose "ours" cells are NaN with the reason in a ``status`` column
+    (rows for datasets missing under the data root are marked, not dropped).
+    """
+    rep = reported[reported["metric"] == metric]
+    ours = reproduced
+    if len(ours) and metric in ours.columns:
+        ours = ours.groupby(["label", "dataset", "category"], sort=False)[metric].mean().reset_index()
+        ours[metric] = ours[metric] * (100.0 if metric in PERCENT_METRICS else 1.0)
+    else:
+        ours = pd.DataFrame(columns=["label", "dataset", "category", metric])
+    rows: dict[tuple[str, str], dict[str, float | str]] = {}
+
+    def row(ds: str, cat: str) -> dict:
+        return rows.setdefault((ds, cat), {})
+
+    for name, rep_name, our_label in methods:
+        if rep_name is not None:
+            for r in rep[rep["method"] == rep_name].itertuples():
+                row(r.dataset, r.category)[f"{name} paper"] = float(r.value)
+        if our_label is not None:
+            sub = ours[ours["label"] == our_label]
+            for r in sub.itertuples():
+                row(r.dataset, r.category)[f"{name} ours"] = float(getattr(r, metric))
+            if average:
+                for ds, g in sub.groupby("dataset", sort=False):
+                    g = g[g["category"] != AVERAGE]
+                    if len(g):
+                        row(ds, AVERAGE)[f"{name} ours"] = float(g[metric].mean())
+    for ds, reason in (missing or {}).items():
+        row(ds, AVERAGE)["status"] = reason
+    columns = []
+    for name, rep_name, our_label in methods:
+        columns += [f"{name} paper", f"{name} ours"]
+    index = _ordered(list(rows))
+    table = pd.DataFrame([rows[k] for k in index], index=pd.MultiIndex.from_tuples(index, names=["dataset", "category"]))
+    for c in columns:
+        if c not in table.columns:
+            table[c] = np.nan
+    extra = ["status"] if "status" in table.columns else []
+    table = table[columns + extra]
+    if extra:
+        table["status"] = table["status"].fillna("")
+    return table
+
+
+def _ordered(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Datasets in first-seen order; within each, categories in first-seen order, averages last."""
+    order: dict[str, list[str]] = {}
+    for ds, cat in keys:
+        order.setdefault(ds, [])
+        if cat not in order[ds]:
+            order[ds].append(cat)
+    out = []
+    for ds, cats in order.items():
+        out += [(ds, c) for c in cats if c != AVERAGE] + [(ds, c) for c in cats if c == AVERAGE]
+    return out
+
+
+def provenance(frame: pd.DataFrame) -> str:
+    """One line naming what produced a results frame: profile(s), dataset(s), weights, seeds,
+    number of runs and distinct configs."""
+    if not len(frame):
+        return "no reproduced runs"
+
+    def uniq(col):
+        return ", ".join(str(v) for v in dict.fromkeys(frame[col].dropna())) if col in frame.columns else "?"
+
+    return (f"reproduced: profile {uniq('profile')}; dataset {uniq('dataset')}; weights {uniq('weights')}; "
+            f"seeds {uniq('seed')}; {len(frame)} runs, {frame['config_hash'].nunique()} config(s)")
+
+
+def format_table(table: pd.DataFrame, decimals: int = 1) -> str:
+    """Markdown with ``decimals`` digits and "–" for empty cells."""
+    t = table.copy()
+    for c in t.columns:
+        if pd.api.types.is_numeric_dtype(t[c]):
+            t[c] = t[c].map(lambda v: "–" if pd.isna(v) else f"{v:.{decimals}f}")
+    return t.reset_index().to_markdown(index=False)
+
+
+def save_table(table: pd.DataFrame, name: str, subdir: str | None = None, caption: str = "",
+               decimals: int = 1, directory: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``<figures>/<subdir>/<name>.csv`` (full precision) and ``.md`` (rounded, with the
+    caption above the table) atomically; returns the paths."""
+    d = Path(directory) if directory else figures_dir(subdir)
+    d.mkdir(parents=True, exist_ok=True)
+    csv = atomic_write_text(d / f"{name}.csv", table.reset_index().to_csv(index=False))
+    md_text = (f"{caption}\n\n" if caption else "") + format_table(table, decimals) + "\n"
+    md = atomic_write_text(d / f"{name}.md", md_text)
+    log.info("saved %s, %s", csv, md)
+    return [csv, md]
+
+
+__all__ = ["side_by_side", "provenance", "format_table", "save_table", "to_percent", "PERCENT_METRICS"]

@@ -1,0 +1,169 @@
+"""The results store: keys, caching, records with provenance, failures reported per run, a batch
+killed mid-way and restarted, and the side-by-side tables built from it."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adlib import reported, tables
+from adlib.data.synth import generate_benchmark
+from adlib.results import Job, ResultsStore, RunFailed, config_hash, summarize, weights_id
+
+# PatchCore at 64 px on 8 training images: a run takes about a second.
+FAST = dict(resize=64, crop=64)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rs_data")
+    generate_benchmark(root, categories=["wood", "grass", "nut"], n_train=8, n_test_good=4, n_per_defect=2, size=64, progress=False)
+    return root
+
+
+def test_job_key_tracks_every_setting_but_not_the_data_root():
+    a = Job.make("glass", "synth", "wood")
+    assert a.key() == Job.make("glass", "synth", "wood", variant="m").key()  # GLASS's default variant
+    assert a.label == "glass-m" and a.key()["variant"] == "m"
+    assert a.key()["config_hash"] != Job.make("glass", "synth", "wood", epochs=3).key()["config_hash"]
+    assert a.key()["config_hash"] != Job.make("glass", "synth", "wood", seed=1).key()["config_hash"]
+    assert Job.make("glass", "synth", "wood", data_root="/x").key() == a.key()
+    assert Job.make("glass", "synth", "wood", layers=["layer2"]) == Job.make("glass", "synth", "wood", layers=("layer2",))
+    assert a.key()["weights"] == "random-init:resnet18 seed=0"
+    assert Job.make("glass", "synth", "wood", profile="paper").key()["weights"] == "timm:wide_resnet50_2.tv_in1k"
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        Job.make("nope", "synth", "wood").key()
+    with pytest.raises(ValueError, match="epochz"):
+        Job.make("glass", "synth", "wood", epochz=3).key()
+
+
+def test_config_hash_and_weights_id_by_hand():
+    assert config_hash({"a": 1, "b": (1, 2)}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    assert config_hash({"a": 1, "data_root": "/p"}) == config_hash({"a": 1, "data_root": "/q"})
+    assert weights_id({}) == "none"
+    assert weights_id({"backbone": "resnet18", "pretrained": True, "weights_file": "/w/r18.pth"}) == "file:r18.pth"
+    assert weights_id({"backbone": "resnet18", "pretrained": True, "backbone_tag": "resnet18.a1_in1k"}) == "timm:resnet18.a1_in1k"
+
+
+def test_run_writes_a_record_with_provenance_and_is_cached(data_root, tmp_path):
+    store = ResultsStore(tmp_path / "store", data_root=str(data_root), progress=False)
+    job = Job.make("patchcore", "synth", "wood", **FAST)
+    rec = store.run(job)
+    d = store.run_dir(job)
+    assert d.parent == tmp_path / "store" / "patchcore" / "synth" / "wood"
+    assert d.name == f"s0-{job.key()['config_hash']}"
+    on_disk = json.loads((d / "record.json").read_text())
+    assert on_disk["metrics"] == rec["metrics"] and 0.0 <= rec["metrics"]["image_auroc"] <= 1.0
+    for k in ("method", "dataset", "category", "seed", "profile", "weights", "config_hash"):
+        assert on_disk[k] == job.key()[k]
+    assert on_disk["model"]["config"]["resize"] == 64 and on_disk["environment"]["torch"]
+    assert on_disk["train_seconds"] > 0 and on_disk["test_images"] == 4 + 2 * 4  # wood has 4 defect types
+    pred = store.prediction(job)
+    assert pred["image_scores"].shape == (12,) and pred["maps"].shape == (12, 64, 64)
+    assert set(pred["labels"].tolist()) == {0, 1}
+    mtime = (d / "record.json").stat().st_mtime_ns
+    assert store.run(job) == rec  # cache hit: nothing re-run or rewritten
+    assert (d / "record.json").stat().st_mtime_ns == mtime
+    frame = store.frame()
+    assert len(frame) == 1 and frame.loc[0, "label"] == "patchcore" and frame.loc[0, "image_auroc"] == rec["metrics"]["image_auroc"]
+    model = store.model(job)
+    assert model.memory_bank is not None
+
+
+def test_failures_are_reported_per_run_and_the_others_still_run(data_root, tmp_path):
+    store = ResultsStore(tmp_path / "store", data_root=str(data_root), progress=False)
+    good = Job.make("patchcore", "synth", "wood", **FAST)
+    bad = Job.make("patchcore", "synth", "carpet", **FAST)  # not in the built-in benchmark
+    with pytest.raises(RunFailed) as err:
+        store.run_many([bad, good])
+    assert "patchcore synth/carpet" in str(err.value) and "carpet" in err.value.failures[bad]
+    assert store.get(good) is not None and store.get(bad) is None
+    frame = store.run_many([bad, good], raise_on_failure=False)
+    assert list(frame["category"]) == ["wood"] and list(store.failures) == [bad]
+
+
+def test_a_killed_batch_restarts_where_it_stopped(data_root, tmp_path):
+    """Run three jobs in a subprocess, kill it (SIGKILL) once the first record exists, restart:
+    the finished run is not redone (record untouched), the others complete, and the results equal
+    those of an uninterrupted batch."""
+    root = tmp_path / "store"
+    cats = ["wood", "grass", "nut"]
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(1)
+        from adlib.results import Job, ResultsStore
+        store = ResultsStore({str(root)!r}, data_root={str(data_root)!r}, progress=False)
+        store.run_many([Job.make("patchcore", "synth", c, resize=64, crop=64) for c in {cats!r}])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = ResultsStore(root, data_root=str(data_root), progress=False)
+    jobs = [Job.make("patchcore", "synth", c, **FAST) for c in cats]
+    first = store.run_dir(jobs[0]) / "record.json"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), "the subprocess finished no run within 120 s"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = [j for j in jobs if store.get(j) is not None]
+    assert 1 <= len(done_before) < 3, "kill came too late to interrupt the batch"
+    stamps = {j: (store.run_dir(j) / "record.json").stat().st_mtime_ns for j in done_before}
+    frame = store.run_many(jobs)
+    assert len(frame) == 3
+    for j in done_before:  # not re-run
+        assert (store.run_dir(j) / "record.json").stat().st_mtime_ns == stamps[j]
+    # no temporary files left behind by the atomic writes that did finish
+    assert not [p for p in root.rglob("record.json*") if p.name != "record.json"]
+    fresh = ResultsStore(tmp_path / "fresh", data_root=str(data_root), progress=False).run_many(jobs)
+    pd.testing.assert_series_equal(frame.set_index("category")["image_auroc"], fresh.set_index("category")["image_auroc"])
+
+
+def test_worker_processes_give_the_same_numbers(data_root, tmp_path):
+    jobs = [Job.make("patchcore", "synth", c, **FAST) for c in ("wood", "nut")]
+    one = ResultsStore(tmp_path / "a", data_root=str(data_root), progress=False).run_many(jobs, workers=1)
+    two = ResultsStore(tmp_path / "b", data_root=str(data_root), progress=False).run_many(jobs, workers=2)
+    np.testing.assert_allclose(one["image_auroc"], two["image_auroc"], atol=1e-6)
+    np.testing.assert_allclose(one["pixel_auroc"], two["pixel_auroc"], atol=1e-6)
+
+
+def test_summarize_means_and_sds_over_seeds():
+    f = pd.DataFrame({"label": ["x", "x", "y"], "dataset": ["d"] * 3, "category": ["c"] * 3, "image_auroc": [0.6, 0.8, 0.5]})
+    s = summarize(f, metrics=("image_auroc",)).set_index("label")
+    assert s.loc["x", "image_auroc"] == pytest.approx(0.7) and s.loc["x", "image_auroc_sd"] == pytest.approx(0.1)
+    assert s.loc["x", "n"] == 2 and s.loc["y", "n"] == 1
+
+
+def test_side_by_side_aligns_reported_and_reproduced_and_averages():
+    rep = reported.load("glass", table="Table 1", dataset="mvtec")
+    ours = pd.DataFrame({
+        "label": ["glass-m", "glass-m", "glass-m"], "dataset": ["mvtec", "mvtec", "synth"],
+        "category": ["carpet", "grid", "wood"], "image_auroc": [0.9, 0.8, 0.5],
+        "profile": ["paper", "paper", "smoke"], "weights": ["w"] * 3, "seed": [0] * 3, "config_hash": ["h"] * 3,
+    })
+    t = tables.side_by_side(rep, ours, metric="image_auroc", methods=[("GLASS-m", "GLASS-m", "glass-m"), ("DSR", "DSR", None)],
+                            missing={"visa": "missing under data root"})
+    carpet = rep[(rep.method == "GLASS-m") & (rep.category == "carpet") & (rep.metric == "image_auroc")].value.item()
+    assert t.loc[("mvtec", "carpet"), "GLASS-m paper"] == carpet
+    assert t.loc[("mvtec", "carpet"), "GLASS-m ours"] == pytest.approx(90.0)
+    assert t.loc[("mvtec", "average"), "GLASS-m ours"] == pytest.approx(85.0)  # mean of carpet and grid
+    assert t.loc[("synth", "average"), "GLASS-m ours"] == pytest.approx(50.0) and np.isnan(t.loc[("synth", "wood"), "GLASS-m paper"])
+    assert t.loc[("visa", "average"), "status"] == "missing under data root"
+    assert t["DSR ours"].isna().all() and t.loc[("mvtec", "average"), "DSR paper"] > 0
+    cats = [c for d, c in t.index if d == "mvtec"]
+    assert cats[-1] == "average" and len(cats) == 16
+    assert "synth" in tables.provenance(ours) and "2 config" not in tables.provenance(ours)
+
+
+def test_save_table_writes_csv_and_markdown(tmp_path):
+    t = pd.DataFrame({"a paper": [99.12, np.nan]}, index=pd.Index(["x", "y"], name="category"))
+    csv, md = tables.save_table(t, "t1", caption="Table 1 (smoke)", directory=tmp_path)
+    assert pd.read_csv(csv)["a paper"].iloc[0] == 99.12
+    text = md.read_text()
+    assert text.startswith("Table 1 (smoke)") and "99.1" in text and "–" in text
