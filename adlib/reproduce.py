@@ -79,7 +79,15 @@ def run_notebooks(
     notebooks_dir: str | os.PathLike | None = None,
     timeout: int | None = 1800,
     extra_parameters: dict | None = None,
+    jobs: int | None = None,
+    log_output: bool = False,
 ) -> BatchResult:
+    """Execute the notebooks in order; see the module docstring.
+
+    ``jobs``: worker processes for the training grids inside the notebooks (papermill parameter
+    ``jobs``; None keeps each notebook's default). ``log_output``: stream the notebooks' output
+    (progress bars, run logs) to this process's log.
+    """
     import papermill as pm
 
     get_profile(profile)  # validate early
@@ -89,6 +97,10 @@ def run_notebooks(
     if not nbs:
         raise FileNotFoundError(f"no notebooks matching {only!r} under {base}")
     params = {"profile": profile, "data_root": str(data_root) if data_root else None, "device": device or get_profile(profile).device}
+    if jobs is not None:
+        if int(jobs) < 1:
+            raise ValueError(f"jobs must be >= 1, got {jobs}")
+        params["jobs"] = int(jobs)
     params.update(extra_parameters or {})
     batch = BatchResult()
     for i, nb in enumerate(nbs, 1):
@@ -96,7 +108,7 @@ def run_notebooks(
         dest = out_base / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.stem}.partial.ipynb")
-        log.info("[%d/%d] %s (profile=%s)", i, len(nbs), rel, profile)
+        log.info("[%d/%d] %s (profile=%s, %d left after it)", i, len(nbs), rel, profile, len(nbs) - i)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -107,9 +119,11 @@ def run_notebooks(
                 kernel_name="python3",
                 progress_bar=False,
                 execution_timeout=timeout,
+                log_output=log_output,
             )
             os.replace(tmp, dest)
             batch.results.append(NotebookResult(str(rel), True, time.perf_counter() - t0, str(dest)))
+            log.info("[%d/%d] %s done in %.0f s", i, len(nbs), rel, time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next notebook
             failed = dest.with_name(f"{dest.stem}.failed.ipynb")
             if tmp.exists():

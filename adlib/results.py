@@ -31,6 +31,7 @@ and finishes, and reports every failed run at the end (the others still run).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -252,11 +253,14 @@ class ResultsStore:
 
     # -- running ----------------------------------------------------------------------------------
     def run(self, job: Job) -> dict[str, Any]:
-        """The record of ``job``: from the store if finished, else trained and tested now."""
+        """The record of ``job``: from the store if finished, else trained and tested now (in this
+        process, with the torch threads a worker of :meth:`run_many` would have, so that the
+        numbers do not depend on which path ran the job)."""
         rec = self.get(job)
         if rec is not None:
             return rec
-        return run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress)
+        with _torch_threads(max(1, (os.cpu_count() or 1) // max(1, self.workers))):
+            return run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress)
 
     def run_many(self, jobs: Iterable[Job], *, workers: int | None = None, raise_on_failure: bool = True) -> pd.DataFrame:
         """Run every job not yet finished (``workers`` processes) and return :meth:`frame` of all.
@@ -269,12 +273,14 @@ class ResultsStore:
         log.info("results store %s: %d run(s), %d cached, %d to run with %d worker(s)", self.root, len(jobs), len(jobs) - len(todo), len(todo), workers)
         self.failures = {}
         bar = tqdm(total=len(todo), desc="runs", disable=not self.progress or not todo)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         if workers == 1 or len(todo) <= 1:
             for i, job in enumerate(todo, 1):
                 bar.set_postfix_str(str(job))
                 log.info("run %d/%d: %s", i, len(todo), job)
                 try:
-                    run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=False)
+                    with _torch_threads(threads):
+                        run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=False)
                 except Exception:  # noqa: BLE001 - reported with the job below
                     self.failures[job] = traceback.format_exc()
                     log.error("run failed: %s\n%s", job, self.failures[job])
@@ -282,7 +288,6 @@ class ResultsStore:
         else:
             import multiprocessing as mp
 
-            threads = max(1, (os.cpu_count() or 1) // workers)
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
                 futs = {
                     ex.submit(_worker, job, str(self.run_dir(job)), self.data_root, self.device, threads): job for job in todo
@@ -301,6 +306,18 @@ class ResultsStore:
         if self.failures and raise_on_failure:
             raise RunFailed(self.failures)
         return self.frame(jobs)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _worker(job: Job, run_dir: str, data_root, device, threads: int) -> str | None:

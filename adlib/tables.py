@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 #: metrics reported in percent by the papers (reproduced values are fractions)
 PERCENT_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "au_pro", "f1")
 AVERAGE = "average"
+#: short column names used in Markdown tables
+METRIC_NAMES = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "au_pro": "PRO", "image_ap": "I-AP",
+                "pixel_ap": "P-AP", "fps": "img/s"}
 
 
 def to_percent(frame: pd.DataFrame, metrics: Sequence[str] = PERCENT_METRICS) -> pd.DataFrame:
@@ -104,6 +107,21 @@ def side_by_side(
     return table
 
 
+def dataset_level(frame: pd.DataFrame, metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "au_pro"),
+                  category: str = "all") -> pd.DataFrame:
+    """Mean over categories (and seeds) per (label, dataset): rows with ``category`` "all", the
+    way GLASS Tables 2-4 report a dataset. Provenance columns keep their first value."""
+    if not len(frame):
+        return frame
+    present = [m for m in metrics if m in frame.columns]
+    g = frame.groupby(["label", "dataset"], sort=False)
+    out = g[present].mean()
+    keep = [c for c in ("profile", "weights", "seed", "config_hash") if c in frame.columns]
+    out = out.join(g[keep].first()).reset_index()
+    out["category"] = category
+    return out
+
+
 def _ordered(keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Datasets in first-seen order; within each, categories in first-seen order, averages last."""
     order: dict[str, list[str]] = {}
@@ -133,6 +151,8 @@ def provenance(frame: pd.DataFrame) -> str:
 def format_table(table: pd.DataFrame, decimals: int = 1) -> str:
     """Markdown with ``decimals`` digits and "–" for empty cells."""
     t = table.copy()
+    if isinstance(t.columns, pd.MultiIndex):
+        t.columns = [" · ".join(METRIC_NAMES.get(str(p), str(p)) for p in c if str(p)) for c in t.columns]
     for c in t.columns:
         if pd.api.types.is_numeric_dtype(t[c]):
             t[c] = t[c].map(lambda v: "–" if pd.isna(v) else f"{v:.{decimals}f}")
@@ -152,4 +172,4 @@ def save_table(table: pd.DataFrame, name: str, subdir: str | None = None, captio
     return [csv, md]
 
 
-__all__ = ["side_by_side", "provenance", "format_table", "save_table", "to_percent", "PERCENT_METRICS"]
+__all__ = ["side_by_side", "dataset_level", "provenance", "format_table", "save_table", "to_percent", "PERCENT_METRICS"]

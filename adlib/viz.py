@@ -97,3 +97,59 @@ def save_figure(fig, name: str, subdir: str | None = None, formats: Sequence[str
         out.append(p)
     log.info("saved %s", ", ".join(str(p) for p in out))
     return out
+
+
+def score_histograms(panels: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 20, ncols: int = 4, cell: float = 2.4):
+    """GLASS Fig. 5 style: one panel per ``title -> (image_scores, labels)``; normal scores in
+    green, anomalous in red, on a shared bin grid per panel (scores min-max scaled per panel)."""
+    n = len(panels)
+    ncols = min(ncols, n) or 1
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * 0.8 * nrows), squeeze=False)
+    for ax, (title, (scores, labels)) in zip(axes.flat, panels.items()):
+        s = np.asarray(scores, dtype=float)
+        lab = np.asarray(labels).astype(bool)
+        lo, hi = float(s.min()), float(s.max())
+        s = (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)
+        edges = np.linspace(0, 1, bins + 1)
+        ax.hist(s[~lab], bins=edges, color="tab:green", alpha=0.6, label="normal")
+        ax.hist(s[lab], bins=edges, color="tab:red", alpha=0.6, label="anomalous")
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def qualitative_grid(rows: Sequence[dict], cell: float = 1.5):
+    """GLASS Fig. 6/7 style. Each row: ``{"title", "image", "mask", "maps": {name: map}}``;
+    columns: the image, the ground truth overlaid, then each method's map (min-max scaled per
+    map, jet colour map, over the image)."""
+    names = list(dict.fromkeys(n for r in rows for n in r["maps"]))
+    ncols = 2 + len(names)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(cell * ncols, cell * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        img = to_display(r["image"])
+        axes[i, 0].imshow(img)
+        overlay_mask(axes[i, 1], r["image"], r["mask"])
+        for j, name in enumerate(names, start=2):
+            ax = axes[i, j]
+            m = r["maps"].get(name)
+            if m is not None:
+                m = np.asarray(m, dtype=float)
+                m = (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else np.zeros_like(m)
+                ax.imshow(img)
+                ax.imshow(m, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+        axes[i, 0].set_ylabel(r.get("title", ""), fontsize=7)
+        if i == 0:
+            axes[i, 0].set_title("image", fontsize=8)
+            axes[i, 1].set_title("ground truth", fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -50,7 +50,7 @@ def test_data_synth_command_is_idempotent(tmp_path, capsys):
 def _notebook(path, body):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('profile = "smoke"\ndata_root = None\ndevice = "cpu"')
+    params = nbformat.v4.new_code_cell('profile = "smoke"\ndata_root = None\ndevice = "cpu"\njobs = 1')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
@@ -59,11 +59,11 @@ def _notebook(path, body):
 def test_batch_runs_all_reports_failures_with_cell_and_keeps_going(tmp_path):
     nbdir = tmp_path / "notebooks"
     (nbdir / "sub").mkdir(parents=True)
-    _notebook(nbdir / "00_ok.ipynb", "print('profile is', profile, device)")
+    _notebook(nbdir / "00_ok.ipynb", "print('profile is', profile, device, 'jobs', jobs)")
     _notebook(nbdir / "sub" / "01_bad.ipynb", "raise ValueError('broken on purpose')")
     _notebook(nbdir / "sub" / "02_ok.ipynb", "x = 1")
     assert [p.name for p in discover(nbdir)] == ["00_ok.ipynb", "01_bad.ipynb", "02_ok.ipynb"]
-    batch = run_notebooks("smoke", notebooks_dir=nbdir, out_dir=tmp_path / "runs", device="cpu")
+    batch = run_notebooks("smoke", notebooks_dir=nbdir, out_dir=tmp_path / "runs", device="cpu", jobs=3)
     assert [r.ok for r in batch.results] == [True, False, True]
     bad = batch.failed[0]
     assert bad.notebook == "sub/01_bad.ipynb" and "ValueError" in bad.error and "broken on purpose" in bad.error
@@ -72,9 +72,11 @@ def test_batch_runs_all_reports_failures_with_cell_and_keeps_going(tmp_path):
     assert not (tmp_path / "runs" / "sub" / "01_bad.ipynb").exists()
     out = nbformat.read(tmp_path / "runs" / "00_ok.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
-    assert "profile is smoke cpu" in text
+    assert "profile is smoke cpu jobs 3" in text
     assert "2 passed, 1 failed" in batch.summary()
     only = run_notebooks("smoke", notebooks_dir=nbdir, out_dir=tmp_path / "runs2", only="00_*")
-    assert [r.notebook for r in only.results] == ["00_ok.ipynb"]
+    assert [r.notebook for r in only.results] == ["00_ok.ipynb"] and only.results[0].ok
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_notebooks("smoke", notebooks_dir=nbdir, jobs=0)
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         run_notebooks("fast", notebooks_dir=nbdir)
