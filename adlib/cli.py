@@ -82,7 +82,9 @@ def _spec(args: argparse.Namespace):
         val = getattr(args, key, None)
         if val is not None:
             overrides[key] = val
-    return RunSpec(args.method, args.dataset, args.category, args.profile, args.data_root, args.out, args.device, overrides)
+    protocol = {"shots": args.shots} if getattr(args, "shots", None) else {}
+    return RunSpec(args.method, args.dataset, args.category, args.profile, args.data_root, args.out, args.device, overrides,
+                   protocol)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -113,6 +115,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", help="method variant, e.g. m, h or j for glass")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--shots", type=int, help="few-shot: train on this many normal images, drawn with --seed (default: all)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
 
 

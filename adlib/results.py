@@ -7,7 +7,9 @@ included). Its **key** is (method, variant, dataset, category, seed, profile, we
 config hash), where ``weights`` names the backbone weights the config asks for
 (:func:`weights_id`) and the config hash is the SHA-256 of the method's full resolved config
 (profile defaults plus overrides; the data root is left out because it names a place, not a
-setting). Changing any setting makes a new key; rerunning a finished key is a cache hit.
+setting). A job's training protocol (:mod:`adlib.protocols`, e.g. few-shot ``shots``), when
+given, is part of the key and of the hash. Changing any setting makes a new key; rerunning a
+finished key is a cache hit.
 
 Layout under the store's root (default ``<repo>/runs/<profile>/results``)::
 
@@ -114,12 +116,19 @@ class Job:
     profile: str = "smoke"
     seed: int = 0
     overrides: tuple[tuple[str, Any], ...] = ()
+    #: training protocol (:mod:`adlib.protocols`, e.g. ``(("shots", 4),)``); empty = full-shot
+    protocol: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def make(cls, method: str, dataset: str, category: str, profile: str = "smoke", seed: int = 0, **overrides: Any) -> "Job":
-        """A job; list values become tuples (the job is hashable), ``None`` overrides are dropped."""
+    def make(cls, method: str, dataset: str, category: str, profile: str = "smoke", seed: int = 0,
+             protocol: dict[str, Any] | None = None, **overrides: Any) -> "Job":
+        """A job; list values become tuples (the job is hashable), ``None`` overrides are dropped.
+        ``protocol``: how the training set is formed (:func:`adlib.protocols.check_protocol`)."""
+        from .protocols import check_protocol
+
         opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
-        return cls(method, dataset, category, profile, int(seed), tuple(sorted(opts.items())))
+        proto = check_protocol(protocol)
+        return cls(method, dataset, category, profile, int(seed), tuple(sorted(opts.items())), tuple(sorted(proto.items())))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -139,14 +148,20 @@ class Job:
         return dict(_resolved_config(self.method, self.profile, self.seed, self.overrides))
 
     def key(self) -> dict[str, Any]:
+        """The run's key. A non-empty protocol is part of it and of the hash (full-shot keys are
+        those of jobs without a protocol)."""
         cfg = self.config()
-        return {
+        hashed = {**cfg, "protocol": dict(self.protocol)} if self.protocol else cfg
+        key = {
             "method": self.method, "variant": cfg.get("variant"), "dataset": self.dataset, "category": self.category,
-            "seed": self.seed, "profile": self.profile, "weights": weights_id(cfg), "config_hash": config_hash(cfg),
+            "seed": self.seed, "profile": self.profile, "weights": weights_id(cfg), "config_hash": config_hash(hashed),
         }
+        if self.protocol:
+            key["protocol"] = dict(self.protocol)
+        return key
 
     def __str__(self) -> str:
-        extra = ",".join(f"{k}={v}" for k, v in self.overrides if k != "variant")  # noqa: E501
+        extra = ",".join(f"{k}={v}" for k, v in self.overrides + self.protocol if k != "variant")  # noqa: E501
         return f"{self.label} {self.dataset}/{self.category} seed {self.seed}" + (f" [{extra}]" if extra else "")
 
 
@@ -339,6 +354,7 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
     from .data import get_dataset
     from .models import build, evaluate
     from .profiles import resolve_device
+    from .protocols import apply_protocol
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -347,6 +363,7 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
     model = build(job.method, job.profile, **{**job.options, "seed": job.seed, "data_root": data_root})
     train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=model.transform)
     test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=model.transform)
+    train_ds, test_ds, protocol = apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)
     t0 = time.perf_counter()
     model.fit(train_ds, device=dev, progress=progress, checkpoint_dir=run_dir / "checkpoints")
     train_s = time.perf_counter() - t0
@@ -360,6 +377,7 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
         **key,
         "label": job.label,
         "overrides": {k: v for k, v in job.overrides},
+        "protocol_detail": protocol,
         "metrics": metrics,
         "model": model.info(),
         "train_images": len(train_ds),
@@ -399,6 +417,8 @@ FRAME_COLUMNS = ("method", "variant", "label", "dataset", "category", "seed", "p
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """A record as one flat row: key fields, metrics, timings, and GLASS-j's choice if any."""
     row = {k: record.get(k) for k in FRAME_COLUMNS}
+    for k, v in (record.get("protocol") or {}).items():
+        row[k] = v
     row.update(record.get("metrics", {}))
     model = record.get("model", {})
     for k in ("distribution", "j_choice"):

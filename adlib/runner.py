@@ -27,6 +27,7 @@ from .io import atomic_write_json
 from .models import build, evaluate, load
 from .paths import repo_root
 from .profiles import get_profile, resolve_device
+from .protocols import apply_protocol
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ class RunSpec:
     out: str | None = None
     device: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: training protocol (:mod:`adlib.protocols`), e.g. ``{"shots": 4}``; empty = full-shot
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -49,7 +52,10 @@ class RunSpec:
 
     def run_dir(self) -> Path:
         base = Path(self.out) if self.out else repo_root() / "runs" / self.profile / "models"
-        return base / self.label / self.dataset / self.category
+        d = base / self.label / self.dataset / self.category
+        if self.protocol.get("shots"):
+            d = d / f"shots{self.protocol['shots']}-seed{self.overrides.get('seed', 0)}"
+        return d
 
 
 def environment() -> dict[str, str]:
@@ -80,6 +86,8 @@ def train(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     device = resolve_device(spec.device, spec.profile)
     model = build(spec.method, spec.profile, **{"data_root": spec.data_root, **spec.overrides})
     train_ds = get_dataset(spec.dataset, spec.category, "train", root=spec.data_root, transform=model.transform)
+    test_ds = get_dataset(spec.dataset, spec.category, "test", root=spec.data_root, transform=model.transform)
+    train_ds, _, protocol = apply_protocol(spec.protocol, train_ds, test_ds, int(model.cfg.seed))
     d = spec.run_dir()
     d.mkdir(parents=True, exist_ok=True)
     log.info("training %s on %s/%s (%d images, profile %s, %s) -> %s", spec.label, spec.dataset, spec.category, len(train_ds), spec.profile, device, d)
@@ -87,7 +95,7 @@ def train(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     model.fit(train_ds, device=device, progress=progress, checkpoint_dir=d / "checkpoints")
     seconds = time.perf_counter() - t0
     model.save(d / "model.pt")
-    record = {**_provenance(spec, model), "train_images": len(train_ds), "train_seconds": round(seconds, 3), "device": str(device)}
+    record = {**_provenance(spec, model), "protocol": protocol, "train_images": len(train_ds), "train_seconds": round(seconds, 3), "device": str(device)}
     atomic_write_json(d / "train.json", record)
     return record
 

@@ -125,8 +125,11 @@ def score_histograms(panels: dict[str, tuple[np.ndarray, np.ndarray]], bins: int
 
 def qualitative_grid(rows: Sequence[dict], cell: float = 1.5):
     """GLASS Fig. 6/7 style. Each row: ``{"title", "image", "mask", "maps": {name: map}}``;
-    columns: the image, the ground truth overlaid, then each method's map (min-max scaled per
-    map, jet colour map, over the image)."""
+    columns: the image, the ground truth overlaid, then each method's map (bilinearly resized to
+    the image when its resolution differs, min-max scaled per map, jet colour map, over the
+    image)."""
+    from .metrics import resize_maps
+
     names = list(dict.fromkeys(n for r in rows for n in r["maps"]))
     ncols = 2 + len(names)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(cell * ncols, cell * len(rows)), squeeze=False)
@@ -139,6 +142,8 @@ def qualitative_grid(rows: Sequence[dict], cell: float = 1.5):
             m = r["maps"].get(name)
             if m is not None:
                 m = np.asarray(m, dtype=float)
+                if m.shape != img.shape[:2]:
+                    m = resize_maps(m.astype(np.float32), img.shape[:2]).astype(float)
                 m = (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else np.zeros_like(m)
                 ax.imshow(img)
                 ax.imshow(m, cmap="jet", alpha=0.5, vmin=0, vmax=1)

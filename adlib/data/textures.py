@@ -65,6 +65,9 @@ def _from_folder(folder: Path, name: str, is_stand_in: bool, description: str) -
     return TextureSource(tuple(paths), tuple(classes), name, is_stand_in, description)
 
 
+_WARNED: set[str] = set()
+
+
 def texture_source(root: str | os.PathLike | None = None) -> TextureSource:
     """DTD under the data root, else the built-in texture bank (WARNING logged), else DataError."""
     base = data_root(root)
@@ -77,7 +80,11 @@ def texture_source(root: str | os.PathLike | None = None) -> TextureSource:
     # The root may be the bank folder itself; it is still the stand-in, never reported as DTD.
     bank = base if base.name == BUILTIN_TEXTURES_DIRNAME else base / BUILTIN_TEXTURES_DIRNAME
     if _dtd.looks_like(bank):
-        log.warning(
+        # once per bank and process at WARNING (every model build calls this), then at INFO
+        level = logging.INFO if str(bank) in _WARNED else logging.WARNING
+        _WARNED.add(str(bank))
+        log.log(
+            level,
             "DTD not found under %s (looked for %s): using the %s at %s. Results with it are not "
             "comparable to papers that paste DTD textures.",
             base, ", ".join(DATASETS["dtd"].dirnames), STAND_IN_DESCRIPTION, bank,
