@@ -82,7 +82,10 @@ def _spec(args: argparse.Namespace):
         val = getattr(args, key, None)
         if val is not None:
             overrides[key] = val
-    protocol = {"shots": args.shots} if getattr(args, "shots", None) else {}
+    from .protocols import check_protocol
+
+    protocol = check_protocol({"shots": getattr(args, "shots", None), "contamination": getattr(args, "contamination", None),
+                               "contamination_protocol": getattr(args, "contamination_protocol", None)})
     return RunSpec(args.method, args.dataset, args.category, args.profile, args.data_root, args.out, args.device, overrides,
                    protocol)
 
@@ -116,6 +119,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--shots", type=int, help="few-shot: train on this many normal images, drawn with --seed (default: all)")
+    p.add_argument("--contamination", type=float, metavar="EPS",
+                   help="hide test anomalies among the training images, a fraction EPS of them (ADL protocol, drawn with --seed)")
+    p.add_argument("--contamination-protocol", choices=["leak-free", "released"],
+                   help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
 
 

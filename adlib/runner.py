@@ -53,8 +53,14 @@ class RunSpec:
     def run_dir(self) -> Path:
         base = Path(self.out) if self.out else repo_root() / "runs" / self.profile / "models"
         d = base / self.label / self.dataset / self.category
+        parts = []
         if self.protocol.get("shots"):
-            d = d / f"shots{self.protocol['shots']}-seed{self.overrides.get('seed', 0)}"
+            parts.append(f"shots{self.protocol['shots']}")
+        if self.protocol.get("contamination"):
+            proto = self.protocol.get("contamination_protocol", "leak-free")
+            parts.append(f"eps{self.protocol['contamination']:g}" + ("-released" if proto == "released" else ""))
+        if parts:
+            d = d / "-".join(parts + [f"seed{self.overrides.get('seed', 0)}"])
         return d
 
 
@@ -109,6 +115,9 @@ def test(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     device = resolve_device(spec.device, spec.profile)
     model = load(path)
     test_ds = get_dataset(spec.dataset, spec.category, "test", root=spec.data_root, transform=model.transform)
+    if spec.protocol:  # the same draw as in training (it depends on the seed only): e.g. leak-free test set
+        train_ds = get_dataset(spec.dataset, spec.category, "train", root=spec.data_root, transform=model.transform)
+        _, test_ds, _ = apply_protocol(spec.protocol, train_ds, test_ds, int(model.cfg.seed))
     t0 = time.perf_counter()
     pred = model.predict(test_ds, device=device, progress=progress)
     seconds = time.perf_counter() - t0
@@ -116,6 +125,7 @@ def test(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     record = {
         **_provenance(spec, model),
         "metrics": metrics,
+        "protocol": spec.protocol,
         "test_images": len(test_ds),
         "predict_seconds": round(seconds, 3),
         "device": str(device),

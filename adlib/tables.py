@@ -53,6 +53,7 @@ def side_by_side(
     methods: Sequence[tuple[str, str | None, str | None]],
     average: bool = True,
     missing: dict[str, str] | None = None,
+    reported_scale: float = 1.0,
 ) -> pd.DataFrame:
     """One row per (dataset, category), columns ``<name> paper`` and ``<name> ours`` per method.
 
@@ -63,7 +64,9 @@ def side_by_side(
     only: not in the paper). With ``average``, each dataset's reproduced categories get an
     ``average`` row (mean over categories) beside the paper's printed one. ``missing``: dataset
     -> reason, shown as a row whose "ours" cells are NaN with the reason in a ``status`` column
-    (rows for datasets missing under the data root are marked, not dropped).
+    (rows for datasets missing under the data root are marked, not dropped). ``reported_scale``
+    multiplies the reported values (100 for a paper that prints fractions, e.g. ADL's 0.879, so
+    that both columns are in percent).
     """
     rep = reported[reported["metric"] == metric]
     ours = reproduced
@@ -80,7 +83,7 @@ def side_by_side(
     for name, rep_name, our_label in methods:
         if rep_name is not None:
             for r in rep[rep["method"] == rep_name].itertuples():
-                row(r.dataset, r.category)[f"{name} paper"] = float(r.value)
+                row(r.dataset, r.category)[f"{name} paper"] = float(r.value) * reported_scale
         if our_label is not None:
             sub = ours[ours["label"] == our_label]
             for r in sub.itertuples():

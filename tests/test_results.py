@@ -161,6 +161,16 @@ def test_side_by_side_aligns_reported_and_reproduced_and_averages():
     assert "synth" in tables.provenance(ours) and "2 config" not in tables.provenance(ours)
 
 
+def test_side_by_side_scales_reported_fractions_to_percent():
+    rep = reported.load("adl", table="Table 1", dataset="mvtec")
+    rep = rep[rep.setting == "noise=0.1"]
+    ours = pd.DataFrame({"label": ["adl"], "dataset": ["mvtec"], "category": ["carpet"], "image_auroc": [0.5]})
+    t = tables.side_by_side(rep, ours, metric="image_auroc", methods=[("ADL", "ADL", "adl")], reported_scale=100)
+    printed = rep[(rep.method == "ADL") & (rep.category == "carpet")].value.item()
+    assert 0 < printed < 1 and t.loc[("mvtec", "carpet"), "ADL paper"] == pytest.approx(100 * printed)
+    assert t.loc[("mvtec", "carpet"), "ADL ours"] == pytest.approx(50.0)
+
+
 def test_save_table_writes_csv_and_markdown(tmp_path):
     t = pd.DataFrame({"a paper": [99.12, np.nan]}, index=pd.Index(["x", "y"], name="category"))
     csv, md = tables.save_table(t, "t1", caption="Table 1 (smoke)", directory=tmp_path)

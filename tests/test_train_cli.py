@@ -63,3 +63,32 @@ def test_interrupted_training_resumes_from_its_checkpoint(mvtec_root, tmp_path):
     assert main(["train", *_args("glass", mvtec_root, out, "--variant", "m", "--epochs", "2")]) == 0
     rec = json.loads((out / "glass-m" / "mvtec" / "wood" / "train.json").read_text())
     assert rec["model"]["config"]["epochs"] == 2
+
+
+@pytest.fixture(scope="module")
+def layouts_root(tmp_path_factory, mvtec_root):
+    """MVTec-style (the built-in `wood` as `mvtec`), VisA (split_csv/1cls.csv) and DAGM 2007
+    (Labels.txt) layouts under one data root, written by the loaders' own test writers."""
+    from test_data_layouts import make_dagm, make_visa
+
+    root = tmp_path_factory.mktemp("layouts")
+    shutil.copytree(mvtec_root / "mvtec", root / "mvtec")
+    shutil.copytree(mvtec_root / "builtin-textures", root / "builtin-textures")
+    make_visa(root / "VisA_20220922", objects=("candle",))
+    make_dagm(root / "DAGM2007", classes=("Class1",))
+    return root
+
+
+@pytest.mark.parametrize("method", ["pouta", "vanilla"])
+@pytest.mark.parametrize("dataset,category", [("mvtec", "wood"), ("visa", "candle"), ("dagm", "Class1")])
+def test_reconstruction_methods_train_and_test_on_each_layout(layouts_root, tmp_path, method, dataset, category):
+    out = tmp_path / "runs"
+    args = [method, "--dataset", dataset, "--category", category, "--data-root", str(layouts_root), "--out", str(out),
+            "--epochs", "1", "--set", "image_size=32"]
+    assert main(["train", *args]) == 0 and main(["test", *args]) == 0
+    rec = json.loads((out / method / dataset / category / "metrics.json").read_text())
+    assert rec["dataset"] == dataset and rec["model"]["weights"] == "none (trained from scratch)"
+    assert rec["model"]["texture_is_stand_in"] is True  # the built-in bank, not DTD, and it says so
+    assert rec["model"]["config"]["image_size"] == 32 and rec["model"]["epochs_trained"] == 1
+    for k in ("image_auroc", "pixel_auroc"):
+        assert 0.0 <= rec["metrics"][k] <= 1.0
