@@ -126,7 +126,8 @@ def how_to_provide(tag: str) -> str:
     )
 
 
-def _resolve_layers(model_name: str, layers: Sequence[str | int]) -> tuple[list[int], list[str]]:
+def resolve_layers(model_name: str, layers: Sequence[str | int]) -> tuple[list[int], list[str]]:
+    """timm ``features_only`` indices and module names of ``layers`` (names like ``"layer2"`` or indices)."""
     probe = timm.create_model(model_name, pretrained=False, features_only=True)
     names = list(probe.feature_info.module_name())
     idx, out = [], []
@@ -183,7 +184,7 @@ class FeatureExtractor(nn.Module):
                 raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} (or pass tag=...)")
             tag = BACKBONES[name]
         arch = tag.split(".")[0]
-        out_indices, layer_names = _resolve_layers(arch, layers)
+        out_indices, layer_names = resolve_layers(arch, layers)
         kwargs = dict(features_only=True, out_indices=tuple(out_indices))
 
         if not pretrained:

@@ -47,8 +47,16 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        v = self.overrides.get("variant")
-        return f"{self.method}-{v}" if v else self.method
+        """``<method>-<variant>`` when the resolved config has a variant (GLASS's default ``m``,
+        ADL's ``proposed``), else the method: the same label as the results store's."""
+        from .results import Job
+
+        opts = {k: v for k, v in self.overrides.items() if k != "seed"}
+        try:
+            return Job.make(self.method, self.dataset, self.category, self.profile, self.overrides.get("seed", 0), **opts).label
+        except (ValueError, TypeError):  # unknown method or field: build() names it when it runs
+            v = self.overrides.get("variant")
+            return f"{self.method}-{v}" if v else self.method
 
     def run_dir(self) -> Path:
         base = Path(self.out) if self.out else repo_root() / "runs" / self.profile / "models"

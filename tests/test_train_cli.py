@@ -92,3 +92,19 @@ def test_reconstruction_methods_train_and_test_on_each_layout(layouts_root, tmp_
     assert rec["model"]["config"]["image_size"] == 32 and rec["model"]["epochs_trained"] == 1
     for k in ("image_auroc", "pixel_auroc"):
         assert 0.0 <= rec["metrics"][k] <= 1.0
+
+
+@pytest.mark.parametrize("dataset,category,eps,hidden", [("mvtec", "wood", 0.4, 2), ("visa", "candle", 0.25, 1)])
+def test_adl_trains_and_tests_under_contamination(layouts_root, tmp_path, dataset, category, eps, hidden):
+    out = tmp_path / "runs"
+    args = ["adl", "--dataset", dataset, "--category", category, "--data-root", str(layouts_root), "--out", str(out),
+            "--contamination", str(eps), "--epochs", "1", "--set", "steps_per_epoch=1", "--set", "batch_size=2"]
+    assert main(["train", *args]) == 0 and main(["test", *args]) == 0
+    run = out / "adl-proposed" / dataset / category / f"eps{eps:g}-seed0"
+    train = json.loads((run / "train.json").read_text())
+    # int(eps / (1 - eps) * N) hidden anomalies: mvtec 4 normal -> 2, visa 3 normal -> 1
+    assert train["protocol"]["n_contaminating"] == hidden and train["protocol"]["contamination_protocol"] == "leak-free"
+    rec = json.loads((run / "metrics.json").read_text())
+    assert rec["protocol"]["contamination"] == eps and rec["model"]["config"]["variant"] == "proposed"
+    assert rec["test_images"] == train["protocol"]["test_images"]  # the leak-free test set, the same draw
+    assert 0.0 <= rec["metrics"]["image_auroc"] <= 1.0

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from ..paths import data_root
@@ -99,4 +101,31 @@ def texture_source(root: str | os.PathLike | None = None) -> TextureSource:
     )
 
 
-__all__ = ["BUILTIN_TEXTURES_DIRNAME", "STAND_IN_DESCRIPTION", "TextureSource", "texture_source"]
+class CachedTextures:
+    """A :class:`~adlib.data.textures.TextureSource` whose resized textures are kept (uint8, LRU)."""
+
+    def __init__(self, source, max_items: int = 1024) -> None:
+        self.source = source
+        self.paths = source.paths
+        self.max_items = max_items
+        self._cache: OrderedDict[tuple[int, tuple[int, int]], torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, i: int, size) -> torch.Tensor:
+        from ..synthesis.las import to_uint8_image  # (import here: synthesis imports data)
+
+        hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        key = (int(i), hw)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        t = to_uint8_image(self.source.load(i, hw))
+        self._cache[key] = t
+        if len(self._cache) > self.max_items:
+            self._cache.popitem(last=False)
+        return t
+
+
+__all__ = ["BUILTIN_TEXTURES_DIRNAME", "CachedTextures", "STAND_IN_DESCRIPTION", "TextureSource", "texture_source"]

@@ -128,7 +128,6 @@ import dataclasses
 import logging
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -618,33 +617,6 @@ def learning_rate(cfg: _SharedConfig, epoch: int) -> float:
     return float(cfg.lr * cfg.lr_gamma ** sum(int(epoch) >= m for m in cfg.lr_milestones))
 
 
-class _CachedTextures:
-    """A :class:`~adlib.data.textures.TextureSource` whose resized textures are kept (uint8, LRU)."""
-
-    def __init__(self, source, max_items: int = 1024) -> None:
-        self.source = source
-        self.paths = source.paths
-        self.max_items = max_items
-        self._cache: OrderedDict[tuple[int, tuple[int, int]], torch.Tensor] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def load(self, i: int, size) -> torch.Tensor:
-        from ..synthesis.las import to_uint8_image
-
-        hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        key = (int(i), hw)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        t = to_uint8_image(self.source.load(i, hw))
-        self._cache[key] = t
-        if len(self._cache) > self.max_items:
-            self._cache.popitem(last=False)
-        return t
-
-
 # ----------------------------------------------------------------------------------------------
 # The methods
 
@@ -726,13 +698,13 @@ class _ReconstructionMethod:
     def _prepare(self) -> None:
         if self.synthesizer is not None:
             return
-        from ..data.textures import texture_source
+        from ..data.textures import CachedTextures, texture_source
         from ..synthesis.draem import DraemSynthesizer, preset
 
         textures = texture_source(self.cfg.data_root)
         self.texture_description = textures.description
         self.texture_is_stand_in = bool(textures.is_stand_in)
-        self.synthesizer = DraemSynthesizer(preset(self.cfg.synthesis), textures=_CachedTextures(textures))
+        self.synthesizer = DraemSynthesizer(preset(self.cfg.synthesis), textures=CachedTextures(textures))
 
     def synthesize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Synthetic training inputs for normal images (``B x 3 x H x W`` in [0, 1]): each becomes
