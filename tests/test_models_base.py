@@ -83,3 +83,21 @@ def test_fingerprint_changes_with_parameters_and_resolve_device():
     assert fingerprint(lin) != a and len(a) == 16
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_read_checkpoint_and_check_resumable(tmp_path):
+    import torch
+
+    from adlib.models.base import check_resumable, read_checkpoint
+
+    p = tmp_path / "c.pt"
+    torch.save({"name": "pouta", "config": {"epochs": 3, "widths": [8, 16]}}, p)
+    assert read_checkpoint(p, "pouta")["config"]["epochs"] == 3
+    with pytest.raises(ValueError, match=r"c\.pt is a 'pouta' checkpoint, not 'adl'"):
+        read_checkpoint(p, "adl")
+    torch.save([1, 2], tmp_path / "l.pt")
+    with pytest.raises(ValueError, match="is a None checkpoint"):
+        read_checkpoint(tmp_path / "l.pt", "pouta")
+    check_resumable(p, {"epochs": 5, "widths": (8, 16)}, {"epochs": 3, "widths": [8, 16]}, {"epochs"})  # tuples == lists
+    with pytest.raises(ValueError, match=r"config differs in \['lr', 'widths'\]"):
+        check_resumable(p, {"epochs": 3, "widths": (8, 32), "lr": 1.0}, {"epochs": 3, "widths": [8, 16]}, {"epochs"})

@@ -168,6 +168,29 @@ def fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+
+def read_checkpoint(path: str | os.PathLike, name: str) -> dict[str, Any]:
+    """A checkpoint written by a method's ``save`` (``torch.load(weights_only=True)``, on the
+    CPU); ``ValueError`` naming the file unless it is a ``name`` checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    found = state.get("name") if isinstance(state, dict) else None
+    if found != name:
+        raise ValueError(f"{path} is a {found!r} checkpoint, not {name!r}")
+    return state
+
+
+def check_resumable(path: str | os.PathLike, mine: dict[str, Any], theirs: dict[str, Any], free_fields) -> None:
+    """Raise ``ValueError`` (naming the file and the fields) unless a checkpoint's config
+    ``theirs`` equals the resuming model's ``mine`` outside ``free_fields`` (tuples and lists
+    compare equal: a config read back from a checkpoint has lists)."""
+    def norm(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    diff = sorted(k for k in set(mine) | set(theirs) if k not in free_fields and norm(mine.get(k)) != norm(theirs.get(k)))
+    if diff:
+        raise ValueError(f"cannot resume from {path}: its config differs in {diff}; remove it or use another checkpoint_dir")
+
+
 def predict_dataset(
     test_ds,
     score_batch: Callable[[Any], tuple[Any, np.ndarray]],

@@ -135,7 +135,7 @@ from ..synthesis.gas import (
 )
 from ..synthesis.foreground import estimate_foreground, uses_foreground
 from ..synthesis.las import LocalAnomalySynthesizer
-from .base import Prediction, atomic_torch_save, config_overrides, evaluate, predict_dataset, register, resolve_device
+from .base import Prediction, atomic_torch_save, check_resumable, config_overrides, evaluate, predict_dataset, read_checkpoint, register, resolve_device
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
@@ -750,22 +750,15 @@ class _FeatureDiscriminatorModel:
         self.to(self.device)
 
     def _resume(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("name") != self.name:
-            raise ValueError(f"{path} is a {state.get('name')!r} checkpoint, not {self.name!r}")
-        mine, theirs = self.cfg.as_dict(), state["config"]
-        diff = sorted(k for k in set(mine) | set(theirs) if k not in self.RESUME_FREE_FIELDS and _norm(mine.get(k)) != _norm(theirs.get(k)))
-        if diff:
-            raise ValueError(f"cannot resume from {path}: its config differs in {diff}; remove it or use another checkpoint_dir")
+        state = read_checkpoint(path, self.name)
+        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
         self._load_state(state)
         log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
 
     @classmethod
     def load(cls, path: str | os.PathLike):
         """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("name") != cls.name:
-            raise ValueError(f"{path} is a {state.get('name')!r} checkpoint, not {cls.name!r}")
+        state = read_checkpoint(path, cls.name)
         model = cls(cls.Config(**state["config"]))
         model._load_state(state)
         model.eval()
@@ -796,9 +789,6 @@ class _FeatureDiscriminatorModel:
             ),
         }
 
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
 
 
 # ----------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ from tqdm.auto import tqdm
 
 from .. import losses
 from ..data.base import ImageTransform
-from .base import Prediction, atomic_torch_save, config_overrides, predict_dataset, register, resolve_device
+from .base import Prediction, atomic_torch_save, check_resumable, config_overrides, predict_dataset, read_checkpoint, register, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -844,24 +844,15 @@ class _ReconstructionMethod:
         self.to(self.device)
 
     def _resume(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("name") != self.name:
-            raise ValueError(f"{path} is a {state.get('name')!r} checkpoint, not {self.name!r}")
-        mine, theirs = self.cfg.as_dict(), state["config"]
-        diff = sorted(k for k in set(mine) | set(theirs)
-                      if k not in self.RESUME_FREE_FIELDS and _norm(mine.get(k)) != _norm(theirs.get(k)))
-        if diff:
-            raise ValueError(f"cannot resume from {path}: its config differs in {diff}; remove it or use another checkpoint_dir")
+        state = read_checkpoint(path, self.name)
+        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
         self._load_state(state)
         log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
 
     @classmethod
     def load(cls, path: str | os.PathLike):
         """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("name") != cls.name:
-            name = state.get("name") if isinstance(state, dict) else None
-            raise ValueError(f"{path} is a {name!r} checkpoint, not {cls.name!r}")
+        state = read_checkpoint(path, cls.name)
         model = cls(cls.Config(**state["config"]))
         model._load_state(state)
         model.net.eval()
@@ -886,9 +877,6 @@ class _ReconstructionMethod:
             ),
         }
 
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
 
 
 @register("pouta")
