@@ -123,7 +123,7 @@ class ContaminatedDataset(AnomalyDataset):
         seed = self.noise_seeds[index] if index < len(self.noise_seeds) else None
         if not isinstance(rec, ContaminatedRecord) or seed is None:
             return super().__getitem__(index)
-        img = self.transform._geometry(open_image(rec.image_path).convert("RGB"), Image.BILINEAR)
+        img = self.transform.geometry(open_image(rec.image_path).convert("RGB"), Image.BILINEAR)
         noisy = add_contamination_noise(np.asarray(img), np.random.default_rng(seed), std=self.noise_std,
                                         range_mode=self.range_mode, jpeg_quality=self.jpeg_quality)
         x = dataclasses.replace(self.transform, resize=None, crop=None).image(Image.fromarray(noisy))

@@ -81,7 +81,8 @@ class ImageTransform:
         h, w = size
         return (int(h), int(w))
 
-    def _geometry(self, img: Image.Image, resample: int) -> Image.Image:
+    def geometry(self, img: Image.Image, resample: int) -> Image.Image:
+        """Resize (``resample`` filter) and centre-crop a PIL image, as :meth:`image` and :meth:`mask` do."""
         if self.resize is not None:
             h, w = self._hw(self.resize)
             if img.size != (w, h):
@@ -96,7 +97,7 @@ class ImageTransform:
         return img
 
     def image(self, img: Image.Image) -> torch.Tensor:
-        img = self._geometry(img.convert("RGB"), Image.BILINEAR)
+        img = self.geometry(img.convert("RGB"), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
         if self.normalize:
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -105,7 +106,7 @@ class ImageTransform:
         return x
 
     def mask(self, img: Image.Image) -> torch.Tensor:
-        img = self._geometry(binary_mask(img), Image.NEAREST)
+        img = self.geometry(binary_mask(img), Image.NEAREST)
         m = np.asarray(img) > 0
         return torch.from_numpy(m.astype(np.float32))[None]
 
