@@ -7,6 +7,7 @@
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--inplace] [--verbose]
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out DIR]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
+                [--shots K] [--contamination EPS] [--labels none|image|pixel] [--anomalies confetti|real:N]
     adlib test METHOD --dataset D --category C [same options]      writes metrics.json
 """
 
@@ -84,10 +85,32 @@ def _spec(args: argparse.Namespace):
             overrides[key] = val
     from .protocols import check_protocol
 
+    real = None
+    if getattr(args, "labels", None) is not None:
+        overrides["variant"] = "normal" if args.labels == "none" else args.labels
+    if getattr(args, "anomalies", None) is not None:
+        source, real = parse_anomalies(args.anomalies)
+        overrides["anomalies"] = source
     protocol = check_protocol({"shots": getattr(args, "shots", None), "contamination": getattr(args, "contamination", None),
-                               "contamination_protocol": getattr(args, "contamination_protocol", None)})
+                               "contamination_protocol": getattr(args, "contamination_protocol", None),
+                               "real_anomalies": real, "real_holdout": getattr(args, "real_holdout", None)})
     return RunSpec(args.method, args.dataset, args.category, args.profile, args.data_root, args.out, args.device, overrides,
                    protocol)
+
+
+def parse_anomalies(text: str) -> tuple[str, int | None]:
+    """``--anomalies``: ``confetti`` -> ``("confetti", None)``; ``real:N`` -> ``("real", N)`` (N real
+    labelled anomalies per defect type from the test split, protocol ``real_anomalies``)."""
+    if text == "confetti":
+        return "confetti", None
+    if text.startswith("real:"):
+        try:
+            n = int(text[5:])
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return "real", n
+    raise ValueError(f"--anomalies must be 'confetti' or 'real:N' with N >= 1 (per defect type), got {text!r}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -123,6 +146,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="hide test anomalies among the training images, a fraction EPS of them (ADL protocol, drawn with --seed)")
     p.add_argument("--contamination-protocol", choices=["leak-free", "released"],
                    help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)")
+    p.add_argument("--labels", choices=["none", "image", "pixel"],
+                   help="adtr: train with normal images only (none, default), or adapt with image- or pixel-level labels (push-pull, Eq. 6-9)")
+    p.add_argument("--anomalies", metavar="confetti|real:N",
+                   help="adtr: anomalies for --labels image/pixel: FCDD confetti noise (default), or N real labelled anomalies "
+                        "per defect type taken from the test split (removed from evaluation)")
+    p.add_argument("--real-holdout", type=int, metavar="M",
+                   help="with --anomalies real:N: hold M >= N anomalies per defect type out of the test set (default N), "
+                        "so runs with different N share one test set")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
 
 

@@ -27,12 +27,39 @@ normal training images, the whole test split.
     is applied by :class:`ContaminatedDataset` when a contaminating image is read, with one seed
     per image drawn by ``contaminate``: the same pixels every epoch, as the released code stores
     them once.
+
+``real_anomalies`` / ``real_holdout`` (ADTR with real labelled anomalies, beyond the paper)
+    ``real_anomalies = N``: ``N`` anomalies *per defect type* are taken from the test split and
+    added to the training set as *labelled* anomalies: their records keep label 1, their defect
+    type and their mask file, so the training set yields them with ``sample.label == 1`` and the
+    true ``sample.mask``. Why: ADTR's push-pull losses (Eq. 7 and Eq. 9) are written for labelled
+    anomalies, but the paper measures them only with synthetic ones (confetti noise, CIFAR-100
+    images as outliers); this protocol is the real-anomaly case the paper does not measure. Only
+    methods that read ``sample.label`` at training time use them as anomalies; a method that does
+    not would train on them as normal images. ``real_holdout = M >= N`` (default ``M = N``): ``M``
+    anomalies per defect type leave the test set. The draw, per defect type (sorted by name): the
+    type's anomalous test records sorted by path, permuted by
+    ``default_rng(SeedSequence([seed, 0xADA7, zlib.crc32(defect_type)]))``; the first ``M`` of the
+    permutation are held out of the test set, the first ``N`` of those go to training. The
+    permutation depends on the seed and the set of files only (not on ``N`` or ``M``, not on file
+    order), so draws are nested: with one seed the ``N = 1`` pick is in the ``N = 2`` pick, which
+    is in the ``N = 4`` pick, and runs with ``N = 0, 1, 2, 4`` and the same ``M = 4`` are evaluated
+    on exactly the same test images. Leak-free: no image used for training is ever evaluated (the
+    ``N`` training anomalies are among the ``M`` held out). A defect type with fewer than ``M``
+    anomalies is a :class:`~adlib.data.DataError`; one with exactly ``M`` leaves none of its
+    anomalies in the test set (allowed, with a warning). Normalisation (:func:`check_protocol`):
+    when either number is non-zero both keys are stored (``real_holdout`` alone means ``N = 0``: a
+    reduced test set, the normal-only baseline of a series); ``N = M = 0`` is the standard protocol
+    and both keys are dropped. It combines with ``shots`` (the normal images are drawn first, the
+    anomalies added after); it cannot be combined with ``contamination`` (both move test anomalies
+    into training).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +81,10 @@ from .synthesis.contamination import (
 log = logging.getLogger(__name__)
 
 #: the protocol keys this version understands
-KEYS = ("shots", "contamination", "contamination_protocol")
+KEYS = ("shots", "contamination", "contamination_protocol", "real_anomalies", "real_holdout")
+
+#: the fixed entry of the real-anomaly draw's seed sequence (module docstring)
+REAL_ANOMALY_MAGIC = 0xADA7
 
 
 def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
@@ -84,6 +114,25 @@ def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
         else:
             out["contamination"] = float(eps)
             out["contamination_protocol"] = proto
+    if "real_anomalies" in out or "real_holdout" in out:
+        for name in ("real_anomalies", "real_holdout"):
+            if name in out:
+                v = out[name]
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                    raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        n = int(out.get("real_anomalies", 0))
+        m = int(out.get("real_holdout", n))
+        if m < n:
+            raise ValueError(f"real_holdout ({m}) must be at least real_anomalies ({n}): "
+                             "the training anomalies are drawn from the held-out ones")
+        if n == 0 and m == 0:  # nothing added, nothing removed: the standard protocol
+            out.pop("real_anomalies", None)
+            out.pop("real_holdout", None)
+        else:
+            out["real_anomalies"], out["real_holdout"] = n, m
+            if "contamination" in out:
+                raise ValueError("real_anomalies/real_holdout cannot be combined with contamination: "
+                                 "both protocols move test anomalies into training")
     return out
 
 
@@ -149,10 +198,76 @@ def contaminated(train_ds: AnomalyDataset, test_ds: AnomalyDataset, eps: float, 
     return train, test, detail
 
 
+def real_anomaly_order(n_candidates: int, seed: int, defect_type: str) -> np.ndarray:
+    """The permutation of a defect type's ``n_candidates`` anomalous test records (sorted by
+    path) from ``default_rng(SeedSequence([seed, REAL_ANOMALY_MAGIC, crc32(defect_type)]))``:
+    its first ``M`` are held out of the test set, its first ``N`` go to training."""
+    tag = zlib.crc32(str(defect_type).encode("utf-8"))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), REAL_ANOMALY_MAGIC, tag]))
+    return rng.permutation(int(n_candidates))
+
+
+def real_anomalies(train_ds: AnomalyDataset, test_ds: AnomalyDataset, n: int, seed: int,
+                   holdout: int | None = None) -> tuple[AnomalyDataset, AnomalyDataset, dict[str, Any]]:
+    """``train_ds`` plus ``n`` labelled test anomalies per defect type, ``test_ds`` less
+    ``holdout`` (default ``n``) anomalies per defect type, and what was done (module docstring).
+
+    The added records are the test records themselves (label 1, defect type, mask file), so the
+    training set reads them with their label and true mask. ``detail``: ``n_real_anomalies``
+    (added to training, all types), ``real_anomaly_files``, ``n_held_out``, ``held_out_files``
+    (removed from the test set, the training ones included), ``test_images``."""
+    p = check_protocol({"real_anomalies": n, "real_holdout": holdout})
+    n, m = p.get("real_anomalies", 0), p.get("real_holdout", 0)
+    by_type: dict[str, list] = {}
+    for r in test_ds.records:
+        if int(r.label) == 1:
+            by_type.setdefault(r.defect_type, []).append(r)
+    where = f"{test_ds.name}/{test_ds.category}/{test_ds.split}"
+    if m > 0 and not by_type:
+        raise DataError(f"{where}: no anomalous test images to draw real anomalies from")
+    added, held = [], []
+    for defect in sorted(by_type):
+        cands = sorted(by_type[defect], key=lambda r: str(r.image_path))
+        if len(cands) < m:
+            raise DataError(f"{where}: defect type {defect!r} has {len(cands)} anomalous test images, "
+                            f"fewer than real_holdout = {m} (real_anomalies = {n}) asks to hold out")
+        if m and len(cands) == m:
+            log.warning("real anomalies: all %d %r anomalies of %s are held out; none is left in the test set",
+                        m, defect, where)
+        order = real_anomaly_order(len(cands), seed, defect)
+        picked = [cands[int(i)] for i in order[:m]]
+        held += picked
+        added += picked[:n]
+    held_paths = {str(r.image_path) for r in held}
+    train = dataclasses.replace(train_ds, records=list(train_ds.records) + added) if added else train_ds
+    test = dataclasses.replace(test_ds, records=[r for r in test_ds.records if str(r.image_path) not in held_paths]) \
+        if held else test_ds
+    detail = {"n_real_anomalies": len(added), "real_anomaly_files": [_short(r.image_path) for r in added],
+              "n_held_out": len(held), "held_out_files": [_short(r.image_path) for r in held],
+              "test_images": len(test)}
+    log.info("real anomalies: %d per defect type (%d in all) added as labelled anomalies to %d training images of "
+             "%s/%s (seed %d); %d per defect type held out, test %d -> %d",
+             n, len(added), len(train_ds), train_ds.name, train_ds.category, seed, m, len(test_ds), len(test))
+    return train, test, detail
+
+
+def check_method_accepts(protocol: dict[str, Any] | None, model) -> None:
+    """``ValueError`` when ``protocol`` adds labelled anomalies to the training set of a method that
+    does not read training labels (it would train on them as normal images). A method opts in
+    with a true ``uses_training_labels`` attribute (ADTR)."""
+    p = check_protocol(protocol)
+    if p.get("real_anomalies") and not getattr(model, "uses_training_labels", False):
+        raise ValueError(f"protocol real_anomalies={p['real_anomalies']} adds labelled anomalies to the training set, "
+                         f"but {getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
+                         "train on them as normal images; use real_holdout alone for a reduced test set")
+
+
 def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, test_ds: AnomalyDataset,
                    seed: int) -> tuple[AnomalyDataset, AnomalyDataset, dict[str, Any]]:
     """``(train_ds, test_ds, detail)`` under ``protocol``; ``detail`` records what was done
-    (for ``shots``: the chosen training files, relative to the dataset's folder where possible)."""
+    (for ``shots``: the chosen training files, relative to the dataset's folder where possible;
+    for ``contamination`` and ``real_anomalies``: the files moved, see :func:`contaminated` and
+    :func:`real_anomalies`). ``shots`` is applied first, then the anomalies are added."""
     p = check_protocol(protocol)
     detail: dict[str, Any] = dict(p)
     if "shots" in p:
@@ -162,6 +277,9 @@ def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, te
     if "contamination" in p:
         train_ds, test_ds, more = contaminated(train_ds, test_ds, p["contamination"], seed, p["contamination_protocol"])
         detail.update(more)
+    if "real_anomalies" in p:  # after shots: the normal images are drawn first
+        train_ds, test_ds, more = real_anomalies(train_ds, test_ds, p["real_anomalies"], seed, p["real_holdout"])
+        detail.update(more)
     return train_ds, test_ds, detail
 
 
@@ -170,4 +288,5 @@ def _short(path) -> str:
     return "/".join(parts[-4:])
 
 
-__all__ = ["KEYS", "ContaminatedDataset", "apply_protocol", "check_protocol", "contaminated", "few_shot", "few_shot_indices"]
+__all__ = ["KEYS", "REAL_ANOMALY_MAGIC", "ContaminatedDataset", "apply_protocol", "check_method_accepts", "check_protocol", "contaminated",
+           "few_shot", "few_shot_indices", "real_anomalies", "real_anomaly_order"]

@@ -354,13 +354,14 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
     from .data import get_dataset
     from .models import build, evaluate
     from .profiles import resolve_device
-    from .protocols import apply_protocol
+    from .protocols import apply_protocol, check_method_accepts
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device, job.profile)
     key = job.key()
     model = build(job.method, job.profile, **{**job.options, "seed": job.seed, "data_root": data_root})
+    check_method_accepts(dict(job.protocol), model)
     train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=model.transform)
     test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=model.transform)
     train_ds, test_ds, protocol = apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)

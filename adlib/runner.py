@@ -27,7 +27,7 @@ from .io import atomic_write_json
 from .models import build, evaluate, load
 from .paths import repo_root
 from .profiles import get_profile, resolve_device
-from .protocols import apply_protocol
+from .protocols import apply_protocol, check_method_accepts
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ class RunSpec:
         if self.protocol.get("contamination"):
             proto = self.protocol.get("contamination_protocol", "leak-free")
             parts.append(f"eps{self.protocol['contamination']:g}" + ("-released" if proto == "released" else ""))
+        if self.protocol.get("real_anomalies") or self.protocol.get("real_holdout"):
+            n = int(self.protocol.get("real_anomalies") or 0)
+            m = n if self.protocol.get("real_holdout") is None else int(self.protocol["real_holdout"])
+            parts.append(f"real{n}" + (f"-of{m}" if m != n else ""))
         if parts:
             d = d / "-".join(parts + [f"seed{self.overrides.get('seed', 0)}"])
         return d
@@ -99,6 +103,7 @@ def train(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     get_profile(spec.profile)
     device = resolve_device(spec.device, spec.profile)
     model = build(spec.method, spec.profile, **{"data_root": spec.data_root, **spec.overrides})
+    check_method_accepts(spec.protocol, model)
     train_ds = get_dataset(spec.dataset, spec.category, "train", root=spec.data_root, transform=model.transform)
     test_ds = get_dataset(spec.dataset, spec.category, "test", root=spec.data_root, transform=model.transform)
     train_ds, _, protocol = apply_protocol(spec.protocol, train_ds, test_ds, int(model.cfg.seed))

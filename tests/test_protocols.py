@@ -155,3 +155,162 @@ def test_a_contaminated_job_runs_through_the_store_and_cli(data_root, tmp_path):
     run = out / "patchcore" / "synth" / "wood" / "eps0.2-seed3"
     assert json.loads((run / "train.json").read_text())["train_images"] == 10
     assert json.loads((run / "metrics.json").read_text())["test_images"] == full_test - 2
+
+
+# ------------------------------------------------------------------------------ real anomalies
+
+
+@pytest.fixture(scope="module")
+def data_root5(tmp_path_factory):
+    """wood with 5 anomalies per defect type (enough for nested draws with a holdout of 4)."""
+    root = tmp_path_factory.mktemp("proto_data5")
+    generate_benchmark(root, categories=["wood"], n_train=8, n_test_good=4, n_per_defect=5, size=64, progress=False)
+    return root
+
+
+def _splits(root, size=32):
+    from adlib.data import ImageTransform
+
+    tf = ImageTransform(resize=size, crop=None, normalize=False)
+    return (get_dataset("synth", "wood", "train", root=root, transform=tf),
+            get_dataset("synth", "wood", "test", root=root, transform=tf))
+
+
+def _anomaly_counts(ds):
+    return Counter(r.defect_type for r in ds.records if r.label == 1)
+
+
+def test_check_protocol_real_anomalies_normalisation_and_errors():
+    assert check_protocol({"real_anomalies": 2}) == {"real_anomalies": 2, "real_holdout": 2}
+    assert check_protocol({"real_anomalies": np.int64(1), "real_holdout": 4}) == {"real_anomalies": 1, "real_holdout": 4}
+    assert check_protocol({"real_holdout": 3}) == {"real_anomalies": 0, "real_holdout": 3}  # holdout alone: N = 0
+    assert check_protocol({"real_anomalies": 0, "real_holdout": 3}) == {"real_anomalies": 0, "real_holdout": 3}
+    for trivial in ({"real_anomalies": 0}, {"real_holdout": 0}, {"real_anomalies": 0, "real_holdout": 0},
+                    {"real_anomalies": None, "real_holdout": None}, {"real_anomalies": 0, "real_holdout": None}):
+        assert check_protocol(trivial) == {}, trivial
+    with pytest.raises(ValueError, match=r"real_holdout \(2\) must be at least real_anomalies \(3\)"):
+        check_protocol({"real_anomalies": 3, "real_holdout": 2})
+    for key in ("real_anomalies", "real_holdout"):
+        for bad in (-1, 1.5, 2.0, True, "2"):
+            with pytest.raises(ValueError, match=f"{key} must be a non-negative integer, got {bad!r}"):
+                check_protocol({key: bad})
+    # with shots: fine; with contamination: rejected (unless one of them is the standard protocol)
+    assert check_protocol({"shots": 4, "real_anomalies": 1}) == {"shots": 4, "real_anomalies": 1, "real_holdout": 1}
+    with pytest.raises(ValueError, match="both protocols move test anomalies into training"):
+        check_protocol({"contamination": 0.1, "real_anomalies": 1})
+    with pytest.raises(ValueError, match="cannot be combined with contamination"):
+        check_protocol({"contamination": 0.1, "real_holdout": 2})
+    assert check_protocol({"contamination": 0.0, "real_anomalies": 1}) == {"real_anomalies": 1, "real_holdout": 1}
+    assert check_protocol({"contamination": 0.1, "real_anomalies": 0}) == {"contamination": 0.1, "contamination_protocol": "leak-free"}
+
+
+def test_real_anomalies_are_added_labelled_with_their_masks(data_root, caplog):
+    from adlib.protocols import real_anomalies
+
+    train, test = _splits(data_root)
+    types = sorted(_anomaly_counts(test))
+    assert len(types) == 4 and set(_anomaly_counts(test).values()) == {2}
+    with caplog.at_level("WARNING", logger="adlib.protocols"):
+        tr, te, d = real_anomalies(train, test, 1, seed=0, holdout=2)  # holds out every anomaly: warned
+    assert sum("none is left in the test set" in r.getMessage() for r in caplog.records) == 4
+    assert len(tr) == len(train) + 4 and _anomaly_counts(tr) == {t: 1 for t in types}
+    assert len(te) == len(test) - 8 and _anomaly_counts(te) == {} and te.labels.tolist() == [0] * 4
+    assert tr.records[:len(train)] == train.records and train.labels.sum() == 0 and len(test) == 12  # inputs untouched
+    assert d["n_real_anomalies"] == 4 and d["n_held_out"] == 8 and d["test_images"] == len(te)
+    assert len(d["real_anomaly_files"]) == 4 and set(d["real_anomaly_files"]) <= set(d["held_out_files"])
+    assert all(f.split("/")[0] == "wood" and f.split("/")[1] == "test" for f in d["held_out_files"])
+    test_index = {str(r.image_path): i for i, r in enumerate(test.records)}
+    for i in range(len(train), len(tr)):
+        s = tr[i]
+        ref = test[test_index[s.path]]
+        assert s.label == 1 and s.defect_type == ref.defect_type != "good"
+        assert float(s.mask.sum()) > 0 and torch.equal(s.mask, ref.mask) and torch.equal(s.image, ref.image)
+    assert tr[0].label == 0 and float(tr[0].mask.sum()) == 0.0
+    # N = 0 with a holdout: the training set is the very same, the test set reduced
+    tr0, te0, d0 = real_anomalies(train, test, 0, seed=0, holdout=1)
+    assert tr0.records == train.records and d0["n_real_anomalies"] == 0 and len(te0) == len(test) - 4
+
+
+def test_real_anomaly_draw_is_nested_seeded_order_free_and_leak_free(data_root5):
+    from adlib.protocols import real_anomalies
+
+    train, test = _splits(data_root5)
+    types = sorted(_anomaly_counts(test))
+    assert set(_anomaly_counts(test).values()) == {5}
+    runs = {n: real_anomalies(train, test, n, seed=7, holdout=4) for n in range(5)}
+    test_sets = {n: [str(r.image_path) for r in te.records] for n, (_, te, _) in runs.items()}
+    added = {n: {str(r.image_path) for r in tr.records[len(train):]} for n, (tr, _, _) in runs.items()}
+    for n, (tr, te, d) in runs.items():
+        assert test_sets[n] == test_sets[0]  # every N is evaluated on the same images
+        assert _anomaly_counts(te) == {t: 1 for t in types} and len(te) == len(test) - 16
+        assert _anomaly_counts(tr) == ({t: n for t in types} if n else {}) and len(tr) == len(train) + 4 * n
+        assert not {str(r.image_path) for r in tr.records} & set(test_sets[n])  # leak-free
+        assert d["held_out_files"] == runs[0][2]["held_out_files"]
+    for n in range(4):
+        assert added[n] < added[n + 1]  # nested: the N pick is in the N+1 pick
+    # the held-out set is nested across M too, and does not depend on the record order
+    held2 = set(real_anomalies(train, test, 0, seed=7, holdout=2)[2]["held_out_files"])
+    assert held2 < set(runs[4][2]["held_out_files"])
+    import dataclasses
+
+    rev = dataclasses.replace(test, records=test.records[::-1])
+    tr_rev, te_rev, _ = real_anomalies(train, rev, 2, seed=7, holdout=4)
+    assert {str(r.image_path) for r in tr_rev.records[len(train):]} == added[2]
+    assert {str(r.image_path) for r in te_rev.records} == set(test_sets[2])
+    # other seeds draw other anomalies
+    draws = {tuple(real_anomalies(train, test, 2, seed=s, holdout=4)[2]["real_anomaly_files"]) for s in range(6)}
+    assert len(draws) > 1
+    # apply_protocol gives the same split
+    tr_a, te_a, d_a = apply_protocol({"real_anomalies": 2, "real_holdout": 4}, train, test, seed=7)
+    assert [r.image_path for r in tr_a.records] == [r.image_path for r in runs[2][0].records]
+    assert [r.image_path for r in te_a.records] == [r.image_path for r in runs[2][1].records]
+    assert d_a["real_anomalies"] == 2 and d_a["real_holdout"] == 4 and d_a["n_real_anomalies"] == 8
+    json.dumps(d_a)
+
+
+def test_real_anomalies_too_few_names_the_defect_type(data_root):
+    from adlib.protocols import real_anomalies
+
+    train, test = _splits(data_root)
+    with pytest.raises(DataError, match=r"synth/wood/test: defect type 'color' has 2 anomalous test images, "
+                                        r"fewer than real_holdout = 3 \(real_anomalies = 1\)"):
+        real_anomalies(train, test, 1, seed=0, holdout=3)
+    with pytest.raises(DataError, match="fewer than real_holdout = 3"):
+        apply_protocol({"real_anomalies": 3}, train, test, seed=0)
+    with pytest.raises(ValueError, match=r"real_holdout \(1\) must be at least real_anomalies \(2\)"):
+        real_anomalies(train, test, 2, seed=0, holdout=1)
+
+
+def test_real_anomalies_with_shots_and_not_with_contamination(data_root):
+    train, test = _splits(data_root)
+    tr, te, d = apply_protocol({"shots": 3, "real_anomalies": 1}, train, test, seed=1)
+    assert [r.image_path for r in tr.records[:3]] == [r.image_path for r in few_shot(train, 3, seed=1).records]
+    assert tr.labels.tolist() == [0, 0, 0, 1, 1, 1, 1] and len(d["train_files"]) == 3
+    assert d["n_real_anomalies"] == 4 and len(te) == len(test) - 4 and d["test_images"] == len(te)
+    with pytest.raises(ValueError, match="both protocols move test anomalies into training"):
+        apply_protocol({"contamination": 0.2, "real_anomalies": 1}, train, test, seed=1)
+
+
+def test_real_anomalies_run_dir_and_job_key(tmp_path):
+    from adlib.runner import RunSpec
+
+    def name(protocol):
+        return RunSpec("patchcore", "synth", "wood", out=str(tmp_path), overrides={"seed": 3}, protocol=protocol).run_dir()
+
+    base = name({})
+    assert base == tmp_path / "patchcore" / "synth" / "wood"
+    assert name({"real_anomalies": 2, "real_holdout": 4}) == base / "real2-of4-seed3"
+    assert name({"real_anomalies": 2, "real_holdout": 2}) == base / "real2-seed3"
+    assert name({"real_anomalies": 2}) == base / "real2-seed3"
+    assert name({"real_anomalies": 0, "real_holdout": 4}) == base / "real0-of4-seed3"
+    assert name({"shots": 4, "real_anomalies": 1, "real_holdout": 4}) == base / "shots4-real1-of4-seed3"
+
+    full = Job.make("patchcore", "synth", "wood", **FAST)
+    job = Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 1, "real_holdout": 2}, **FAST)
+    assert job.key()["protocol"] == {"real_anomalies": 1, "real_holdout": 2}
+    assert job.key()["config_hash"] != full.key()["config_hash"]
+    assert job.key()["config_hash"] != Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 1}, **FAST).key()["config_hash"]
+    assert Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 2}, **FAST) == \
+        Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 2, "real_holdout": 2}, **FAST)
+    assert Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 0}, **FAST).key() == full.key()
+    assert "real_anomalies=1" in str(job) and "real_holdout=2" in str(job)

@@ -55,7 +55,7 @@ def register(name: str) -> Callable[[type], type]:
 
 
 #: modules under adlib.models that register methods when imported
-METHOD_MODULES = ("glass", "patchcore", "pouta", "adl")
+METHOD_MODULES = ("glass", "patchcore", "pouta", "adl", "adtr")
 
 
 def _load_all() -> None:
