@@ -53,14 +53,34 @@ normal training images, the whole test split.
     and both keys are dropped. It combines with ``shots`` (the normal images are drawn first, the
     anomalies added after); it cannot be combined with ``contamination`` (both move test anomalies
     into training).
+
+``outliers`` (ADTR+ outlier exposure, CIFAR-10 Table 3)
+    ``outliers = "cifar100"`` (the only source so far): as many CIFAR-100 training images as there
+    are normal training images (after ``shots``, if any; 5000 for a CIFAR-10 class, the paper's
+    natural reading) are added to the training set as *labelled* anomalies: label 1, defect type
+    ``"outlier"``, zero mask (they are unrelated images, so only their image-level label means
+    anything). The test set is unchanged. CIFAR-100 is looked for (``cifar-100-python``,
+    ``cifar100``, ``CIFAR100``) beside the training data: in the nearest ancestor folder of the
+    first training file that holds it, i.e. the training dataset's data root. The draw: the 50000
+    CIFAR-100 training records in file order, permuted by ``default_rng(SeedSequence([seed,
+    0x0E17]))`` (:data:`OUTLIER_MAGIC`); the first ``n`` are taken (and appended in file order),
+    so draws are uniform without replacement, depend on the seed only, and are nested across
+    ``n`` (a 4-shot run's outliers are among an 8-shot run's with the same seed). ``detail``:
+    ``n_outliers``, ``outlier_source`` (the CIFAR-100 file) and ``outlier_rows_sha1`` (a digest
+    of the chosen rows, sorted). Like ``real_anomalies``, it is refused for a method that does not
+    read training labels (:func:`check_method_accepts`), and it cannot be combined with
+    ``contamination`` or ``real_anomalies`` / ``real_holdout`` (one source of training anomalies
+    per run).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,10 +101,16 @@ from .synthesis.contamination import (
 log = logging.getLogger(__name__)
 
 #: the protocol keys this version understands
-KEYS = ("shots", "contamination", "contamination_protocol", "real_anomalies", "real_holdout")
+KEYS = ("shots", "contamination", "contamination_protocol", "real_anomalies", "real_holdout", "outliers")
 
 #: the fixed entry of the real-anomaly draw's seed sequence (module docstring)
 REAL_ANOMALY_MAGIC = 0xADA7
+
+#: the fixed entry of the outlier-exposure draw's seed sequence (module docstring)
+OUTLIER_MAGIC = 0x0E17
+
+#: outlier sources of the ``outliers`` protocol: value -> (dataset, category, split)
+OUTLIER_SOURCES = {"cifar100": ("cifar100", "all", "train")}
 
 
 def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,6 +159,12 @@ def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
             if "contamination" in out:
                 raise ValueError("real_anomalies/real_holdout cannot be combined with contamination: "
                                  "both protocols move test anomalies into training")
+    if "outliers" in out:
+        if out["outliers"] not in OUTLIER_SOURCES:
+            raise ValueError(f"outliers must be one of {tuple(OUTLIER_SOURCES)}, got {out['outliers']!r}")
+        clash = [k for k in ("contamination", "real_anomalies") if k in out]
+        if clash:
+            raise ValueError(f"outliers cannot be combined with {clash[0]}: one source of training anomalies per run")
     return out
 
 
@@ -251,6 +283,49 @@ def real_anomalies(train_ds: AnomalyDataset, test_ds: AnomalyDataset, n: int, se
     return train, test, detail
 
 
+def _outlier_root(train_ds: AnomalyDataset, dataset: str) -> Path:
+    """The data root holding ``dataset``: the nearest ancestor of the first training file that does."""
+    from .data import DATASETS, dataset_dir
+
+    first = Path(str(train_ds.records[0].image_path))
+    for folder in first.parents:
+        try:
+            dataset_dir(dataset, folder)
+        except DataError:
+            continue
+        return folder
+    raise DataError(f"outliers={dataset}: {dataset} not found beside the training data: no ancestor folder of {first} "
+                    f"holds {', '.join(DATASETS[dataset].dirnames)}")
+
+
+def outlier_exposure(train_ds: AnomalyDataset, source: str, seed: int) -> tuple[AnomalyDataset, dict[str, Any]]:
+    """``train_ds`` plus as many labelled outliers from ``source`` as it has normal images (module
+    docstring), and what was done (``n_outliers``, ``outlier_source``, ``outlier_rows_sha1``)."""
+    from .data import get_dataset
+    from .data.cifar import OUTLIER, CifarDataset
+
+    name, category, split = OUTLIER_SOURCES[check_protocol({"outliers": source})["outliers"]]
+    n = int((train_ds.labels == 0).sum())
+    src = get_dataset(name, category, split, root=_outlier_root(train_ds, name), transform=train_ds.transform)
+    if n > len(src):
+        raise DataError(f"outliers={source}: {n} outliers asked for (one per normal training image), "
+                        f"but {name} {split} has only {len(src)} images")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), OUTLIER_MAGIC]))
+    rows = np.sort(rng.permutation(len(src))[:n])
+    added = [dataclasses.replace(src.records[int(i)], label=1, defect_type=OUTLIER) for i in rows]
+    if isinstance(train_ds, CifarDataset):
+        train = dataclasses.replace(train_ds, records=list(train_ds.records) + added)
+    else:  # an image-file dataset: a CifarDataset reads its file records as before, and the outliers
+        fields = {f.name: getattr(train_ds, f.name) for f in dataclasses.fields(AnomalyDataset)}
+        train = CifarDataset(**{**fields, "records": list(train_ds.records) + added})
+    files = sorted({str(getattr(r, "file", "")) for r in added})
+    detail = {"n_outliers": n, "outlier_source": ", ".join(_short(f) for f in files) or name,
+              "outlier_rows_sha1": hashlib.sha1(rows.astype(np.int64).tobytes()).hexdigest()}
+    log.info("outlier exposure: %d %s images added as labelled anomalies to the %d normal training images of %s/%s "
+             "(seed %d)", n, name, n, train_ds.name, train_ds.category, seed)
+    return train, detail
+
+
 def check_method_accepts(protocol: dict[str, Any] | None, model) -> None:
     """``ValueError`` when ``protocol`` adds labelled anomalies to the training set of a method that
     does not read training labels (it would train on them as normal images). A method opts in
@@ -260,6 +335,10 @@ def check_method_accepts(protocol: dict[str, Any] | None, model) -> None:
         raise ValueError(f"protocol real_anomalies={p['real_anomalies']} adds labelled anomalies to the training set, "
                          f"but {getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
                          "train on them as normal images; use real_holdout alone for a reduced test set")
+    if p.get("outliers") and not getattr(model, "uses_training_labels", False):
+        raise ValueError(f"protocol outliers={p['outliers']} adds labelled outliers to the training set, but "
+                         f"{getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
+                         "train on them as normal images")
 
 
 def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, test_ds: AnomalyDataset,
@@ -267,7 +346,8 @@ def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, te
     """``(train_ds, test_ds, detail)`` under ``protocol``; ``detail`` records what was done
     (for ``shots``: the chosen training files, relative to the dataset's folder where possible;
     for ``contamination`` and ``real_anomalies``: the files moved, see :func:`contaminated` and
-    :func:`real_anomalies`). ``shots`` is applied first, then the anomalies are added."""
+    :func:`real_anomalies`; for ``outliers``: see :func:`outlier_exposure`). ``shots`` is applied
+    first, then the anomalies are added."""
     p = check_protocol(protocol)
     detail: dict[str, Any] = dict(p)
     if "shots" in p:
@@ -280,6 +360,9 @@ def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, te
     if "real_anomalies" in p:  # after shots: the normal images are drawn first
         train_ds, test_ds, more = real_anomalies(train_ds, test_ds, p["real_anomalies"], seed, p["real_holdout"])
         detail.update(more)
+    if "outliers" in p:  # after shots: as many outliers as normal images drawn
+        train_ds, more = outlier_exposure(train_ds, p["outliers"], seed)
+        detail.update(more)
     return train_ds, test_ds, detail
 
 
@@ -288,5 +371,6 @@ def _short(path) -> str:
     return "/".join(parts[-4:])
 
 
-__all__ = ["KEYS", "REAL_ANOMALY_MAGIC", "ContaminatedDataset", "apply_protocol", "check_method_accepts", "check_protocol", "contaminated",
-           "few_shot", "few_shot_indices", "real_anomalies", "real_anomaly_order"]
+__all__ = ["KEYS", "OUTLIER_MAGIC", "OUTLIER_SOURCES", "REAL_ANOMALY_MAGIC", "ContaminatedDataset", "apply_protocol",
+           "check_method_accepts", "check_protocol", "contaminated", "few_shot", "few_shot_indices", "outlier_exposure",
+           "real_anomalies", "real_anomaly_order"]

@@ -71,6 +71,8 @@ class RunSpec:
             n = int(self.protocol.get("real_anomalies") or 0)
             m = n if self.protocol.get("real_holdout") is None else int(self.protocol["real_holdout"])
             parts.append(f"real{n}" + (f"-of{m}" if m != n else ""))
+        if self.protocol.get("outliers"):
+            parts.append(f"oe-{self.protocol['outliers']}")
         if parts:
             d = d / "-".join(parts + [f"seed{self.overrides.get('seed', 0)}"])
         return d

@@ -349,6 +349,28 @@ def test_save_load_and_exact_resume_across_the_two_stages(data_root, tmp_path):
         build("adtr", "smoke", variant="pixel", anomalies="real", **{**TINY, "alpha": 0.1}).fit(tr, progress=False, checkpoint_dir=ck)
 
 
+def test_the_normal_stage_cache_gives_exactly_the_uncached_numbers(data_root):
+    from adlib.models import adtr as mod
+
+    kw = dict(TINY, dropout=0.1, variant="pixel")  # dropout: the epoch-seeded global RNG matters too
+    mod._NORMAL_STAGES.clear()
+    cold = build("adtr", "smoke", **kw)
+    tr, te = _splits(cold, data_root)
+    cold.fit(tr, progress=False)
+    ref = cold.predict(te, progress=False)
+    assert not cold.normal_stage_cached
+    mod._NORMAL_STAGES.clear()
+    build("adtr", "smoke", **{**kw, "variant": "normal"}).fit(tr, progress=False)  # trains and caches the stage
+    warm = build("adtr", "smoke", **kw)
+    warm.fit(tr, progress=False)
+    assert warm.normal_stage_cached and warm.info()["normal_stage_cached"]
+    np.testing.assert_array_equal(warm.predict(te, progress=False).maps, ref.maps)
+    # a different normal-stage setting is a different entry
+    other = build("adtr", "smoke", **{**kw, "lr": 1e-4})
+    other.fit(tr, progress=False)
+    assert not other.normal_stage_cached
+
+
 # ----------------------------------------------------------------------------------------------
 # Training on a built-in category
 

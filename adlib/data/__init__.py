@@ -7,9 +7,9 @@ Every dataset lives in a sub-folder of the data root (argument, else ``$ADLIB_DA
 ``<repo>/data``); :data:`DATASETS` lists the folder names each one is looked for under, in order.
 The root may also be the dataset folder itself.
 
-========== ============================================== =========================================
+========== ============================================== ================================================
 name       layout                                         folder names under the data root
-========== ============================================== =========================================
+========== ============================================== ================================================
 mvtec      MVTec AD                                       mvtec, mvtec_anomaly_detection, MVTec-AD
 mpdd       MVTec AD layout                                mpdd, MPDD
 wfdd       MVTec AD layout                                wfdd, WFDD
@@ -18,9 +18,14 @@ mad-sys    MVTec AD layout                                mad-sys, MAD-Sys, MAD_
 visa       VisA as shipped (split CSV, Data/Images, ...)  visa, VisA, VisA_20220922
 dagm       DAGM 2007 (ClassN/Train|Test, Label/)          dagm, DAGM, DAGM2007
 dtd        DTD (images/<class>/*.jpg), textures only      dtd, DTD
+cifar10    CIFAR-10 python pickles, one class vs. rest    cifar-10-batches-py, cifar10, CIFAR10, cifar-10
+cifar100   CIFAR-100 python pickles, outlier source only  cifar-100-python, cifar100, CIFAR100
 synth      built-in benchmark (MVTec AD layout)           synth
 synth-weak built-in weak-defect benchmark                 synth-weak
-========== ============================================== =========================================
+========== ============================================== ================================================
+
+CIFAR images live in memory, not in files: a sample's ``path`` is ``<batch file>#<row>`` (see
+:mod:`adlib.data.cifar`); ``cifar100`` has the one category ``all`` (outlier exposure).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from .base import (
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    layout: str  # module under adlib.data providing looks_like / categories / index
+    layout: str  # module under adlib.data providing looks_like / categories / index, or "module:object"
     dirnames: tuple[str, ...]
     description: str
     source: str = ""  # shown wherever the data is used
@@ -64,6 +69,10 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("visa", "visa", ("visa", "VisA", "VisA_20220922"), "VisA"),
         DatasetSpec("dagm", "dagm", ("dagm", "DAGM", "DAGM2007", "DAGM_KaggleUpload"), "DAGM 2007"),
         DatasetSpec("dtd", "dtd", ("dtd", "DTD"), "Describable Textures Dataset (texture source)"),
+        DatasetSpec("cifar10", "cifar:cifar10", ("cifar-10-batches-py", "cifar10", "CIFAR10", "cifar-10"),
+                    "CIFAR-10 (one class normal, the nine others anomalous)"),
+        DatasetSpec("cifar100", "cifar:cifar100", ("cifar-100-python", "cifar100", "CIFAR100"),
+                    "CIFAR-100 (outlier source for outlier exposure)"),
         DatasetSpec(
             "synth",
             "mvtec",
@@ -90,7 +99,10 @@ def _spec(name: str) -> DatasetSpec:
 
 
 def _layout(spec: DatasetSpec):
-    return importlib.import_module(f"{__name__}.{spec.layout}")
+    """The layout module, or for ``"module:object"`` that object of it (one module, several layouts)."""
+    module, _, obj = spec.layout.partition(":")
+    mod = importlib.import_module(f"{__name__}.{module}")
+    return getattr(mod, obj) if obj else mod
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
@@ -152,8 +164,9 @@ def get_dataset(
     if spec.layout == "dtd":
         raise DataError("dtd is a texture source, not an anomaly dataset: use adlib.data.textures.texture_source()")
     path = dataset_dir(name, root)
-    records = _layout(spec).index(path, category, split)
-    return AnomalyDataset(
+    layout = _layout(spec)
+    records = layout.index(path, category, split)
+    return getattr(layout, "dataset_class", AnomalyDataset)(
         records,
         transform or ImageTransform(),
         name=spec.name,

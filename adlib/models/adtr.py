@@ -76,7 +76,9 @@ Push-pull adaptation (ADTR+, the excerpt's Eq. 6-9; ``variant``)
       (:func:`adlib.synthesis.confetti.confetti_noise`) on that normal image, labelled at the
       pixels it changed; ``"real"``: a uniformly drawn real labelled anomaly of the training set
       (``adlib.protocols`` ``real_anomalies``: a few per defect type taken from the test split,
-      leak-free) with its ground-truth mask. Image labels use ``y = 1`` for a replaced sample.
+      leak-free, or outlier images, protocol ``outliers``) with its ground-truth mask (an anomaly
+      without a mask, e.g. an outlier image, is anomalous at every position). Image labels use
+      ``y = 1`` for a replaced sample.
     - Grid labels (``grid_label``, *open*): ``"maxpool"`` (default; a cell is anomalous when any
       of its pixels is), ``"area"`` (>= half of it), ``"image"`` (every cell of an anomalous
       image, FCDD's ``malformed_normal``) (:func:`adlib.synthesis.confetti.confetti_grid_label`).
@@ -87,8 +89,11 @@ Push-pull adaptation (ADTR+, the excerpt's Eq. 6-9; ``variant``)
       ``-alpha log 1e-31``).
 
 Randomness: CPU ``torch.Generator`` streams seeded from ``seed`` (epoch permutation, mixing,
-confetti); checkpoints (``last.pt`` after every epoch) hold them with the optimiser state, so an
-interrupted fit resumes exactly.
+confetti); dropout draws from the global generator reseeded from ``(seed, epoch)`` at each epoch
+(inside ``fork_rng``, the caller's state is untouched). Checkpoints (``last.pt`` after every epoch)
+hold the streams with the optimiser state, so an interrupted fit resumes exactly. An adapted run
+(``adapt_from="normal"``) reuses a normal-only stage already trained in the same process with the
+same settings and data (an exact cache, see ``_NORMAL_STAGES``).
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import OrderedDict
 import os
 import time
 from dataclasses import dataclass
@@ -553,6 +559,15 @@ class ADTRConfig:
         return self.normal_epochs + (int(self.adapt_epochs) if self.adapting else 0)
 
 
+#: Normal-only stages finished in this process (key: :meth:`ADTR._normal_stage_key`): an adapted
+#: run (ADTR+, ``adapt_from="normal"``) starts from the normal-only model, which the normal-only run
+#: of the same seed (or another adapted run) may already have trained here. Every epoch's
+#: randomness is a function of (seed, epoch), so a cached stage is exactly the stage a fit would
+#: train: the numbers do not depend on whether the cache was hit (tested).
+_NORMAL_STAGES: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+_NORMAL_STAGES_MAX = 8
+
+
 def _seed_for(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(stream), 0xAD7]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -599,6 +614,7 @@ class ADTR:
         self.opt_stage = self._stage(0)
         self.optimizer = self._make_optimizer(self.opt_stage)
         self.train_counts: dict[str, int] = {}
+        self.normal_stage_cached = False
 
     # -- basics --------------------------------------------------------------------------------
     @property
@@ -719,11 +735,21 @@ class ADTR:
         f_normal = self.extract(normal_images)
         real = None
         if cfg.adapting and cfg.anomalies == "real":
-            real = (self.extract(images[~normal]), self._grid_labels(masks[~normal]).to(self.device))
+            y = self._grid_labels(masks[~normal])
+            empty = ~masks[~normal].flatten(1).any(1)
+            if empty.any():  # a labelled anomaly without a mask (e.g. an outlier image): all of it is anomalous
+                y[empty] = 1.0
+                log.info("%s: %d labelled anomalies without a mask are labelled anomalous everywhere", self.label, int(empty.sum()))
+            real = (self.extract(images[~normal]), y.to(self.device))
         log.info("%s: training on %s/%s (%d normal, %d labelled anomalies) for epochs %d..%d on %s", self.label,
                  getattr(train_ds, "name", "?"), getattr(train_ds, "category", "?"), int(normal.sum()), n_anom,
                  self.epoch + 1, cfg.total_epochs, self.device)
         uint8 = (normal_images * 255).round().clamp(0, 255).to(torch.uint8) if cfg.adapting else None
+        stage_key = self._normal_stage_key(f_normal)
+        if 0 < cfg.normal_epochs and self.epoch < cfg.normal_epochs and stage_key in _NORMAL_STAGES:
+            self._restore_normal_stage(_NORMAL_STAGES[stage_key])
+            _NORMAL_STAGES.move_to_end(stage_key)
+            log.info("%s: normal-only stage (%d epochs) taken from this process's cache", self.label, self.epoch)
         bar = tqdm(total=cfg.total_epochs, initial=self.epoch, desc=self.label, disable=not progress)
         try:
             while self.epoch < cfg.total_epochs:
@@ -731,8 +757,12 @@ class ADTR:
                     self.opt_stage = self._stage(self.epoch)
                     self.optimizer = self._make_optimizer(self.opt_stage)
                 te = time.perf_counter()
-                stats = self._run_epoch(f_normal, uint8, real)
+                with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
+                    torch.manual_seed(_seed_for(cfg.seed, 1000 + self.epoch))  # dropout: a function of (seed, epoch)
+                    stats = self._run_epoch(f_normal, uint8, real)
                 self.epoch += 1
+                if self.epoch == cfg.normal_epochs:
+                    self._remember_normal_stage(stage_key)
                 stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
                 self.history.append(stats)
                 log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
@@ -745,6 +775,42 @@ class ADTR:
         self.net.eval()
         log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
         return self
+
+    # -- the normal-only stage cache ----------------------------------------------------------
+    #: config fields that do not affect the normal-only stage
+    ADAPTATION_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "variant", "anomalies", "alpha", "k", "adapt_epochs", "adapt_lr", "adapt_from", "anomaly_prob", "grid_label",
+        "with_norm", "guard", "score_pool", "smooth_sigma", "data_root"})
+
+    def _normal_stage_key(self, f_normal: torch.Tensor) -> str:
+        """What determines the normal-only stage: the other config fields, the device type and the
+        normal training features (hence the images and the frozen backbone)."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256()
+        cfg = {k: v for k, v in self.cfg.as_dict().items() if k not in self.ADAPTATION_FIELDS}
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+        h.update(self.device.type.encode())
+        h.update(f_normal.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def _remember_normal_stage(self, key: str) -> None:
+        _NORMAL_STAGES[key] = {
+            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "shuffle": self.generators["shuffle"].get_state(),
+            "history": [dict(h) for h in self.history[: self.cfg.normal_epochs]],
+        }
+        _NORMAL_STAGES.move_to_end(key)
+        while len(_NORMAL_STAGES) > _NORMAL_STAGES_MAX:
+            _NORMAL_STAGES.popitem(last=False)
+
+    def _restore_normal_stage(self, entry: dict[str, Any]) -> None:
+        self.net.load_state_dict(entry["net"])
+        self.generators["shuffle"].set_state(entry["shuffle"])
+        self.history = [dict(h, cached=True) for h in entry["history"]]
+        self.epoch = int(self.cfg.normal_epochs)
+        self.normal_stage_cached = True
 
     def _run_epoch(self, f_normal: torch.Tensor, uint8: torch.Tensor | None, real) -> dict[str, float]:
         stage = self._stage(self.epoch)
@@ -911,6 +977,7 @@ class ADTR:
             "losses": {"normal": "L_norm"} | ({"adapt": "L_px (Eq. 7)" if c.variant == "pixel" else "L_img (Eq. 9)",
                                                 "anomalies": c.anomalies} if c.adapting else {}),
             "train_counts": dict(self.train_counts),
+            "normal_stage_cached": bool(self.normal_stage_cached),
             "selection": {"mode": "last-epoch", "epoch": self.epoch},
             "epochs_trained": self.epoch,
             "seconds_per_epoch": (round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None),

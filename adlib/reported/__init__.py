@@ -9,9 +9,12 @@ glass.csv     GLASS (``glass.md``): Tables 1-5. Fig. 8 is a plot whose values th
               not give (it only says the best range of r1 is [0.5, 1]), so it has no rows.
 pouta.csv     POUTA (``pouta.md``): Tables I-VI.
 adl.csv       ADL (``adl.md``): Tables 1-2.
-adtr.csv      ADTR (``adtr-excerpt.md``): header only. The excerpt (Eq. 6-9, Fig. 3 caption,
-              start of Sec. 4.1) prints no results; secondary-source numbers are not paper
-              numbers and are deliberately not transcribed.
+adtr.csv      ADTR (``adtr-excerpt.md``, ``adtr-facts.md``): the excerpt (Eq. 6-9, Fig. 3
+              caption, start of Sec. 4.1) prints no results. Only the numbers ``adtr-facts.md``
+              tags P or S3 (three secondary summaries agree) are transcribed, each with its tag in
+              ``note``: the means of Tables 1-3 for ADTR, ADTR+ and the S3 baselines (SPADE, TS,
+              KDAD). S2/S1 numbers (Table 4's ablations, the other baselines, per-category values)
+              are not reported numbers here.
 ============  ==========================================================================
 
 Columns (``paper,table,method,dataset,category,metric,value,setting,note``):
@@ -32,7 +35,7 @@ Columns (``paper,table,method,dataset,category,metric,value,setting,note``):
     name and the hyper-parameter goes into ``setting``.
 ``dataset``
     Lower-case, hyphenated id: ``mvtec``, ``visa``, ``mpdd``, ``wfdd``, ``mad-man``, ``mad-sys``,
-    ``dagm``. ``all`` for a number not tied to one dataset: an average across datasets (category
+    ``dagm``, ``cifar10`` (ADTR Table 3, one-class). ``all`` for a number not tied to one dataset: an average across datasets (category
     ``average``) or a cost such as throughput, FLOPs, parameters (category ``all``).
 ``category``
     The dataset's folder name (``metal_nut``, ``chewinggum``, ``pipe_fryum``, ``class1`` ...).
