@@ -312,6 +312,9 @@ def test_mix_batch_replaces_samples_with_labelled_anomalies(data_root):
         ok &= bool((fb[rep] != f[rep]).any())
     assert ok
     assert 0.3 < np.mean(shares) < 0.7  # 160 Bernoulli(0.5) draws
+    assert len(set(shares)) > 1  # the share varies from batch to batch
+    fixed = build("adtr", "smoke", variant="pixel", anomaly_prob=0.25, mix="fixed", **TINY)
+    assert {fixed.mix_batch(torch.arange(16), f, uint8, None)[2].sum().item() for _ in range(5)} == {4.0}
 
 
 def test_fit_needs_labelled_anomalies_for_real_sources(data_root):
@@ -392,16 +395,16 @@ def _fit_real(root, seed=0, **kw):
 def test_adtr_separates_defects_and_pixel_push_pull_with_real_anomalies_helps(data_root):
     """Calibrated on seeds 0-3 (smoke profile, this 128-px fixture): normal-only ADTR gives pixel
     AUROC 0.971-0.981 and image AUROC 0.88-1.0 on the held-out test set; pixel-label adaptation
-    with 2 real anomalies per type raises the held-out pixel AUROC on all four seeds (+0.006 to
-    +0.010) and the separation of the given anomalies' grid cells (+0.02 to +0.05); with the push
-    term removed (alpha = 0) both stay within 0.005 of normal-only. On a larger built-in split with
-    4 anomalies per type the held-out gain did not appear (see the closing note of issue 9): the
-    in-sample push is the robust effect, the held-out gain is this fixture's."""
+    with 2 real anomalies per type raises the held-out pixel AUROC on all four seeds (+0.005 to
+    +0.012) and, on three of them, the separation of the given anomalies' grid cells (+0.02 to
+    +0.05; seed 2: -0.001); with the push term removed (alpha = 0) the held-out pixel AUROC does
+    not rise (-0.005 to -0.001) nor does the in-sample separation. On a larger built-in split with
+    4 anomalies per type the held-out gain did not appear (see the closing note of issue 9)."""
     seen_n, normal = _fit_real(data_root, variant="normal")
     seen_p, pixel = _fit_real(data_root, variant="pixel")
     seen_0, no_push = _fit_real(data_root, variant="pixel", alpha=0.0)
     assert normal["image_auroc"] > 0.75 and normal["pixel_auroc"] > 0.9  # better than chance
-    assert seen_p > seen_n + 0.03 and abs(seen_0 - seen_n) < 0.01
+    assert seen_p > seen_n + 0.015 and seen_0 < seen_n + 0.005
     assert pixel["pixel_auroc"] > normal["pixel_auroc"] + 0.004
     assert no_push["pixel_auroc"] < normal["pixel_auroc"] + 0.002
 

@@ -71,7 +71,8 @@ Push-pull adaptation (ADTR+, the excerpt's Eq. 6-9; ``variant``)
       ``adapt_epochs`` only). The adaptation's optimiser is a fresh AdamW at ``adapt_lr``
       (*open*; 1e-4, 1e-5 offered), constant.
     - Mixing (*open*; FCDD's rule, F): each sample of a batch of normal training images is
-      replaced by an anomaly with probability ``anomaly_prob`` = 0.5.
+      replaced by an anomaly with probability ``anomaly_prob`` = 0.5 (``mix="bernoulli"``);
+      ``mix="fixed"`` replaces exactly ``round(anomaly_prob * B)`` samples of every batch.
     - Sources (``anomalies``): ``"confetti"``: FCDD confetti noise
       (:func:`adlib.synthesis.confetti.confetti_noise`) on that normal image, labelled at the
       pixels it changed; ``"real"``: a uniformly drawn real labelled anomaly of the training set
@@ -456,8 +457,9 @@ class ADTRConfig:
     """ADTR settings. Defaults (= ``paper`` profile): adtr-facts.md section 7 (EfficientNet-B4
     stages 1-5, 256 px, 16 x 16 grid, width 256, 4 + 4 layers, 8 heads, AdamW 1e-4, 500 epochs,
     x0.1 at 400, batch 16; ADTR+: 300 more epochs, alpha 0.003, k 20). ``smoke``: random-init
-    ResNet-18 stages 1-3 at 128 px on a 16 x 16 grid, width 64, 2 + 2 layers, 150 epochs at 1e-3
-    (+ 60 adaptation epochs), 8-px score window (CPU seconds per category)."""
+    ResNet-18 stages 1-3 at 128 px on an 8 x 8 grid (stride 16, as 16 x 16 at 256 px), width 64,
+    1 + 1 layers, 4 heads, no dropout, 60 epochs at 2e-3 (x0.1 at 48), + 20 adaptation epochs at
+    1e-3, a 16-px score window = one grid cell (CPU seconds per category)."""
 
     variant: str = "normal"  # "normal" (ADTR), "image" (Eq. 8-9), "pixel" (Eq. 6-7)
     # features (S2/S3/U)
@@ -498,6 +500,7 @@ class ADTRConfig:
     adapt_lr: float = 1e-4
     adapt_from: str = "normal"  # "normal" or "scratch"
     anomaly_prob: float = 0.5
+    mix: str = "bernoulli"  # "bernoulli" (each sample with anomaly_prob, FCDD) or "fixed" (that share of every batch)
     grid_label: str = "maxpool"  # "maxpool", "area", "image"
     with_norm: bool = False
     guard: str = "skip"
@@ -511,7 +514,7 @@ class ADTRConfig:
         "paper": {},
         "smoke": dict(backbone="resnet18", layers=(1, 2, 3), pretrained=False, image_size=128, grid=8, width=64,
                       heads=4, ffn=256, enc_layers=1, dec_layers=1, dropout=0.0, lr=2e-3, epochs=60,
-                      lr_milestones=(48,), adapt_epochs=30, adapt_lr=1e-3, batch_size=16, score_pool=16),
+                      lr_milestones=(48,), adapt_epochs=20, adapt_lr=1e-3, batch_size=16, score_pool=16),
     }
 
     @classmethod
@@ -529,7 +532,7 @@ class ADTRConfig:
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         choices = {"variant": VARIANTS, "reconstructor": RECONSTRUCTORS, "query": ("input", "layerwise"),
                    "pos_embed": ("rowcol", "table"), "target": ("features", "pixels"), "norm_loss": ("sum", "mse"),
-                   "anomalies": ("confetti", "real"), "adapt_from": ("normal", "scratch"),
+                   "anomalies": ("confetti", "real"), "adapt_from": ("normal", "scratch"), "mix": ("bernoulli", "fixed"),
                    "grid_label": ("maxpool", "area", "image"), "guard": ("skip", "eps")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -779,7 +782,7 @@ class ADTR:
     # -- the normal-only stage cache ----------------------------------------------------------
     #: config fields that do not affect the normal-only stage
     ADAPTATION_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "variant", "anomalies", "alpha", "k", "adapt_epochs", "adapt_lr", "adapt_from", "anomaly_prob", "grid_label",
+        "variant", "anomalies", "alpha", "k", "adapt_epochs", "adapt_lr", "adapt_from", "anomaly_prob", "mix", "grid_label",
         "with_norm", "guard", "score_pool", "smooth_sigma", "data_root"})
 
     def _normal_stage_key(self, f_normal: torch.Tensor) -> str:
@@ -852,7 +855,11 @@ class ADTR:
         cfg = self.cfg
         g = self.generators["mix"]
         b = len(idx)
-        replaced = torch.rand(b, generator=g) < cfg.anomaly_prob
+        if cfg.mix == "bernoulli":
+            replaced = torch.rand(b, generator=g) < cfg.anomaly_prob
+        else:  # "fixed": exactly round(anomaly_prob * B) samples of every batch, chosen at random
+            replaced = torch.zeros(b, dtype=torch.bool)
+            replaced[torch.randperm(b, generator=g)[: int(round(cfg.anomaly_prob * b))]] = True
         f = f_normal[idx.to(f_normal.device)].clone()
         y = torch.zeros((b, cfg.grid, cfg.grid), device=f.device)
         rep = replaced.nonzero().flatten()
