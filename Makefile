@@ -9,20 +9,22 @@ BIN := $(VENV)/bin
 DATA ?= data
 PROFILE ?= smoke
 STAMP := $(VENV)/.adlib-installed
+LOCK := requirements.lock
 # pip prints a warning for every local package index it cannot open; they are noise here.
 QUIET_PIP := grep -v "^WARNING: Location" || true
 
-.PHONY: setup data reproduce test notebooks clean help
+.PHONY: setup data reproduce test notebooks clean help lock
 
 help:
-	@echo "make reproduce | make test | make notebooks (refresh committed smoke outputs) | make clean"
+	@echo "make reproduce | make test | make notebooks (refresh committed smoke outputs) | make lock | make clean"
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the exact version of requirements.lock (pip constraints); `make lock` refreshes it.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing adlib and its dependencies into $(VENV) ..."
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e . 2>&1 | { $(QUIET_PIP); }
+	@echo "installing adlib and its dependencies (pinned by $(LOCK)) into $(VENV) ..."
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e . 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -c "import adlib, torch, timm, papermill, nbval"
 	@touch $@
 
@@ -32,14 +34,19 @@ data: setup
 reproduce: data
 	$(BIN)/adlib reproduce --profile $(PROFILE)
 
-# Refresh the executed smoke-profile notebooks that are committed (nbval compares against them).
+# Refresh the executed smoke-profile notebooks that are committed and the regression references their
+# checks compare against (notebooks/references/smoke.json; adlib.checks).
 notebooks: data
-	$(BIN)/adlib reproduce --profile smoke --inplace
+	ADLIB_UPDATE_REFERENCES=1 $(BIN)/adlib reproduce --profile smoke --inplace
 
 test: data
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg \
 		-p no:cacheprovider notebooks
+
+# Re-resolve pyproject.toml's ranges in a fresh venv and write requirements.lock and environment.yml's pins.
+lock:
+	$(PYTHON) tools/lock.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -26,8 +26,9 @@ the time it was written. Records are written atomically (temporary file + ``os.r
 a batch that is killed and restarted skips the runs it finished, resumes the one it was in from
 its last epoch checkpoint, and loses nothing.
 
-:meth:`ResultsStore.run_many` runs jobs in worker processes (``workers``), each with
-``cpu_count // workers`` torch threads, shows a progress bar over runs, logs which run starts
+:meth:`ResultsStore.run_many` runs jobs in worker processes (``workers``), each with one torch
+thread under the reference numerics (:mod:`adlib.numerics`; ``cpu_count // workers`` under
+``ADLIB_NUMERICS=native``), so a job gives the same numbers whichever path ran it, shows a progress bar over runs, logs which run starts
 and finishes, and reports every failed run at the end (the others still run).
 """
 
@@ -52,6 +53,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import numerics
 from .io import atomic_write_json
 from .paths import repo_root
 
@@ -176,7 +178,8 @@ def _resolved_config(method: str, profile: str, seed: int, overrides: tuple) -> 
     return dataclasses.asdict(cfg)
 
 
-def environment(device: str | None = None) -> dict[str, str]:
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Versions, machine and device of a run, with the numerics in force (:func:`adlib.numerics.describe`)."""
     import torch
 
     from . import __version__
@@ -187,10 +190,24 @@ def environment(device: str | None = None) -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "processor": _processor(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "device": str(device) if device is not None else "",
         "torch_threads": str(torch.get_num_threads()),
+        "numerics": numerics.describe(device if device is not None else "cpu"),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _processor() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else :func:`platform.processor`."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 class RunFailed(RuntimeError):
@@ -274,7 +291,7 @@ class ResultsStore:
         rec = self.get(job)
         if rec is not None:
             return rec
-        with _torch_threads(max(1, (os.cpu_count() or 1) // max(1, self.workers))):
+        with _torch_threads(numerics.run_threads(self.workers)):
             return run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress)
 
     def run_many(self, jobs: Iterable[Job], *, workers: int | None = None, raise_on_failure: bool = True) -> pd.DataFrame:
@@ -288,7 +305,7 @@ class ResultsStore:
         log.info("results store %s: %d run(s), %d cached, %d to run with %d worker(s)", self.root, len(jobs), len(jobs) - len(todo), len(todo), workers)
         self.failures = {}
         bar = tqdm(total=len(todo), desc="runs", disable=not self.progress or not todo)
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = numerics.run_threads(workers)
         if workers == 1 or len(todo) <= 1:
             for i, job in enumerate(todo, 1):
                 bar.set_postfix_str(str(job))
@@ -359,6 +376,7 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device, job.profile)
+    numerics.configure_torch(dev)
     key = job.key()
     model = build(job.method, job.profile, **{**job.options, "seed": job.seed, "data_root": data_root})
     check_method_accepts(dict(job.protocol), model)
@@ -416,7 +434,8 @@ FRAME_COLUMNS = ("method", "variant", "label", "dataset", "category", "seed", "p
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """A record as one flat row: key fields, metrics, timings, and GLASS-j's choice if any."""
+    """A record as one flat row: key fields, metrics, timings, GLASS-j's choice if any, and the
+    numerics signature (:func:`adlib.numerics.signature`; ``unrecorded`` for older records)."""
     row = {k: record.get(k) for k in FRAME_COLUMNS}
     for k, v in (record.get("protocol") or {}).items():
         row[k] = v
@@ -428,6 +447,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     bb = model.get("backbone") if isinstance(model.get("backbone"), dict) else None
     if bb:
         row["backbone_weights"] = bb.get("weights")
+    row["numerics"] = numerics.signature((record.get("environment") or {}).get("numerics"))
     return row
 
 

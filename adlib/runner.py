@@ -13,15 +13,12 @@ JSON files are written atomically. The default ``out`` is ``<repo>/runs/<profile
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from . import __version__
+from . import numerics
 from .data import get_dataset
 from .io import atomic_write_json
 from .models import build, evaluate, load
@@ -78,17 +75,14 @@ class RunSpec:
         return d
 
 
-def environment() -> dict[str, str]:
-    return {
-        "adlib": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-    }
+def environment(device=None) -> dict[str, Any]:
+    """Versions, machine, device and numerics of a run (the results store's, one definition)."""
+    from .results import environment as _environment
+
+    return _environment(device)
 
 
-def _provenance(spec: RunSpec, model) -> dict[str, Any]:
+def _provenance(spec: RunSpec, model, device=None) -> dict[str, Any]:
     return {
         "method": spec.method,
         "dataset": spec.dataset,
@@ -96,7 +90,7 @@ def _provenance(spec: RunSpec, model) -> dict[str, Any]:
         "profile": spec.profile,
         "data_root": str(spec.data_root) if spec.data_root else None,
         "model": model.info(),
-        "environment": environment(),
+        "environment": environment(device),
     }
 
 
@@ -104,6 +98,7 @@ def train(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     """Build, fit (resuming from ``checkpoints/last.pt`` if present) and save; returns ``train.json``."""
     get_profile(spec.profile)
     device = resolve_device(spec.device, spec.profile)
+    numerics.configure_torch(device)
     model = build(spec.method, spec.profile, **{"data_root": spec.data_root, **spec.overrides})
     check_method_accepts(spec.protocol, model)
     train_ds = get_dataset(spec.dataset, spec.category, "train", root=spec.data_root, transform=model.transform)
@@ -116,7 +111,7 @@ def train(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     model.fit(train_ds, device=device, progress=progress, checkpoint_dir=d / "checkpoints")
     seconds = time.perf_counter() - t0
     model.save(d / "model.pt")
-    record = {**_provenance(spec, model), "protocol": protocol, "train_images": len(train_ds), "train_seconds": round(seconds, 3), "device": str(device)}
+    record = {**_provenance(spec, model, device), "protocol": protocol, "train_images": len(train_ds), "train_seconds": round(seconds, 3), "device": str(device)}
     atomic_write_json(d / "train.json", record)
     return record
 
@@ -128,6 +123,7 @@ def test(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no trained model at {path}: run `adlib train {spec.method} --dataset {spec.dataset} --category {spec.category}` first")
     device = resolve_device(spec.device, spec.profile)
+    numerics.configure_torch(device)
     model = load(path)
     test_ds = get_dataset(spec.dataset, spec.category, "test", root=spec.data_root, transform=model.transform)
     if spec.protocol:  # the same draw as in training (it depends on the seed only): e.g. leak-free test set
@@ -138,7 +134,7 @@ def test(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     metrics = evaluate(pred)
     record = {
-        **_provenance(spec, model),
+        **_provenance(spec, model, device),
         "metrics": metrics,
         "protocol": spec.protocol,
         "test_images": len(test_ds),

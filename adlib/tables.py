@@ -59,7 +59,9 @@ def side_by_side(
 
     ``reported``: rows of :func:`adlib.reported.load` (already narrowed to one table/setting),
     ``reproduced``: a results frame (:meth:`adlib.results.ResultsStore.frame`, metrics as
-    fractions; several seeds are averaged). ``methods``: ``(name, reported_method,
+    fractions; several seeds are averaged, and where a cell has more than one seed a ``<name>
+    ours sd`` column holds their sample standard deviation; an ``average`` row's sd is the spread
+    over seeds of the category mean; :func:`format_table` prints ``mean ± sd``). ``methods``: ``(name, reported_method,
     reproduced_label)`` triples; either side may be None (reported only: "not reproduced"; ours
     only: not in the paper). With ``average``, each dataset's reproduced categories get an
     ``average`` row (mean over categories) beside the paper's printed one. ``missing``: dataset
@@ -71,10 +73,14 @@ def side_by_side(
     rep = reported[reported["metric"] == metric]
     ours = reproduced
     if len(ours) and metric in ours.columns:
-        ours = ours.groupby(["label", "dataset", "category"], sort=False)[metric].mean().reset_index()
-        ours[metric] = ours[metric] * (100.0 if metric in PERCENT_METRICS else 1.0)
+        scale = 100.0 if metric in PERCENT_METRICS else 1.0
+        grouped = ours.groupby(["label", "dataset", "category"], sort=False)[metric]
+        ours = grouped.mean().reset_index()
+        ours[metric] = ours[metric] * scale
+        ours["sd"] = grouped.std(ddof=1).to_numpy() * scale  # NaN for one seed
+        ours["n"] = grouped.size().to_numpy()
     else:
-        ours = pd.DataFrame(columns=["label", "dataset", "category", metric])
+        ours = pd.DataFrame(columns=["label", "dataset", "category", metric, "sd", "n"])
     rows: dict[tuple[str, str], dict[str, float | str]] = {}
 
     def row(ds: str, cat: str) -> dict:
@@ -88,16 +94,24 @@ def side_by_side(
             sub = ours[ours["label"] == our_label]
             for r in sub.itertuples():
                 row(r.dataset, r.category)[f"{name} ours"] = float(getattr(r, metric))
+                if r.n > 1:
+                    row(r.dataset, r.category)[f"{name} ours sd"] = float(r.sd)
             if average:
                 for ds, g in sub.groupby("dataset", sort=False):
                     g = g[g["category"] != AVERAGE]
                     if len(g):
                         row(ds, AVERAGE)[f"{name} ours"] = float(g[metric].mean())
+                        seeds = reproduced[(reproduced["label"] == our_label) & (reproduced["dataset"] == ds)]
+                        per_seed = (seeds.groupby("seed")[metric].mean() * (100.0 if metric in PERCENT_METRICS else 1.0)
+                                    if "seed" in seeds.columns else pd.Series(dtype=float))
+                        if len(per_seed) > 1:  # spread over seeds of the category mean
+                            row(ds, AVERAGE)[f"{name} ours sd"] = float(per_seed.std(ddof=1))
     for ds, reason in (missing or {}).items():
         row(ds, AVERAGE)["status"] = reason
     columns = []
+    with_sd = {k for r in rows.values() for k in r if k.endswith(" ours sd")}
     for name, rep_name, our_label in methods:
-        columns += [f"{name} paper", f"{name} ours"]
+        columns += [f"{name} paper", f"{name} ours"] + ([f"{name} ours sd"] if f"{name} ours sd" in with_sd else [])
     index = _ordered(list(rows))
     table = pd.DataFrame([rows[k] for k in index], index=pd.MultiIndex.from_tuples(index, names=["dataset", "category"]))
     for c in columns:
@@ -120,7 +134,10 @@ def dataset_level(frame: pd.DataFrame, metrics: Sequence[str] = ("image_auroc", 
     g = frame.groupby(["label", "dataset"], sort=False)
     out = g[present].mean()
     keep = [c for c in ("profile", "weights", "seed", "config_hash") if c in frame.columns]
-    out = out.join(g[keep].first()).reset_index()
+    out = out.join(g[keep].first())
+    if "numerics" in frame.columns:  # all of them, so that provenance() still sees a mixture
+        out = out.join(g["numerics"].agg(lambda s: " | ".join(dict.fromkeys(s.dropna()))))
+    out = out.reset_index()
     out["category"] = category
     return out
 
@@ -147,18 +164,40 @@ def provenance(frame: pd.DataFrame) -> str:
     def uniq(col):
         return ", ".join(str(v) for v in dict.fromkeys(frame[col].dropna())) if col in frame.columns else "?"
 
-    return (f"reproduced: profile {uniq('profile')}; dataset {uniq('dataset')}; weights {uniq('weights')}; "
+    text = (f"reproduced: profile {uniq('profile')}; dataset {uniq('dataset')}; weights {uniq('weights')}; "
             f"seeds {uniq('seed')}; {len(frame)} runs, {frame['config_hash'].nunique()} config(s)")
+    return text + numerics_note(frame)
+
+
+def numerics_note(frame: pd.DataFrame) -> str:
+    """``"; numerics <signature>"``, or a warning naming each signature and its run count when the
+    runs of ``frame`` were made under different numerics or package versions (or some records
+    predate numerics recording)."""
+    if "numerics" not in frame.columns or not len(frame):
+        return ""
+    sigs = [s for v in frame["numerics"].dropna() for s in str(v).split(" | ")]
+    counts = pd.Series(sigs).value_counts(sort=False) if sigs else pd.Series(dtype=int)
+    if len(counts) <= 1:
+        return f"; numerics {counts.index[0]}" if len(counts) else ""
+    parts = ", ".join(f"{sig} ({n})" for sig, n in counts.items())
+    return f"; WARNING: runs made under {len(counts)} different numerics/versions, numbers not comparable to the last digit: {parts}"
 
 
 def format_table(table: pd.DataFrame, decimals: int = 1) -> str:
-    """Markdown with ``decimals`` digits and "–" for empty cells."""
+    """Markdown with ``decimals`` digits, "–" for empty cells and ``mean ± sd`` where a column
+    ``<c> sd`` accompanies ``<c>``."""
     t = table.copy()
     if isinstance(t.columns, pd.MultiIndex):
         t.columns = [" · ".join(METRIC_NAMES.get(str(p), str(p)) for p in c if str(p)) for c in t.columns]
+    sd_cols = {c for c in t.columns if str(c).endswith(" sd") and str(c)[:-3] in t.columns}
     for c in t.columns:
+        if c in sd_cols:
+            continue
         if pd.api.types.is_numeric_dtype(t[c]):
-            t[c] = t[c].map(lambda v: "–" if pd.isna(v) else f"{v:.{decimals}f}")
+            sd = t[f"{c} sd"] if f"{c} sd" in sd_cols else None
+            t[c] = [("–" if pd.isna(v) else f"{v:.{decimals}f}") + ("" if sd is None or pd.isna(e) else f" ± {e:.{decimals}f}")
+                    for v, e in zip(t[c], sd if sd is not None else [np.nan] * len(t))]
+    t = t.drop(columns=sorted(sd_cols))
     return t.reset_index().to_markdown(index=False)
 
 
@@ -175,4 +214,4 @@ def save_table(table: pd.DataFrame, name: str, subdir: str | None = None, captio
     return [csv, md]
 
 
-__all__ = ["side_by_side", "dataset_level", "provenance", "format_table", "save_table", "to_percent", "PERCENT_METRICS"]
+__all__ = ["side_by_side", "dataset_level", "provenance", "numerics_note", "format_table", "save_table", "to_percent", "PERCENT_METRICS"]

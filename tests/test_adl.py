@@ -539,10 +539,18 @@ EPS = 0.1
 #: The test runs seed 0; 8 of the 10 seeds pass the threshold (seeds 6 and 7 do not), no
 #: shuffled-label run reaches it. (With the released 6 % burn-in, lr 1e-3, the soft-label phase
 #: made runs collapse, every image scored alike: 0.40 0.86 0.75 0.58 0.50 0.80 0.80 0.49.)
+#: Re-measured after the smoke profile's burn-in moved to 80 % (the learning-rate step) and its
+#: BatchNorm statistics are recalibrated after the last epoch (same set-up, reference numerics):
+#:   trained:         0.925 0.95 0.942 0.933 0.883 0.917 0.767 0.725      (seeds 0-7, pixel 0.81 - 0.95)
+#:   shuffled labels: 0.367 0.65 0.233 0.767                              (seeds 0-3)
+#: all 8 trained seeds pass; the shuffled run at seed 3 reaches the threshold too (the test's
+#: seed 0 does not: 0.367). The threshold is kept.
 MIN_IMAGE_AUROC = 0.72
 #: Same runs: mean Eq. 10 weight of the 3 hidden anomalies over that of the 32 clean training
 #: images, scored by the trained model (seeds 0-7): 0.78 0.56 0.75 0.72 0.88 0.66 0.78 1.04; 7 of
-#: 8 below the threshold (seed 7, the weakest model at 0.61 image AUROC, is not).
+#: 8 below the threshold (seed 7, the weakest model at 0.61 image AUROC, is not). After the smoke
+#: change above: 0.70 0.39 0.54 0.93 0.78 0.62 1.02 0.85 (seeds 0-7; 6 of 8 below, seeds 3 and 6
+#: not); the test's seed 0 (0.70) passes. The threshold is kept.
 MAX_HIDDEN_WEIGHT_RATIO = 0.9
 
 
@@ -562,7 +570,7 @@ def test_end_to_end_separates_defects_at_10_percent_contamination(bench, shuffle
     pred = model.predict(test, progress=False)
     r = evaluate(pred)
     assert pred.maps.shape == pred.masks.shape == (22, 64, 64)
-    assert model.iteration == 80 and model.info()["burn_in_iterations"] == 60
+    assert model.iteration == 80 and model.info()["burn_in_iterations"] == 64  # the smoke burn-in ends at the learning-rate step (80 %)
     if not shuffle:
         assert r["image_auroc"] >= MIN_IMAGE_AUROC, r
         # broken on purpose: the sign of the score flipped ranks the defects below the good images

@@ -39,6 +39,7 @@ from adlib.models.glass import (
     GLASSConfig,
     SimpleNet,
     SimpleNetConfig,
+    feature_spread,
     mean_training_image,
     spectrogram_judgement,
 )
@@ -143,12 +144,33 @@ def tiny_batch(bench):
 @pytest.mark.parametrize("radii, bounds", [("released", (0.5, 1.0)), ("paper", (1.0, 2.0)), ((0.05, 0.2), (0.05, 0.2))])
 def test_gas_features_lie_in_the_manifold_shell(bench, tiny_batch, radii, bounds):
     images, _ = tiny_batch
-    model = _tiny(bench, las=False, manifold_radii=radii)
+    model = _tiny(bench, las=False, manifold_radii=radii, radii_unit="absolute")
+    assert model.manifold_radii_used == bounds
     model.train()
     out = model.compute_losses(model.patch_features(images[:4]), return_features=True)
     d = (out["v"] - out["u"]).norm(dim=-1)
     assert d.min() >= bounds[0] - 1e-5 and d.max() <= bounds[1] + 1e-5
     assert torch.isfinite(out["loss"]) and out["loss_las"] == 0
+
+
+def test_feature_spread_by_hand_and_radii_in_spread_units(bench, tiny_batch):
+    x = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]])  # mean (1, 1): squared distances 2, 2, 4
+    assert feature_spread(x[None]) == pytest.approx(math.sqrt(8 / 3), rel=1e-12)
+    images, _ = tiny_batch
+    model = _tiny(bench, las=False, manifold_radii=(0.25, 0.5), radii_unit="feature_spread")
+    assert model.manifold_radii_used is None  # not measured yet
+    feats = model.patch_features(images[:4])
+    with pytest.raises(RuntimeError, match="spread"):
+        model.compute_losses(feats)
+    s = model.measure_feature_spread(images)
+    assert s == pytest.approx(feature_spread(model.patch_features(images)), rel=1e-12)
+    assert model.manifold_radii_used == pytest.approx((0.25 * s, 0.5 * s))
+    model.train()
+    out = model.compute_losses(feats, return_features=True)
+    d = (out["v"] - out["u"]).norm(dim=-1)
+    assert d.min() >= 0.25 * s - 1e-5 and d.max() <= 0.5 * s + 1e-5
+    info = model.info()
+    assert info["feature_spread"] == s and info["manifold_radii_used"] == model.manifold_radii_used
 
 
 def test_gas_and_las_features_lie_in_the_hypersphere_shells(bench, tiny_batch):
@@ -180,7 +202,10 @@ def test_gas_and_las_features_lie_in_the_hypersphere_shells(bench, tiny_batch):
 
 def test_training_steps_reduce_the_loss_on_a_tiny_batch(bench, tiny_batch):
     images, labels = tiny_batch
-    for model in (_tiny(bench), SimpleNet(SimpleNetConfig.for_profile("smoke", **TINY))):
+    paper_rates = dict(adaptor_lr=1e-4, dsc_lr=2e-4)  # the papers' rates (the smoke profile uses 10x)
+    for model in (_tiny(bench, **paper_rates), SimpleNet(SimpleNetConfig.for_profile("smoke", **TINY, **paper_rates))):
+        if isinstance(model, GLASS):
+            model.measure_feature_spread(images)  # the smoke radii are in units of the features' spread
         feats = model.patch_features(images[:4])
         state = model.generators["gas"].get_state()
         seen = []
@@ -278,6 +303,7 @@ def test_registry_and_config_checks():
 # ----------------------------------------------------------------------------------------------
 # End to end on a built-in category (smoke profile, seed 0)
 
+SIMPLENET_CALIBRATED = dict(epochs=60, adaptor_lr=1e-4, dsc_lr=2e-4)
 THRESHOLDS = {  # image AUROC, pixel AUROC, AU-PRO (see the module docstring)
     "glass": (0.80, 0.85, 0.60),
     "simplenet": (0.85, 0.90, 0.65),
@@ -289,7 +315,10 @@ def test_end_to_end_smoke_separates_defects(bench, method):
     if method == "glass":
         model = GLASS(GLASSConfig.for_profile("smoke", variant="m", data_root=str(bench)))
     else:
-        model = SimpleNet(SimpleNetConfig.for_profile("smoke", data_root=str(bench)))
+        # SimpleNet with the budget these thresholds were calibrated on (60 epochs at the papers'
+        # rates, the former smoke profile): at the matched smoke budget (8 epochs, 10x rates) it
+        # does not separate defects yet (see tests/test_smoke_bands_glass.py)
+        model = SimpleNet(SimpleNetConfig.for_profile("smoke", data_root=str(bench), **SIMPLENET_CALIBRATED))
     model.fit(_ds(bench, "train", model), progress=False)
     test = _ds(bench, "test", model)
     m = evaluate(model.predict(test, progress=False))

@@ -101,3 +101,26 @@ def test_read_checkpoint_and_check_resumable(tmp_path):
     check_resumable(p, {"epochs": 5, "widths": (8, 16)}, {"epochs": 3, "widths": [8, 16]}, {"epochs"})  # tuples == lists
     with pytest.raises(ValueError, match=r"config differs in \['lr', 'widths'\]"):
         check_resumable(p, {"epochs": 3, "widths": (8, 32), "lr": 1.0}, {"epochs": 3, "widths": [8, 16]}, {"epochs"})
+
+
+def test_recalibrate_batchnorm_averages_the_batches_and_restores_the_module():
+    import torch
+
+    from adlib.models.base import recalibrate_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    net.eval()
+    bn = net[1]
+    bn.running_mean.fill_(5.0)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(6, 3, generator=g) for _ in range(3)]
+    recalibrate_batchnorm(net, iter(batches), net)
+    with torch.no_grad():
+        h = [net[0](x) for x in batches]
+    # the plain average of the batch means / unbiased variances (momentum None), not an EMA
+    assert torch.allclose(bn.running_mean, torch.stack([x.mean(0) for x in h]).mean(0), atol=1e-6)
+    assert torch.allclose(bn.running_var, torch.stack([x.var(0, unbiased=True) for x in h]).mean(0), atol=1e-6)
+    assert bn.momentum == 0.1 and not net.training and bn.num_batches_tracked.item() == 3
+    # nothing to do without BatchNorm layers or batches
+    plain = torch.nn.Linear(2, 2)
+    recalibrate_batchnorm(plain, iter([torch.zeros(1, 2)]), plain)

@@ -1,4 +1,4 @@
-"""pyproject.toml and environment.yml name the same packages; the CLI entry point exists."""
+"""pyproject.toml, environment.yml and requirements.lock agree; the environment is the locked one; the CLI runs."""
 
 import re
 import subprocess
@@ -29,12 +29,50 @@ def test_environment_yml_matches_pyproject():
     assert {_name(d) for d in deps} == conda | pip
 
 
+def _lock() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            out[_name(name)] = version
+    return out
+
+
 def test_pins_match_between_files():
-    """A version given in both files is the same (torch's pin above all)."""
+    """Every dependency is in the lock at a version its pyproject range admits, and environment.yml
+    pins exactly the lock's version (torch's local-disk pin above all)."""
+    from packaging.requirements import Requirement
+
+    lock = _lock()
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    text = (ROOT / "environment.yml").read_text()
+    env_pins = {}
+    for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]:
+        if isinstance(d, dict):
+            for x in d["pip"]:
+                name, _, version = x.partition("==")
+                env_pins[_name(name)] = version
     for d in deps:
-        assert d.replace(" ", "") in text.replace(" ", ""), f"{d} differs in environment.yml"
+        req = Requirement(d)
+        assert _name(req.name) in lock, f"{req.name} is not in requirements.lock"
+        assert req.specifier.contains(lock[_name(req.name)]), f"requirements.lock pins {req.name}=={lock[_name(req.name)]}, outside {d}"
+        assert env_pins.get(_name(req.name)) == lock[_name(req.name)], f"environment.yml pins {req.name} differently from the lock"
+    assert lock["torch"] == "2.14.1" and lock["torchvision"] == "0.29.1"
+
+
+def test_installed_environment_is_the_locked_one():
+    """What make installed is exactly requirements.lock (a stale or hand-changed venv fails here)."""
+    from importlib import metadata
+
+    wrong = {}
+    for name, version in _lock().items():
+        try:
+            got = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # platform-specific pins (CUDA wheels) may be absent elsewhere
+        if got != version:
+            wrong[name] = (got, version)
+    assert not wrong, f"installed != requirements.lock: {wrong}"
 
 
 def test_cli_entry_point_runs():

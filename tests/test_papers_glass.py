@@ -95,11 +95,11 @@ def test_r1_settings_scale_the_profile_radius_with_r2_twice_r1():
     assert list(paper_r) == [0.25, 0.5, 1.0]  # released [0.5, 1]
     assert paper_r[1.0]["manifold_radii"] == (1.0, 2.0)
     smoke = paper.r1_settings("smoke", (1.0,))
-    assert smoke == {0.0625: {"manifold_radii": (0.0625, 0.125)}}
+    assert smoke == {0.25: {"manifold_radii": (0.25, 0.5)}}  # in units of the measured feature spread
 
 
 def test_tsne_feature_sets_follow_their_stated_distributions(root):
-    model = build("glass", "smoke", **{**TINY, "variant": "m", "manifold_radii": (0.05, 0.1)})
+    model = build("glass", "smoke", **{**TINY, "variant": "m", "manifold_radii": (0.05, 0.1), "radii_unit": "absolute"})
     train = get_dataset("synth", "wood", "train", root=root, transform=model.transform)
     model.fit(train, progress=False)
     images = torch.stack([train[i].image for i in range(4)])

@@ -177,3 +177,32 @@ def test_save_table_writes_csv_and_markdown(tmp_path):
     assert pd.read_csv(csv)["a paper"].iloc[0] == 99.12
     text = md.read_text()
     assert text.startswith("Table 1 (smoke)") and "99.1" in text and "–" in text
+
+
+def test_side_by_side_gives_sd_over_seeds_and_format_prints_mean_pm_sd():
+    ours = pd.DataFrame({"label": ["m"] * 4, "dataset": ["d"] * 4, "category": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
+                         "image_auroc": [0.9, 0.8, 0.7, 0.5]})
+    rep = pd.DataFrame(columns=["dataset", "category", "method", "metric", "value"])
+    t = tables.side_by_side(rep, ours, metric="image_auroc", methods=[("M", None, "m")])
+    assert t.loc[("d", "a"), "M ours"] == pytest.approx(85.0)
+    assert t.loc[("d", "a"), "M ours sd"] == pytest.approx(np.std([90, 80], ddof=1))
+    # the average row: the spread over seeds of the category mean (seed 0: 80, seed 1: 65)
+    assert t.loc[("d", "average"), "M ours"] == pytest.approx(72.5)
+    assert t.loc[("d", "average"), "M ours sd"] == pytest.approx(np.std([80, 65], ddof=1))
+    md = tables.format_table(t)
+    assert "85.0 ± 7.1" in md and "M ours sd" not in md
+    one = tables.side_by_side(rep, ours[ours.seed == 0], metric="image_auroc", methods=[("M", None, "m")])
+    assert "M ours sd" not in one.columns
+
+
+def test_provenance_names_mixed_numerics():
+    base = {"label": "m", "dataset": "d", "category": "a", "profile": "smoke", "weights": "w", "config_hash": "h",
+            "image_auroc": 0.9}
+    same = pd.DataFrame([{**base, "seed": s, "numerics": "reference/AVX2/cpu/1t torch 2.14.1 numpy 2.4.6"} for s in (0, 1)])
+    assert "WARNING" not in tables.provenance(same) and "numerics reference/AVX2" in tables.provenance(same)
+    mixed = same.copy()
+    mixed.loc[1, "numerics"] = "native/AVX512/cpu/2t torch 2.14.1 numpy 2.4.6"
+    text = tables.provenance(mixed)
+    assert "WARNING" in text and "2 different numerics" in text and "native/AVX512" in text
+    # the mixture survives the mean over categories
+    assert "WARNING" in tables.provenance(tables.dataset_level(mixed, ("image_auroc",)))

@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -142,6 +142,35 @@ def resolve_device(device=None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: torch.nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any]) -> None:
+    """"Precise BN": replace every BatchNorm layer's running mean / variance of ``net`` by their
+    plain (cumulative) average over ``batches``, each passed to ``forward`` in train mode without
+    gradients; the layers' momenta and the module's mode are restored afterwards.
+
+    The exponential running averages of training mix statistics of weights that changed from step
+    to step; after a short schedule at a high learning rate they lag the final weights, and the
+    eval-mode network differs from the one trained. Training never reads the running statistics,
+    so this changes inference only. ``batches`` is consumed lazily (draw them from a dedicated
+    generator so that the training streams, and a resumed fit, are untouched)."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = net.training
+    net.train()
+    try:
+        for batch in batches:
+            forward(batch)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        net.train(was_training)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
