@@ -69,6 +69,41 @@ def _failing_cell(exc: Exception) -> str:
     return f"{where}: {ename}: {str(evalue).splitlines()[0] if evalue else ''}"
 
 
+def strip_machine_paths(path: str | os.PathLike, root: str | os.PathLike | None = None) -> int:
+    """Rewrite an executed notebook so that it names no path of this machine: ``<root>/`` becomes
+    relative in papermill's metadata and in the outputs of cells that nbval does not check (warnings,
+    log lines); checked cells (``nbval-check-output``) are left as executed, since nbval compares them
+    with its own sanitizer. Returns the number of strings changed."""
+    import json
+
+    prefix = str(Path(root or repo_root()).resolve()) + "/"
+    nb = json.loads(Path(path).read_text())
+    changed = 0
+
+    def fix(obj):
+        nonlocal changed
+        if isinstance(obj, str):
+            if prefix in obj:
+                changed += 1
+                return obj.replace(prefix, "")
+            return obj
+        if isinstance(obj, list):
+            return [fix(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: fix(v) for k, v in obj.items()}
+        return obj
+
+    nb["metadata"] = fix(nb.get("metadata", {}))
+    for cell in nb.get("cells", []):
+        if "nbval-check-output" not in cell.get("metadata", {}).get("tags", []) and "outputs" in cell:
+            cell["outputs"] = fix(cell["outputs"])
+    if changed:
+        tmp = Path(path).with_name(f".{Path(path).name}.strip.tmp")
+        tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    return changed
+
+
 def run_notebooks(
     profile: str = "smoke",
     data_root: str | None = None,
@@ -122,6 +157,7 @@ def run_notebooks(
                 log_output=log_output,
             )
             os.replace(tmp, dest)
+            strip_machine_paths(dest)
             batch.results.append(NotebookResult(str(rel), True, time.perf_counter() - t0, str(dest)))
             log.info("[%d/%d] %s done in %.0f s", i, len(nbs), rel, time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next notebook

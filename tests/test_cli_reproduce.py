@@ -80,3 +80,22 @@ def test_batch_runs_all_reports_failures_with_cell_and_keeps_going(tmp_path):
         run_notebooks("smoke", notebooks_dir=nbdir, jobs=0)
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         run_notebooks("fast", notebooks_dir=nbdir)
+
+
+def test_strip_machine_paths_leaves_checked_cells_alone(tmp_path):
+    import json
+
+    from adlib.reproduce import strip_machine_paths
+
+    root = tmp_path / "repo"
+    out = {"output_type": "stream", "name": "stderr", "text": [f"warning at {root}/data/x.png\n"]}
+    nb = {"metadata": {"papermill": {"input_path": f"{root}/notebooks/a.ipynb"}}, "nbformat": 4, "nbformat_minor": 5,
+          "cells": [{"cell_type": "code", "metadata": {}, "outputs": [out], "source": []},
+                    {"cell_type": "code", "metadata": {"tags": ["nbval-check-output"]}, "outputs": [out], "source": []}]}
+    path = tmp_path / "a.ipynb"
+    path.write_text(json.dumps(nb))
+    assert strip_machine_paths(path, root) == 2
+    got = json.loads(path.read_text())
+    assert got["metadata"]["papermill"]["input_path"] == "notebooks/a.ipynb"
+    assert got["cells"][0]["outputs"][0]["text"] == ["warning at data/x.png\n"]
+    assert got["cells"][1]["outputs"][0]["text"] == [f"warning at {root}/data/x.png\n"]
