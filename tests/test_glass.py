@@ -35,6 +35,7 @@ from adlib.data.synth import generate_benchmark
 from adlib.models.base import MODELS, evaluate
 from adlib.models.glass import (
     GLASS,
+    Discriminator,
     RELEASED_J_CHOICES,
     GLASSConfig,
     SimpleNet,
@@ -43,7 +44,7 @@ from adlib.models.glass import (
     mean_training_image,
     spectrogram_judgement,
 )
-from adlib.synthesis.gas import hypersphere_center
+from adlib.synthesis.gas import gas, hypersphere_center
 
 CATEGORY = "wood"
 TINY = dict(
@@ -331,3 +332,29 @@ def test_end_to_end_smoke_separates_defects(bench, method):
         assert info["distribution"] == "manifold" and info["foreground"] is False  # wood is a texture
         assert "not DTD" in info["texture_source"]
     assert all(math.isfinite(h["loss"]) for h in model.history)
+
+
+@pytest.mark.parametrize("dim,hidden,n", [(256, 256, 2048), (24, 40, 37)])
+def test_bound_context_scorer_equals_the_joint_forward(dim, hidden, n):
+    """GAS's cached context (Discriminator.bind_context) gives the joint forward's scores, input
+    gradient and BatchNorm running statistics: bitwise on the smoke shapes, to round-off on others."""
+    torch.manual_seed(0)
+    joint, bound = Discriminator(dim, hidden), Discriminator(dim, hidden)
+    bound.load_state_dict(joint.state_dict())
+    u, g = torch.randn(n, dim), torch.randn(n, dim)
+    gj, gb = g.clone().requires_grad_(True), g.clone().requires_grad_(True)
+    sj = joint(torch.cat([u, gj]))[n:]
+    sb = bound.bind_context(u)(gb)
+    (dj,) = torch.autograd.grad(sj.log().mean(), [gj])
+    (db,) = torch.autograd.grad(sb.log().mean(), [gb])
+    exact = (dim, hidden, n) == (256, 256, 2048)
+    same = torch.equal if exact else (lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-7))
+    assert same(sj, sb) and same(dj, db)
+    assert same(joint.body[1].running_mean, bound.body[1].running_mean)
+    assert same(joint.body[1].running_var, bound.body[1].running_var)
+    # and GAS uses it: the same ascent with a plain-callable (unbound) copy of the scorer
+    plain = Discriminator(dim, hidden)
+    plain.load_state_dict(joint.state_dict())
+    v1 = gas(u, joint, steps=3, generator=torch.Generator().manual_seed(1))
+    v2 = gas(u, lambda x: plain(x), steps=3, generator=torch.Generator().manual_seed(1))
+    assert same(v1, v2)

@@ -323,6 +323,25 @@ class Discriminator(nn.Module):
         z = self.tail(self.body(x.reshape(-1, x.shape[-1]))).reshape(lead)
         return torch.sigmoid(z) if self.sigmoid else z
 
+    def bind_context(self, context: torch.Tensor):
+        """A scorer for GAS's joint forward (``adlib.synthesis.gas.ContextScorer``): ``f(g)`` equals
+        ``self(cat([context, g]))[len(context):]`` (BatchNorm in training mode sees both, and its
+        running statistics are updated the same way), with the first Linear applied to the
+        context once instead of at every ascent step. Valid while the parameters do not change
+        (the ascent does not step the optimiser). Input ``N x D`` context and ``M x D`` features."""
+        linear, norm, act = self.body
+        with torch.no_grad():
+            hidden_context = linear(context.reshape(-1, context.shape[-1]))
+        n = hidden_context.shape[0]
+
+        def score(x: torch.Tensor) -> torch.Tensor:
+            lead = x.shape[:-1]
+            hidden = torch.cat([hidden_context, linear(x.reshape(-1, x.shape[-1]))])
+            z = self.tail(act(norm(hidden)))[n:].reshape(lead)
+            return torch.sigmoid(z) if self.sigmoid else z
+
+        return score
+
 
 def image_score(score_map: torch.Tensor) -> torch.Tensor:
     """Image-level score: the maximum of the raw score map (GLASS Sec. 3.5 ``S_AD``; SimpleNet Sec. 3.5).
