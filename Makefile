@@ -24,24 +24,28 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing adlib and its dependencies (pinned by $(LOCK)) into $(VENV) ..."
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e . 2>&1 | { $(QUIET_PIP); }
-	$(BIN)/python -c "import adlib, torch, timm, papermill, nbval"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[notebooks,dev]" 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -c "import adlib, torch, timm, papermill, nbval, xdist"
 	@touch $@
 
 data: setup
 	$(BIN)/adlib data synth --out $(DATA)
 
+# Two notebooks at a time, longest first (the numbers do not depend on it; runs they share are trained once).
+PARALLEL ?= 2
+
 reproduce: data
-	$(BIN)/adlib reproduce --profile $(PROFILE)
+	$(BIN)/adlib reproduce --profile $(PROFILE) --parallel $(PARALLEL)
 
 # Refresh the executed smoke-profile notebooks that are committed and the regression references their
 # checks compare against (notebooks/references/smoke.json; adlib.checks).
 notebooks: data
-	ADLIB_UPDATE_REFERENCES=1 $(BIN)/adlib reproduce --profile smoke --inplace
+	ADLIB_UPDATE_REFERENCES=1 $(BIN)/adlib reproduce --profile smoke --inplace --parallel $(PARALLEL)
 
+# Both steps use the two cores (pytest-xdist); the notebooks go whole to one worker each, longest first.
 test: data
-	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg \
+	$(BIN)/python -m pytest -n $(PARALLEL) tests
+	$(BIN)/python -m pytest -n $(PARALLEL) --dist loadfile --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg \
 		-p no:cacheprovider notebooks
 
 # Re-resolve pyproject.toml's ranges in a fresh venv and write requirements.lock and environment.yml's pins.

@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_json
+from .io import atomic_write_json, file_lock
 from .paths import repo_root
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,13 @@ def regression_check(name: str, values: pd.DataFrame | pd.Series | Mapping[str, 
     tol = TOLERANCE[tolerance] if isinstance(tolerance, str) else float(tolerance)
     flat = _flat(values)
     ref_path = Path(path) if path else references_path(profile)
-    refs = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
     if os.environ.get(ENV_UPDATE) == "1":
-        refs[name] = {"tolerance": tol, "values": flat}
-        ref_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(ref_path, dict(sorted(refs.items())))
+        with file_lock(ref_path.with_name(f".{ref_path.name}.lock")):  # notebooks run side by side
+            refs = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
+            refs[name] = {"tolerance": tol, "values": flat}
+            atomic_write_json(ref_path, dict(sorted(refs.items())))
         log.info("reference %r of profile %s updated (%d values)", name, profile, len(flat))
+    refs = json.loads(ref_path.read_text()) if ref_path.is_file() else {}
     if name not in refs:
         line = f"regression check {name!r}: no stored reference for profile {profile} (nothing to compare)"
         return CheckResult(name, True, line, {})

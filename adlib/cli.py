@@ -4,7 +4,7 @@
 
     adlib data synth --out DIR [--seed N] [--force]     generate the built-in benchmark
     adlib data info ROOT [--json]                       what a data root holds
-    adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--inplace] [--verbose]
+    adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out DIR]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
                 [--shots K] [--contamination EPS] [--labels none|image|pixel] [--anomalies confetti|real:N]
@@ -70,6 +70,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         inplace=args.inplace,
         jobs=args.jobs,
         log_output=args.verbose,
+        parallel=args.parallel,
     )
     print(batch.summary())
     return 1 if batch.failed else 0
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="folder for executed copies (default: runs/<profile>)")
     r.add_argument("--inplace", action="store_true", help="write executed notebooks back into notebooks/ (refreshes committed outputs)")
     r.add_argument("--jobs", type=int, help="worker processes for the training grids in the notebooks (default: each notebook's, 2)")
+    r.add_argument("--parallel", type=int, default=1, help="notebooks executed at the same time, longest first (default 1; the numbers do not depend on it)")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output (run progress) to the console")
     r.set_defaults(func=_cmd_reproduce)
 

@@ -7,6 +7,10 @@ notebook tree (or back into ``notebooks/`` with ``inplace=True``, which is how t
 smoke-profile outputs that nbval checks are refreshed). Figures are written by the notebooks
 themselves to ``figures/``.
 
+``parallel=N`` (``adlib reproduce --parallel N``) executes N notebooks at a time, longest first;
+the runs they share are trained once (the results store locks each run) and the numbers are the
+same as in a sequential batch.
+
 A failing notebook does not stop the others: the summary names each failure with its cell.
 An executed copy is written to a temporary name and moved into place only on success, so an
 interrupted batch never leaves a half-written notebook where a good one was.
@@ -15,6 +19,7 @@ interrupted batch never leaves a half-written notebook where a good one was.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import time
@@ -104,6 +109,45 @@ def strip_machine_paths(path: str | os.PathLike, root: str | os.PathLike | None 
     return changed
 
 
+def expected_seconds(nb: Path) -> float:
+    """How long a notebook took when its committed outputs were made (papermill's ``duration``
+    in the notebook's metadata; 0 when unknown): the order of a parallel batch."""
+    try:
+        meta = json.loads(Path(nb).read_text()).get("metadata", {})
+        return float(meta.get("papermill", {}).get("duration") or 0.0)
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
+def _execute(nb: str, dest: str, params: dict, timeout: int | None, log_output: bool) -> tuple[bool, float, str]:
+    """Execute one notebook to ``dest`` (through a temporary name); ``(ok, seconds, error)``."""
+    import papermill as pm
+
+    nb_path, dest_path = Path(nb), Path(dest)
+    dest_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest_path.with_name(f".{dest_path.stem}.partial.ipynb")
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(nb_path),
+            str(tmp),
+            parameters=params,
+            cwd=str(nb_path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+            log_output=log_output,
+        )
+        os.replace(tmp, dest_path)
+        strip_machine_paths(dest_path)
+        return True, time.perf_counter() - t0, ""
+    except Exception as exc:  # noqa: BLE001 - reported by the caller, the others go on
+        failed = dest_path.with_name(f"{dest_path.stem}.failed.ipynb")
+        if tmp.exists():
+            os.replace(tmp, failed)
+        return False, time.perf_counter() - t0, _failing_cell(exc)
+
+
 def run_notebooks(
     profile: str = "smoke",
     data_root: str | None = None,
@@ -116,16 +160,25 @@ def run_notebooks(
     extra_parameters: dict | None = None,
     jobs: int | None = None,
     log_output: bool = False,
+    parallel: int = 1,
 ) -> BatchResult:
-    """Execute the notebooks in order; see the module docstring.
+    """Execute the notebooks; see the module docstring.
 
     ``jobs``: worker processes for the training grids inside the notebooks (papermill parameter
     ``jobs``; None keeps each notebook's default). ``log_output``: stream the notebooks' output
-    (progress bars, run logs) to this process's log.
+    (progress bars, run logs) to this process's log. ``parallel``: notebooks executed at the same
+    time (each in its own process and kernel), longest first (:func:`expected_seconds`); runs two
+    notebooks share are trained once (the results store locks each run). The numbers do not
+    depend on it: every run is seeded on its own and, under the reference numerics, uses one
+    thread wherever it executes. The summary lists the notebooks in path order either way.
     """
-    import papermill as pm
-
     get_profile(profile)  # validate early
+    try:
+        import papermill  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError("executing the notebooks needs papermill, part of the notebook extras: pip install -e '.[notebooks]'") from exc
+    if int(parallel) < 1:
+        raise ValueError(f"parallel must be >= 1, got {parallel}")
     base = Path(notebooks_dir or repo_root() / "notebooks")
     out_base = base if inplace else Path(out_dir or repo_root() / "runs" / profile)
     nbs = discover(base, only)
@@ -137,34 +190,32 @@ def run_notebooks(
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         params["jobs"] = int(jobs)
     params.update(extra_parameters or {})
-    batch = BatchResult()
-    for i, nb in enumerate(nbs, 1):
-        rel = nb.relative_to(base)
+    rels = {nb: nb.relative_to(base) for nb in nbs}
+    outcome: dict[Path, NotebookResult] = {}
+
+    def record(nb: Path, ok: bool, seconds: float, error: str) -> None:
+        rel = rels[nb]
         dest = out_base / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.stem}.partial.ipynb")
-        log.info("[%d/%d] %s (profile=%s, %d left after it)", i, len(nbs), rel, profile, len(nbs) - i)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(tmp),
-                parameters=params,
-                cwd=str(nb.parent),
-                kernel_name="python3",
-                progress_bar=False,
-                execution_timeout=timeout,
-                log_output=log_output,
-            )
-            os.replace(tmp, dest)
-            strip_machine_paths(dest)
-            batch.results.append(NotebookResult(str(rel), True, time.perf_counter() - t0, str(dest)))
-            log.info("[%d/%d] %s done in %.0f s", i, len(nbs), rel, time.perf_counter() - t0)
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next notebook
+        if ok:
+            outcome[nb] = NotebookResult(str(rel), True, seconds, str(dest))
+            log.info("[%d/%d] %s done in %.0f s", len(outcome), len(nbs), rel, seconds)
+        else:
             failed = dest.with_name(f"{dest.stem}.failed.ipynb")
-            if tmp.exists():
-                os.replace(tmp, failed)
-            err = _failing_cell(exc)
-            log.error("%s failed at %s (partial output: %s)", rel, err, failed)
-            batch.results.append(NotebookResult(str(rel), False, time.perf_counter() - t0, str(failed), err))
-    return batch
+            outcome[nb] = NotebookResult(str(rel), False, seconds, str(failed), error)
+            log.error("%s failed at %s (partial output: %s)", rel, error, failed)
+
+    if int(parallel) == 1 or len(nbs) == 1:
+        for i, nb in enumerate(nbs, 1):
+            log.info("[%d/%d] %s (profile=%s, %d left after it)", i, len(nbs), rels[nb], profile, len(nbs) - i)
+            record(nb, *_execute(str(nb), str(out_base / rels[nb]), params, timeout, log_output))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        order = sorted(nbs, key=lambda nb: -expected_seconds(nb))
+        log.info("executing %d notebooks, %d at a time, longest first (profile=%s)", len(nbs), parallel, profile)
+        with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
+            futs = {ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output): nb for nb in order}
+            for fut in as_completed(futs):
+                record(futs[fut], *fut.result())
+    return BatchResult([outcome[nb] for nb in nbs])

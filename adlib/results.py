@@ -54,7 +54,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import numerics
-from .io import atomic_write_json
+from .io import atomic_write_json, file_lock
 from .paths import repo_root
 
 log = logging.getLogger(__name__)
@@ -367,14 +367,29 @@ def _worker(job: Job, run_dir: str, data_root, device, threads: int) -> str | No
 def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
     """Train (resuming from ``run_dir/checkpoints``), save, predict, evaluate and write the record.
 
-    ``record.json`` is written last: until then the run counts as unfinished."""
+    ``record.json`` is written last: until then the run counts as unfinished. Runs of one job
+    never overlap (:func:`_job_lock`): a process that waited for another returns its record."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _job_lock(run_dir):
+        if (run_dir / RECORD).is_file():  # another process finished it while this one waited
+            return json.loads((run_dir / RECORD).read_text())
+        return _run_job_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
+
+
+def _job_lock(run_dir: Path):
+    """One process at a time per run directory (:func:`adlib.io.file_lock` on ``run_dir/.lock``):
+    two notebooks executed side by side, or two batch runs sharing a store, that need the same
+    job train it once; the second waits and reads the record."""
+    return file_lock(run_dir / ".lock")
+
+
+def _run_job_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
     from .data import get_dataset
     from .models import build, evaluate
     from .profiles import resolve_device
     from .protocols import apply_protocol, check_method_accepts
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device, job.profile)
     numerics.configure_torch(dev)
     key = job.key()

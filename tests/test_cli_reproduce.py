@@ -78,6 +78,14 @@ def test_batch_runs_all_reports_failures_with_cell_and_keeps_going(tmp_path):
     assert [r.notebook for r in only.results] == ["00_ok.ipynb"] and only.results[0].ok
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         run_notebooks("smoke", notebooks_dir=nbdir, jobs=0)
+    # two at a time: the same outcomes, reported in path order, the same outputs
+    par = run_notebooks("smoke", notebooks_dir=nbdir, out_dir=tmp_path / "runs3", device="cpu", jobs=3, parallel=2)
+    assert [(r.notebook, r.ok) for r in par.results] == [(r.notebook, r.ok) for r in batch.results]
+    assert "ValueError" in par.failed[0].error and (tmp_path / "runs3" / "sub" / "01_bad.failed.ipynb").is_file()
+    out3 = nbformat.read(tmp_path / "runs3" / "00_ok.ipynb", as_version=4)
+    assert "profile is smoke cpu jobs 3" in "".join(o.get("text", "") for c in out3.cells for o in c.get("outputs", []))
+    with pytest.raises(ValueError, match="parallel must be >= 1"):
+        run_notebooks("smoke", notebooks_dir=nbdir, parallel=0)
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         run_notebooks("fast", notebooks_dir=nbdir)
 

@@ -11,12 +11,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _all_dependencies() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return list(project["dependencies"]) + [d for extra in project.get("optional-dependencies", {}).values() for d in extra]
+
+
 def _name(req: str) -> str:
     return re.split(r"[<>=!~ \[;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
 def test_environment_yml_matches_pyproject():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = _all_dependencies()
     env = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     conda, pip = set(), set()
     for d in env:
@@ -45,7 +50,7 @@ def test_pins_match_between_files():
     from packaging.requirements import Requirement
 
     lock = _lock()
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = _all_dependencies()
     env_pins = {}
     for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]:
         if isinstance(d, dict):
@@ -80,3 +85,17 @@ def test_cli_entry_point_runs():
     assert "data" in out.stdout and "reproduce" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "adlib.cli", "data", "info", "/nonexistent/root"], capture_output=True, text=True)
     assert bad.returncode == 2 and "/nonexistent/root" in bad.stderr
+
+
+def test_library_needs_neither_the_notebook_nor_the_test_stack():
+    """The core dependencies are what `import adlib` and its models need; papermill, JupyterLab,
+    pytest and nbval are extras (`[notebooks]`, `[dev]`), and the version has one source."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(d) for d in project["dependencies"]}
+    assert core.isdisjoint({"papermill", "jupyterlab", "ipykernel", "pytest", "nbval", "pytest-xdist"})
+    assert set(project["optional-dependencies"]) >= {"notebooks", "dev"}
+    assert "version" in project.get("dynamic", []) and "version" not in project
+    import adlib
+    from importlib import metadata
+
+    assert metadata.version("adlib") == adlib.__version__

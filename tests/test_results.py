@@ -206,3 +206,29 @@ def test_provenance_names_mixed_numerics():
     assert "WARNING" in text and "2 different numerics" in text and "native/AVX512" in text
     # the mixture survives the mean over categories
     assert "WARNING" in tables.provenance(tables.dataset_level(mixed, ("image_auroc",)))
+
+
+def test_a_job_running_elsewhere_is_waited_for_not_trained_twice(tmp_path):
+    """Two processes needing one job (two notebooks side by side): the second blocks on the run
+    directory's lock and returns the first one's record without training (here it could not:
+    its data root does not exist)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adlib import results
+    from adlib.io import atomic_write_json
+
+    job = Job.make("patchcore", "synth", "wood", "smoke", 0)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = {"label": "patchcore", "metrics": {"image_auroc": 0.5}}
+    with ThreadPoolExecutor(1) as ex:
+        with results._job_lock(run_dir):
+            fut = ex.submit(results.run_job, job, run_dir, data_root=str(tmp_path / "missing"), progress=False)
+            time.sleep(0.5)
+            assert not fut.done()  # waiting on the lock
+            atomic_write_json(run_dir / results.RECORD, record)
+        assert fut.result(timeout=30) == record
+    # without a record, the waiting run does the work (and fails here: no data)
+    (run_dir / results.RECORD).unlink()
+    with pytest.raises(Exception, match="missing|not found|No such"):
+        results.run_job(job, run_dir, data_root=str(tmp_path / "missing"), progress=False)

@@ -1,6 +1,6 @@
 """Refresh requirements.lock and environment.yml's pins (``make lock``).
 
-Creates a fresh virtual environment, installs the project with pyproject.toml's version ranges
+Creates a fresh virtual environment, installs the project and its extras (``notebooks``, ``dev``) with pyproject.toml's version ranges
 (no constraints), freezes every installed distribution into ``requirements.lock`` and rewrites the
 ``==`` pins of ``environment.yml`` from it. Review the diff, rerun ``make test`` (numbers can move
 with numpy/scipy/torch releases: refresh the notebooks with ``make notebooks`` when they do) and
@@ -21,8 +21,10 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the extras make installs (and the lock covers)
+EXTRAS = ("notebooks", "dev")
 HEADER = """# The exact versions of every dependency (Linux x86-64, Python 3.11), used as pip constraints by make:
-#   pip install -c requirements.lock -e .
+#   pip install -c requirements.lock -e ".[notebooks,dev]"
 # Refresh: make lock (fresh venv, unpinned install of pyproject.toml's ranges, pip freeze). environment.yml agrees.
 """
 
@@ -42,8 +44,14 @@ def read_lock(path: Path = ROOT / "requirements.lock") -> dict[str, str]:
     return out
 
 
+def all_dependencies(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The requirements of pyproject.toml: ``dependencies`` and every optional extra."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    return list(project["dependencies"]) + [d for extra in project.get("optional-dependencies", {}).values() for d in extra]
+
+
 def write_environment_pins(lock: dict[str, str], path: Path = ROOT / "environment.yml") -> None:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = all_dependencies()
     names = {_name(d).lower(): _name(d) for d in deps}
     text = path.read_text()
     for key, name in names.items():
@@ -60,7 +68,7 @@ def main() -> int:
     try:
         subprocess.run([args.python, "-m", "venv", str(tmp / "venv")], check=True)
         pip = [str(tmp / "venv" / "bin" / "python"), "-m", "pip"]
-        subprocess.run([*pip, "install", "-q", "--disable-pip-version-check", "-e", str(ROOT)], check=True)
+        subprocess.run([*pip, "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[{','.join(EXTRAS)}]"], check=True)
         frozen = subprocess.run([*pip, "freeze", "--exclude-editable"], check=True, capture_output=True, text=True).stdout
         lines = [ln for ln in frozen.splitlines() if ln and not ln.startswith(("-e", "adlib"))]
         (ROOT / "requirements.lock").write_text(HEADER + "\n".join(lines) + "\n")
