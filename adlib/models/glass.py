@@ -150,7 +150,6 @@ from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 VARIANTS = {"m": "manifold", "h": "hypersphere", "j": "judged (spectrogram)"}
 DISTRIBUTIONS = ("manifold", "hypersphere")
 DSC_OPTIMIZERS = ("adamw", "adam")
