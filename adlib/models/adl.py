@@ -237,26 +237,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import losses
 from ..backbones import BackboneInfo, FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from .base import Prediction, atomic_torch_save, check_resumable, config_overrides, predict_dataset, read_checkpoint, recalibrate_batchnorm, register, resolve_device
+from .base import Prediction, predict_dataset, recalibrate_batchnorm, register, resolve_device
+from .core import EpochMethod, MethodConfig
+from .scores import top_k_mean
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -310,9 +306,8 @@ def top_k_score(score_map: torch.Tensor, k_ratio: float = 0.1) -> torch.Tensor:
     scoring network gives ``|conv(F_Co)|``). ``P(x_i)``: the ``K = max(int(k_ratio * n), 1)``
     highest of the ``n`` positions (``k_ratio = 0.1``, Sec. 4.1). Returns ``B``.
     """
-    flat = score_map.reshape(score_map.shape[0], -1)
-    k = max(int(flat.shape[1] * k_ratio), 1)
-    return flat.topk(k, dim=1).values.mean(dim=1)
+    n = score_map[0].numel()
+    return top_k_mean(score_map, max(int(n * k_ratio), 1))
 
 
 def reference_scores(generator: torch.Generator | None, m: int = 5000, mean: float = 0.0, std: float = 1.0,
@@ -632,12 +627,8 @@ def parameter_count(model) -> int:
 # Configuration
 
 
-def _seed_for(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 @dataclass
-class ADLConfig:
+class ADLConfig(MethodConfig):
     """ADL settings. Defaults (= ``paper`` profile): Sec. 4.1 with the released choices of the module
     docstring's table (input 256 in [0, 1], margin 10, pretrained ResNet-18 ``tv_in1k``, batches of
     24 + 24, 20 steps an epoch, 25 epochs). ``smoke``: CPU-sized (see :attr:`PROFILES`)."""
@@ -707,16 +698,6 @@ class ADLConfig:
                       bn_recalibration=16),
     }
 
-    @classmethod
-    def for_profile(cls, profile: str = "smoke", **overrides: Any) -> "ADLConfig":
-        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
-        if profile not in cls.PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
-        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @property
     def input_size(self) -> int:
         return int(self.crop if self.crop is not None else self.resize)
@@ -726,6 +707,7 @@ class ADLConfig:
         return VARIANTS[self.variant]
 
     def _validate(self) -> None:
+        super()._validate()
         if self.variant not in VARIANTS:
             raise ValueError(f"ADL variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         if not 0.0 < self.encoder_width <= 1.0:
@@ -784,33 +766,25 @@ class ADLConfig:
 
 
 @register("adl")
-class ADL:
+class ADL(EpochMethod):
     """Adaptive Deviation Learning (WACV 2025); ``cfg.variant`` picks a Table 2 ablation."""
 
     Config: ClassVar[type] = ADLConfig
     name: ClassVar[str] = "adl"
-    #: config fields that may differ between a checkpoint and the resuming model
-    RESUME_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"epochs", "data_root"})
+    STREAMS: ClassVar[tuple[str, ...]] = GENERATORS
 
     def __init__(self, cfg: ADLConfig | None = None, *, load_weights: bool = True) -> None:
         """``load_weights=False`` (used by :meth:`load`): build the architecture without fetching
         pretrained weights, which a checkpoint then replaces (the encoder is fine-tuned, so the
         checkpoint holds all of it)."""
-        cfg = cfg if cfg is not None else ADLConfig()
-        if not isinstance(cfg, ADLConfig):
-            raise TypeError(f"ADL needs an ADLConfig, got {type(cfg).__name__}")
-        cfg._validate()
-        self.cfg = cfg
+        super().__init__(cfg)
+        cfg = self.cfg
+        self._weights_loaded = load_weights
         encoder, self.backbone_info = build_encoder(cfg if load_weights else dataclasses.replace(cfg, pretrained=False))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with self._seeded_init():
             self.net = ADLNet(encoder, tuple(self.backbone_info.channels), cfg.top_k, cfg.upsample_kernel,
                               cfg.seg_width, cfg.normalize)
-        self.device = torch.device("cpu")
-        self.epoch = 0
         self.iteration = 0
-        self.history: list[dict[str, float]] = []
-        self.generators = {k: torch.Generator().manual_seed(_seed_for(cfg.seed, i)) for i, k in enumerate(GENERATORS)}
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.texture_description: str | None = None
         self.texture_is_stand_in: bool | None = None
@@ -823,14 +797,6 @@ class ADL:
         """Resize to ``resize`` (then centre crop ``crop`` if set), values in [0, 1]; ImageNet
         normalisation, if ``normalize``, happens inside the network (synthesis works in [0, 1])."""
         return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=False)
-
-    @property
-    def variant(self) -> str:
-        return self.cfg.variant
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.variant}"
 
     @property
     def components(self) -> Components:
@@ -847,13 +813,11 @@ class ADL:
     def total_iterations(self) -> int:
         return int(self.cfg.epochs) * int(self.cfg.steps_per_epoch)
 
-    def to(self, device) -> "ADL":
-        device = torch.device(device)
-        self.net.to(device)
-        if self.optimizer.state:
-            self.optimizer.load_state_dict(self.optimizer.state_dict())  # moves the state to the parameters' device
-        self.device = device
-        return self
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
+
+    def optimizers(self) -> list:
+        return [self.optimizer]
 
     def forward(self, x: torch.Tensor, seg: bool = True) -> dict[str, Any]:
         """The network's outputs for images ``x`` (``B x 3 x H x W`` in [0, 1])."""
@@ -861,15 +825,12 @@ class ADL:
 
     # -- data ----------------------------------------------------------------------------------
     def _load_images(self, ds, progress: bool) -> torch.Tensor:
-        imgs, n_labelled = [], 0
-        for i in tqdm(range(len(ds)), desc="loading train images", disable=not progress, leave=False):
-            s = ds[i]
-            imgs.append(s.image)
-            n_labelled += int(s.label) != 0
+        samples = self._load_samples(ds, progress)
+        n_labelled = sum(int(s.label) != 0 for s in samples)
         if n_labelled:
             log.warning("%s: %d training image(s) carry label 1; ADL treats every training image as unlabelled "
                         "'normal' (label 0)", self.label, n_labelled)
-        return torch.stack(imgs)
+        return torch.stack([s.image for s in samples])
 
     def _prepare(self) -> None:
         if self.synthesizer is not None:
@@ -995,50 +956,18 @@ class ADL:
         self.iteration += 1
         return {k: float(v.detach()) for k, v in out.items()}
 
-    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None) -> "ADL":
-        """Train on the (possibly contaminated, all label 0) images of ``train_ds`` for ``cfg.epochs``
-        epochs in total.
-
-        ``checkpoint_dir``: ``last.pt`` there is written (atomically) after every epoch and, if
-        present at the start with the same configuration (``epochs`` may differ), the fit resumes
-        after its last finished epoch. Calling ``fit`` again continues from :attr:`epoch`.
-        """
-        cfg = self.cfg
-        self.to(resolve_device(device))
-        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-        if ckpt is not None and ckpt.is_file():
-            self._resume(ckpt)
-        if self.epoch >= cfg.epochs:
-            log.info("%s: %d epoch(s) already trained, nothing to do", self.label, self.epoch)
-            self.net.eval()
-            return self
-        t0 = time.perf_counter()
+    def _fit_start(self, train_ds, progress: bool) -> torch.Tensor:
         images = self._load_images(train_ds, progress)
         self._prepare()
-        log.info("%s: training on %s/%s (%d images) for epochs %d..%d on %s (burn-in: %d of %d iterations)",
-                 self.label, getattr(train_ds, "name", "?"), getattr(train_ds, "category", "?"), len(images),
-                 self.epoch + 1, cfg.epochs, self.device, burn_in_iterations(self.total_iterations, cfg.burn_in),
-                 self.total_iterations)
-        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=self.label, disable=not progress)
-        try:
-            while self.epoch < cfg.epochs:
-                te = time.perf_counter()
-                stats = self._run_epoch(images)
-                self.epoch += 1
-                if self.epoch == cfg.epochs and cfg.bn_recalibration:
-                    self.recalibrate_batchnorm(images)
-                stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
-                self.history.append(stats)
-                log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
-                if ckpt is not None:
-                    self.save(ckpt)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        finally:
-            bar.close()
-        self.net.eval()
-        log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
-        return self
+        return images
+
+    def _fit_description(self, train_ds, images) -> str:
+        return (f"{len(images)} images; burn-in: {burn_in_iterations(self.total_iterations, self.cfg.burn_in)} of "
+                f"{self.total_iterations} iterations")
+
+    def _epoch_end(self, images: torch.Tensor, stats: dict[str, Any]) -> None:
+        if self.epoch == self.cfg.epochs and self.cfg.bn_recalibration:
+            self.recalibrate_batchnorm(images)
 
     def _run_epoch(self, images: torch.Tensor) -> dict[str, float]:
         lr = learning_rate(self.cfg, self.epoch)
@@ -1069,7 +998,7 @@ class ADL:
         if n <= 0:
             return
         self._prepare()
-        g = torch.Generator().manual_seed(_seed_for(self.cfg.seed, len(GENERATORS)))
+        g = torch.Generator().manual_seed(self.seed_for(len(self.STREAMS)))
         b = self.cfg.batch_size
 
         def draws():
@@ -1105,64 +1034,36 @@ class ADL:
                                desc=f"{self.label} predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Everything a checkpoint holds: tensors and Python primitives only."""
+    def _state(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "name": self.name,
-            "config": self.cfg.as_dict(),
-            "epoch": int(self.epoch),
+            **super()._state(),
             "iteration": int(self.iteration),
             "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "rng": {k: g.get_state() for k, g in self.generators.items()},
-            "history": [dict(h) for h in self.history],
             "backbone": self.backbone_info.as_dict(),
             "texture_description": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model (config, weights, optimiser and RNG states, history) atomically to ``path``."""
-        return atomic_torch_save(self.state(), path)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for k, g in self.generators.items():
-            g.set_state(state["rng"][k])
-        self.epoch = int(state["epoch"])
+        self._load_epoch_state(state)
         self.iteration = int(state["iteration"])
-        self.history = [dict(h) for h in state.get("history", [])]
         self.texture_description = state.get("texture_description")
         self.texture_is_stand_in = state.get("texture_is_stand_in")
+        if state.get("backbone") and not self._weights_loaded:  # built without its weights: the checkpoint's record
+            self.backbone_info = BackboneInfo(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in state["backbone"].items()})
         self.to(self.device)
 
-    def _resume(self, path: Path) -> None:
-        state = read_checkpoint(path, self.name)
-        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
-        self._load_state(state)
-        log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ADL":
-        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        state = read_checkpoint(path, cls.name)
-        model = cls(ADLConfig(**state["config"]), load_weights=False)
-        model._load_state(state)
-        if state.get("backbone"):
-            model.backbone_info = BackboneInfo(**{k: tuple(v) if isinstance(v, list) else v
-                                                  for k, v in state["backbone"].items()})
-        model.net.eval()
-        return model
+    def _from_config(cls, cfg: ADLConfig) -> "ADL":
+        return cls(cfg, load_weights=False)
 
     # -- provenance ----------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def _info(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "variant": self.variant,
             "table2": TABLE2_NAMES[self.variant],
             "components": self.components.as_dict(),
             "config": self.cfg.as_dict(),
@@ -1174,15 +1075,10 @@ class ADL:
             "image_score": "top-K mean of |psi| (Eq. 2)",
             "texture_source": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
-            "selection": {"mode": "last-epoch", "epoch": self.epoch},
-            "epochs_trained": self.epoch,
             "iterations_trained": self.iteration,
             "burn_in_iterations": burn_in_iterations(self.total_iterations, self.cfg.burn_in),
             "batchnorm_statistics": (f"recalibrated on {self.cfg.bn_recalibration} training batches after the last epoch"
                                      if self.cfg.bn_recalibration else "running averages of training"),
-            "seconds_per_epoch": (
-                round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None
-            ),
         }
 
 

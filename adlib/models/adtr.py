@@ -99,39 +99,25 @@ same settings and data (an exact cache, see ``_NORMAL_STAGES``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections import OrderedDict
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from .base import (
-    Prediction,
-    atomic_torch_save,
-    check_resumable,
-    config_overrides,
-    fingerprint,
-    predict_dataset,
-    read_checkpoint,
-    register,
-    resolve_device,
-)
+from .base import Prediction, predict_dataset, register, resolve_device
+from .core import EpochMethod, MethodConfig
+from .scores import mean_pool_max_valid, top_k_mean
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 VARIANTS = ("normal", "image", "pixel")
 RECONSTRUCTORS = ("query", "no-query", "no-attention", "cnn", "linear")
 LOG_EPS = 1e-31
@@ -189,10 +175,7 @@ def push_pull_pixel_loss(phi: torch.Tensor, y: torch.Tensor, alpha: float = 0.00
 def topk_score(phi: torch.Tensor, k: int) -> torch.Tensor:
     """ADTR Eq. 8: ``q = 1/k sum top-k(phi)``, the mean of the ``k`` largest ``phi(u)`` of each
     sample (B x H x W -> B). Ties do not matter: any ``k`` largest have the same mean."""
-    flat = phi.flatten(1)
-    if not 1 <= k <= flat.shape[1]:
-        raise ValueError(f"k must be in [1, {flat.shape[1]}] (the H*W positions), got {k}")
-    return flat.topk(k, dim=1).values.mean(1)
+    return top_k_mean(phi, k)
 
 
 def push_pull_image_loss(q: torch.Tensor, y: torch.Tensor, alpha: float = 0.003, eps: float = LOG_EPS) -> torch.Tensor:
@@ -223,12 +206,8 @@ def reconstruction_loss(f: torch.Tensor, f_hat: torch.Tensor, reduction: str = "
 def image_score(score_map: torch.Tensor, window: int = 16) -> torch.Tensor:
     """Image score: maximum of the (B x H x W) map average-pooled with a ``window x window`` box,
     stride 1, no padding (adtr-facts S3 + U's ``avg_pool2d(16, 1)`` then max). A window larger
-    than the map is clipped to it."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    kh, kw = min(window, score_map.shape[-2]), min(window, score_map.shape[-1])
-    pooled = F.avg_pool2d(score_map[:, None], (kh, kw), stride=1)
-    return pooled.flatten(1).amax(1)
+    than the map is clipped to it (:func:`adlib.models.scores.mean_pool_max_valid`)."""
+    return mean_pool_max_valid(score_map, window)
 
 
 def query_attention(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -453,7 +432,7 @@ class FeatureTarget(nn.Module):
 
 
 @dataclass
-class ADTRConfig:
+class ADTRConfig(MethodConfig):
     """ADTR settings. Defaults (= ``paper`` profile): adtr-facts.md section 7 (EfficientNet-B4
     stages 1-5, 256 px, 16 x 16 grid, width 256, 4 + 4 layers, 8 heads, AdamW 1e-4, 500 epochs,
     x0.1 at 400, batch 16; ADTR+: 300 more epochs, alpha 0.003, k 20). ``smoke``: random-init
@@ -517,17 +496,8 @@ class ADTRConfig:
                       lr_milestones=(48,), adapt_epochs=20, adapt_lr=1e-3, batch_size=16, score_pool=16),
     }
 
-    @classmethod
-    def for_profile(cls, profile: str = "smoke", **overrides: Any) -> "ADTRConfig":
-        """The profile's defaults (``smoke``: CPU-sized; ``paper``: adtr-facts section 7) plus overrides."""
-        if profile not in cls.PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
-        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def _validate(self) -> None:
+        super()._validate()
         self.layers = tuple(self.layers)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         choices = {"variant": VARIANTS, "reconstructor": RECONSTRUCTORS, "query": ("input", "layerwise"),
@@ -571,16 +541,12 @@ _NORMAL_STAGES: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
 _NORMAL_STAGES_MAX = 8
 
 
-def _seed_for(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(stream), 0xAD7]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 # ----------------------------------------------------------------------------------------------
 # The method
 
 
 @register("adtr")
-class ADTR:
+class ADTR(EpochMethod):
     """ADTR / ADTR+: feature reconstruction by a transformer with an auxiliary query, push-pull adaptation.
 
     >>> model = build("adtr", profile="smoke", variant="pixel")      # doctest: +SKIP
@@ -593,27 +559,21 @@ class ADTR:
     #: fit() reads sample.label: labelled anomalies of the training set (protocol real_anomalies) are anomalies
     uses_training_labels: ClassVar[bool] = True
     STREAMS: ClassVar[tuple[str, ...]] = ("shuffle", "mix", "confetti")
+    #: ADTR's seeds are salted (:func:`adlib.models.core.seed_for`)
+    SEED_SALT: ClassVar[int] = 0xAD7
 
     def __init__(self, cfg: ADTRConfig | None = None) -> None:
-        cfg = cfg if cfg is not None else ADTRConfig()
-        if not isinstance(cfg, ADTRConfig):
-            raise TypeError(f"ADTR needs an ADTRConfig, got {type(cfg).__name__}")
-        cfg._validate()
-        self.cfg = cfg
+        super().__init__(cfg)
+        cfg = self.cfg
         backbone = None
         if cfg.target == "features":
             backbone = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
                                         weights_file=cfg.weights_file, seed=cfg.backbone_seed)
         self.features = FeatureTarget(cfg.target, cfg.grid, cfg.image_size, backbone, cfg.align_corners)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with self._seeded_init():
             self.net = ADTRNet(self.features.channels, cfg.grid, cfg.width, cfg.heads, cfg.ffn, cfg.enc_layers,
                                cfg.dec_layers, cfg.dropout, cfg.reconstructor, cfg.query, cfg.pos_embed)
         self.net.eval()
-        self.device = torch.device("cpu")
-        self.epoch = 0
-        self.history: list[dict[str, float]] = []
-        self.generators = {k: torch.Generator().manual_seed(_seed_for(cfg.seed, i)) for i, k in enumerate(self.STREAMS)}
         self.opt_stage = self._stage(0)
         self.optimizer = self._make_optimizer(self.opt_stage)
         self.train_counts: dict[str, int] = {}
@@ -627,21 +587,20 @@ class ADTR:
         return ImageTransform(resize=self.cfg.image_size, crop=None, normalize=False)
 
     @property
-    def variant(self) -> str:
-        return self.cfg.variant
+    def total_epochs(self) -> int:
+        return self.cfg.total_epochs
 
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.cfg.variant}"
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net, "features": self.features}
 
-    def to(self, device) -> "ADTR":
-        device = torch.device(device)
-        self.net.to(device)
-        self.features.to(device)
-        if self.optimizer.state:
-            self.optimizer.load_state_dict(self.optimizer.state_dict())
-        self.device = device
-        return self
+    def optimizers(self) -> list:
+        return [self.optimizer]
+
+    def eval(self) -> None:
+        self.net.eval()
+
+    def _backbone(self) -> nn.Module | None:
+        return self.features.backbone
 
     def _stage(self, epoch: int) -> str:
         return "normal" if epoch < self.cfg.normal_epochs else "adapt"
@@ -691,9 +650,9 @@ class ADTR:
         return up
 
     # -- training ------------------------------------------------------------------------------
-    @staticmethod
-    def _load(ds, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        samples = [ds[i] for i in tqdm(range(len(ds)), desc="loading train images", disable=not progress, leave=False)]
+    @classmethod
+    def _load(cls, ds, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        samples = cls._load_samples(ds, progress)
         if not samples:
             raise ValueError(f"{getattr(ds, 'name', '?')}/{getattr(ds, 'category', '?')}: the training set is empty")
         images = torch.stack([s.image for s in samples])
@@ -713,15 +672,10 @@ class ADTR:
         (label 1, with masks). Normal-only training ignores labelled anomalies. ``checkpoint_dir``:
         ``last.pt`` is written after every epoch and resumed from when present.
         """
+        return super().fit(train_ds, device=device, progress=progress, checkpoint_dir=checkpoint_dir)
+
+    def _fit_start(self, train_ds, progress: bool):
         cfg = self.cfg
-        self.to(resolve_device(device))
-        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-        if ckpt is not None and ckpt.is_file():
-            self._resume(ckpt)
-        if self.epoch >= cfg.total_epochs:
-            log.info("%s: %d epoch(s) already trained, nothing to do", self.label, self.epoch)
-            return self
-        t0 = time.perf_counter()
         images, masks, labels, paths = self._load(train_ds, progress)
         normal = labels == 0
         if not normal.any():
@@ -744,40 +698,31 @@ class ADTR:
                 y[empty] = 1.0
                 log.info("%s: %d labelled anomalies without a mask are labelled anomalous everywhere", self.label, int(empty.sum()))
             real = (self.extract(images[~normal]), y.to(self.device))
-        log.info("%s: training on %s/%s (%d normal, %d labelled anomalies) for epochs %d..%d on %s", self.label,
-                 getattr(train_ds, "name", "?"), getattr(train_ds, "category", "?"), int(normal.sum()), n_anom,
-                 self.epoch + 1, cfg.total_epochs, self.device)
         uint8 = (normal_images * 255).round().clamp(0, 255).to(torch.uint8) if cfg.adapting else None
         stage_key = self._normal_stage_key(f_normal)
         if 0 < cfg.normal_epochs and self.epoch < cfg.normal_epochs and stage_key in _NORMAL_STAGES:
             self._restore_normal_stage(_NORMAL_STAGES[stage_key])
             _NORMAL_STAGES.move_to_end(stage_key)
             log.info("%s: normal-only stage (%d epochs) taken from this process's cache", self.label, self.epoch)
-        bar = tqdm(total=cfg.total_epochs, initial=self.epoch, desc=self.label, disable=not progress)
-        try:
-            while self.epoch < cfg.total_epochs:
-                if self._stage(self.epoch) != self.opt_stage:  # normal-only stage done: a fresh optimiser
-                    self.opt_stage = self._stage(self.epoch)
-                    self.optimizer = self._make_optimizer(self.opt_stage)
-                te = time.perf_counter()
-                with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
-                    torch.manual_seed(_seed_for(cfg.seed, 1000 + self.epoch))  # dropout: a function of (seed, epoch)
-                    stats = self._run_epoch(f_normal, uint8, real)
-                self.epoch += 1
-                if self.epoch == cfg.normal_epochs:
-                    self._remember_normal_stage(stage_key)
-                stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
-                self.history.append(stats)
-                log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
-                if ckpt is not None:
-                    self.save(ckpt)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        finally:
-            bar.close()
-        self.net.eval()
-        log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
-        return self
+        return f_normal, uint8, real, stage_key
+
+    def _fit_description(self, train_ds, data) -> str:
+        return f"{self.train_counts['normal']} normal, {self.train_counts['labelled_anomalies']} labelled anomalies"
+
+    def _epoch_start(self, data) -> None:
+        if self._stage(self.epoch) != self.opt_stage:  # normal-only stage done: a fresh optimiser
+            self.opt_stage = self._stage(self.epoch)
+            self.optimizer = self._make_optimizer(self.opt_stage)
+
+    def _run_epoch(self, data) -> dict[str, float]:
+        f_normal, uint8, real, _ = data
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed_for(1000 + self.epoch))  # dropout: a function of (seed, epoch)
+            return self._train_epoch(f_normal, uint8, real)
+
+    def _epoch_end(self, data, stats: dict[str, Any]) -> None:
+        if self.epoch == self.cfg.normal_epochs:
+            self._remember_normal_stage(data[3])
 
     # -- the normal-only stage cache ----------------------------------------------------------
     #: config fields that do not affect the normal-only stage
@@ -815,7 +760,7 @@ class ADTR:
         self.epoch = int(self.cfg.normal_epochs)
         self.normal_stage_cached = True
 
-    def _run_epoch(self, f_normal: torch.Tensor, uint8: torch.Tensor | None, real) -> dict[str, float]:
+    def _train_epoch(self, f_normal: torch.Tensor, uint8: torch.Tensor | None, real) -> dict[str, float]:
         stage = self._stage(self.epoch)
         lr = self.learning_rate(self.epoch)
         for group in self.optimizer.param_groups:
@@ -912,70 +857,31 @@ class ADTR:
                                desc=f"{self.label} predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
-    def backbone_fingerprint(self) -> str | None:
-        bb = self.features.backbone
-        return fingerprint(bb) if bb is not None else None
-
-    def state(self) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "name": self.name,
-            "config": self.cfg.as_dict(),
-            "epoch": int(self.epoch),
+            **super()._state(),
             "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "optimizer_stage": self.opt_stage,
-            "rng": {k: g.get_state() for k, g in self.generators.items()},
-            "history": [dict(h) for h in self.history],
             "train_counts": dict(self.train_counts),
             "backbone_fingerprint": self.backbone_fingerprint(),
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the reconstructor, optimiser and RNG states and history atomically (the frozen
-        backbone is rebuilt from the config; its fingerprint is checked on load)."""
-        return atomic_torch_save(self.state(), path)
-
-    def _load_state(self, state: dict[str, Any], path) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
-        fp = state.get("backbone_fingerprint")
-        if fp is not None and fp != self.backbone_fingerprint():
-            raise ValueError(f"{path}: the backbone weights differ from those it was trained with "
-                             f"(fingerprint {fp} vs {self.backbone_fingerprint()}); provide the same weights")
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
+        """The frozen backbone is rebuilt from the config; its fingerprint must match the checkpoint's."""
+        self._check_backbone(state, path, strict)
         self.net.load_state_dict(state["net"])
-        self.epoch = int(state["epoch"])
         self.opt_stage = state.get("optimizer_stage", "normal")
         self.optimizer = self._make_optimizer(self.opt_stage)
         self.optimizer.load_state_dict(state["optimizer"])
-        for k, g in self.generators.items():
-            g.set_state(state["rng"][k])
-        self.history = [dict(h) for h in state.get("history", [])]
+        self._load_epoch_state(state)
         self.train_counts = dict(state.get("train_counts", {}))
         self.to(self.device)
 
-    def _resume(self, path: Path) -> None:
-        state = read_checkpoint(path, self.name)
-        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
-        self._load_state(state, path)
-        log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ADTR":
-        """Restore a model written by :meth:`save`."""
-        state = read_checkpoint(path, cls.name)
-        model = cls(ADTRConfig(**state["config"]))
-        model._load_state(state, path)
-        model.net.eval()
-        return model
-
-    def info(self) -> dict[str, Any]:
+    def _info(self) -> dict[str, Any]:
         bb = self.features.backbone
         c = self.cfg
         return {
-            "name": self.name,
-            "variant": c.variant,
-            "config": c.as_dict(),
             "backbone": bb.info.as_dict() if bb is not None else None,
             "weights": bb.info.weights if bb is not None else "none (pixel target)",
             "backbone_fingerprint": self.backbone_fingerprint(),
@@ -985,9 +891,6 @@ class ADTR:
                                                 "anomalies": c.anomalies} if c.adapting else {}),
             "train_counts": dict(self.train_counts),
             "normal_stage_cached": bool(self.normal_stage_cached),
-            "selection": {"mode": "last-epoch", "epoch": self.epoch},
-            "epochs_trained": self.epoch,
-            "seconds_per_epoch": (round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None),
         }
 
 

@@ -16,6 +16,10 @@ Every method class has:
 - ``predict(test_ds, *, device=None, batch_size=None, progress=True) -> Prediction``;
 - ``info() -> dict``: name, variant, config and the backbone weights used (recorded with results).
 
+The lifecycle those share (config validation and profiles, seeding, the epoch loop with atomic
+checkpoints and exact resume, save/load, ``to(device)``, ``info()``) is implemented once in
+:mod:`adlib.models.core`; the image-score formulas in :mod:`adlib.models.scores`.
+
 Maps in a :class:`Prediction` are at the resolution of the masks the dataset returns (the model
 input size after its transform), already up-sampled and smoothed as the method prescribes.
 """

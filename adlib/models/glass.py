@@ -113,13 +113,9 @@ Choices the papers leave open (the project's, documented here)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -147,12 +143,13 @@ from ..synthesis.gas import (
 )
 from ..synthesis.foreground import estimate_foreground, uses_foreground
 from ..synthesis.las import LocalAnomalySynthesizer
-from .base import Prediction, atomic_torch_save, check_resumable, config_overrides, evaluate, predict_dataset, read_checkpoint, register, resolve_device
+from .base import Prediction, evaluate, predict_dataset, register, resolve_device
+from .core import EpochMethod, MethodConfig
+from .scores import max_score
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 VARIANTS = {"m": "manifold", "h": "hypersphere", "j": "judged (spectrogram)"}
 DISTRIBUTIONS = ("manifold", "hypersphere")
 DSC_OPTIMIZERS = ("adamw", "adam")
@@ -344,11 +341,12 @@ class Discriminator(nn.Module):
 
 
 def image_score(score_map: torch.Tensor) -> torch.Tensor:
-    """Image-level score: the maximum of the raw score map (GLASS Sec. 3.5 ``S_AD``; SimpleNet Sec. 3.5).
+    """Image-level score: the maximum of the raw score map (GLASS Sec. 3.5 ``S_AD``; SimpleNet Sec. 3.5),
+    :func:`adlib.models.scores.max_score`.
 
     ``score_map``: ``B x h x w`` -> ``B``.
     """
-    return score_map.flatten(1).amax(dim=1)
+    return max_score(score_map)
 
 
 def smooth_map(score_map: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
@@ -369,12 +367,8 @@ def smooth_map(score_map: torch.Tensor, size: tuple[int, int], sigma: float = 4.
 # Configurations
 
 
-def _seed_for(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 @dataclass
-class _SharedConfig:
+class _SharedConfig(MethodConfig):
     # features (GLASS Sec. 3.1 / 4.1; SimpleNet Sec. 4.1)
     backbone: str = "wide_resnet50_2"
     layers: tuple[str, ...] = ("layer2", "layer3")
@@ -408,19 +402,8 @@ class _SharedConfig:
     # test hook (not in either paper): exchange normal and synthetic-anomaly targets in the loss
     swap_labels: bool = False
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    @classmethod
-    def for_profile(cls, profile: str = "smoke", **overrides: Any):
-        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
-        if profile not in cls.PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
-        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def _validate(self) -> None:
+        super()._validate()
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
@@ -562,38 +545,30 @@ class SimpleNetConfig(_SharedConfig):
 # Shared model machinery
 
 
-class _FeatureDiscriminatorModel:
-    """Features -> adaptor -> discriminator, trained on synthetic anomalies (GLASS, SimpleNet)."""
+class _FeatureDiscriminatorModel(EpochMethod):
+    """Features -> adaptor -> discriminator, trained on synthetic anomalies (GLASS, SimpleNet).
+
+    The lifecycle (epoch loop, checkpoints, resume, save/load, provenance) is
+    :class:`adlib.models.core.EpochMethod`'s; this class supplies the networks and the hooks."""
 
     Config: ClassVar[type] = _SharedConfig
-    name: ClassVar[str] = ""
     SIGMOID: ClassVar[bool] = True
-    #: config fields that may differ between a checkpoint and the resuming model
-    RESUME_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"epochs"})
+    STREAMS: ClassVar[tuple[str, ...]] = ("shuffle", "las", "gas")
 
     def __init__(self, cfg: _SharedConfig | None = None) -> None:
-        cfg = cfg if cfg is not None else self.Config()
-        if not isinstance(cfg, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(cfg).__name__}")
-        cfg._validate()
-        self.cfg = cfg
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        super().__init__(cfg)
+        cfg = self.cfg
+        with self._seeded_init():
             fx = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
                                   weights_file=cfg.weights_file, seed=cfg.backbone_seed)
             self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
             dim = self.features.dim
             self.adaptor: nn.Module = Adaptor(dim) if cfg.adaptor else nn.Identity()
             self.discriminator = Discriminator(dim, cfg.dsc_hidden, sigmoid=self.SIGMOID)
-        self.device = torch.device("cpu")
-        self.epoch = 0
-        self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] | None = None
-        self.generators = {
-            k: torch.Generator().manual_seed(_seed_for(cfg.seed, i)) for i, k in enumerate(("shuffle", "las", "gas"))
-        }
         self.opt_adaptor, self.opt_dsc = self._make_optimizers()
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
+        self._test_ds = None
         self.eval()
 
     # -- basics ------------------------------------------------------------------------------
@@ -602,12 +577,11 @@ class _FeatureDiscriminatorModel:
         """The image transform the model expects (resize, centre crop, ImageNet normalisation)."""
         return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
 
-    @property
-    def variant(self) -> str | None:
-        return None
-
     def modules(self) -> dict[str, nn.Module]:
         return {"features": self.features, "adaptor": self.adaptor, "discriminator": self.discriminator}
+
+    def optimizers(self) -> list:
+        return [self.opt_adaptor, self.opt_dsc]
 
     def train(self) -> None:
         self.adaptor.train()
@@ -616,16 +590,6 @@ class _FeatureDiscriminatorModel:
     def eval(self) -> None:
         self.adaptor.eval()
         self.discriminator.eval()
-
-    def to(self, device) -> "_FeatureDiscriminatorModel":
-        device = torch.device(device)
-        for m in self.modules().values():
-            m.to(device)
-        for opt in (self.opt_adaptor, self.opt_dsc):
-            if opt is not None and opt.state:
-                opt.load_state_dict(opt.state_dict())  # moves the state to the parameters' device
-        self.device = device
-        return self
 
     def _make_optimizers(self):
         raise NotImplementedError
@@ -659,68 +623,38 @@ class _FeatureDiscriminatorModel:
         self.eval()
         return self.raw_scores(self.features(images.to(self.device)))
 
-    # -- data ----------------------------------------------------------------------------------
-    @staticmethod
-    def _load_images(ds, progress: bool) -> torch.Tensor:
-        imgs = [ds[i].image for i in tqdm(range(len(ds)), desc="loading train images", disable=not progress, leave=False)]
-        return torch.stack(imgs)
-
+    # -- training hooks ------------------------------------------------------------------------
     def _prepare(self, ds, images: torch.Tensor, progress: bool) -> None:
         """Method-specific preparation before the first epoch (LAS, foregrounds, GLASS-j)."""
 
-    # -- training ------------------------------------------------------------------------------
+    def _features_ready(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
+        """Called once per :meth:`fit` call, after the training images (and, with
+        ``cache_features``, their patch features) are loaded and before the first epoch."""
+
     def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None, test_ds=None):
         """Train on the normal images of ``train_ds`` (an :class:`~adlib.data.AnomalyDataset`).
 
         ``checkpoint_dir``: ``last.pt`` there is written (atomically) after every epoch and, if
-        present at the start with the same configuration (``epochs`` may differ), the fit resumes
-        after its last finished epoch. ``test_ds``: needed only for ``select_best_on_test``
-        (test-set model selection, the released protocol; optimistic, labelled in :meth:`info`).
-        A model trains up to ``cfg.epochs`` in total: calling ``fit`` again continues from
-        :attr:`epoch` (and does nothing once it is reached).
+        present at the start with the same configuration (``epochs`` and ``data_root`` may
+        differ), the fit resumes after its last finished epoch. ``test_ds``: needed only for
+        ``select_best_on_test`` (test-set model selection, the released protocol; optimistic,
+        labelled in :meth:`info`). A model trains up to ``cfg.epochs`` in total: calling ``fit``
+        again continues from :attr:`epoch` (and does nothing once it is reached).
         """
-        cfg = self.cfg
-        if cfg.select_best_on_test and test_ds is None:
+        if self.cfg.select_best_on_test and test_ds is None:
             raise ValueError("select_best_on_test=True needs test_ds= (it selects the epoch on the test set)")
-        self.to(resolve_device(device))
-        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-        if ckpt is not None and ckpt.is_file():
-            self._resume(ckpt)
-        if self.epoch >= cfg.epochs:
-            log.info("%s: %d epoch(s) already trained, nothing to do", self.label, self.epoch)
-            self.eval()
-            return self
-        t0 = time.perf_counter()
+        self._test_ds = test_ds
+        try:
+            return super().fit(train_ds, device=device, progress=progress, checkpoint_dir=checkpoint_dir)
+        finally:
+            self._test_ds = None
+
+    def _fit_start(self, train_ds, progress: bool):
         images = self._load_images(train_ds, progress)
         self._prepare(train_ds, images, progress)
-        cached = self.patch_features(images) if cfg.cache_features else None
-        self._fit_start(images, cached)
-        log.info("%s: training on %s/%s (%d images) for epochs %d..%d on %s", self.label, getattr(train_ds, "name", "?"),
-                 getattr(train_ds, "category", "?"), len(images), self.epoch + 1, cfg.epochs, self.device)
-        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=self.label, disable=not progress)
-        try:
-            while self.epoch < cfg.epochs:
-                te = time.perf_counter()
-                stats = self._run_epoch(images, cached)
-                self.epoch += 1
-                stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
-                if cfg.select_best_on_test:
-                    self._select_on_test(test_ds, stats)
-                self.history.append(stats)
-                log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
-                if ckpt is not None:
-                    self.save(ckpt)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        finally:
-            bar.close()
-        if cfg.select_best_on_test and self.best is not None:
-            self.adaptor.load_state_dict(self.best["adaptor"])
-            self.discriminator.load_state_dict(self.best["discriminator"])
-            log.warning("%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True)", self.label, self.best["epoch"])
-        self.eval()
-        log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
-        return self
+        cached = self.patch_features(images) if self.cfg.cache_features else None
+        self._features_ready(images, cached)
+        return images, cached
 
     def _batches(self, n: int) -> list[torch.Tensor]:
         perm = torch.randperm(n, generator=self.generators["shuffle"])
@@ -729,8 +663,8 @@ class _FeatureDiscriminatorModel:
             perm = perm[:cap]
         return list(torch.split(perm, self.cfg.batch_size))
 
-    def _run_epoch(self, images: torch.Tensor, cached: torch.Tensor | None) -> dict[str, float]:
-        self._epoch_start(images, cached)
+    def _run_epoch(self, data) -> dict[str, float]:
+        images, cached = data
         self.train()
         sums: dict[str, float] = {}
         batches = self._batches(len(images))
@@ -742,12 +676,15 @@ class _FeatureDiscriminatorModel:
         self.eval()
         return {k: v / max(len(batches), 1) for k, v in sums.items()}
 
-    def _fit_start(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
-        """Called once per :meth:`fit` call, after the training images (and, with
-        ``cache_features``, their patch features) are loaded and before the first epoch."""
+    def _epoch_end(self, data, stats: dict[str, Any]) -> None:
+        if self.cfg.select_best_on_test:
+            self._select_on_test(self._test_ds, stats)
 
-    def _epoch_start(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
-        pass
+    def _fit_end(self, data) -> None:
+        if self.cfg.select_best_on_test and self.best is not None:
+            self.adaptor.load_state_dict(self.best["adaptor"])
+            self.discriminator.load_state_dict(self.best["discriminator"])
+            log.warning("%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True)", self.label, self.best["epoch"])
 
     def _train_batch(self, images: torch.Tensor, idx: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -789,69 +726,35 @@ class _FeatureDiscriminatorModel:
                                desc=f"{self.label} predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
-    @property
-    def label(self) -> str:
-        return self.name + (f"-{self.variant}" if self.variant else "")
-
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def state(self) -> dict[str, Any]:
-        """Everything a checkpoint holds: tensors and Python primitives only."""
+    def _state(self) -> dict[str, Any]:
         cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
         return {
-            "format": CHECKPOINT_FORMAT,
-            "name": self.name,
-            "config": self.cfg.as_dict(),
-            "epoch": int(self.epoch),
+            **super()._state(),
             "adaptor": cpu(self.adaptor.state_dict()),
             "discriminator": cpu(self.discriminator.state_dict()),
             "opt_adaptor": self.opt_adaptor.state_dict() if self.opt_adaptor is not None else None,
             "opt_dsc": self.opt_dsc.state_dict(),
-            "rng": {k: g.get_state() for k, g in self.generators.items()},
-            "history": [dict(h) for h in self.history],
             "best": self.best,
             "backbone": dict(self.features.backbone.info.as_dict()),
             **self._extra_state(),
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model (config, weights, optimiser and RNG states, ...) atomically to ``path``."""
-        return atomic_torch_save(self.state(), path)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
         self.adaptor.load_state_dict(state["adaptor"])
         self.discriminator.load_state_dict(state["discriminator"])
         if state.get("opt_adaptor") is not None and self.opt_adaptor is not None:
             self.opt_adaptor.load_state_dict(state["opt_adaptor"])
         self.opt_dsc.load_state_dict(state["opt_dsc"])
-        for k, g in self.generators.items():
-            g.set_state(state["rng"][k])
-        self.epoch = int(state["epoch"])
-        self.history = [dict(h) for h in state.get("history", [])]
+        self._load_epoch_state(state)
         self.best = state.get("best")
         self._load_extra_state(state)
         self.to(self.device)
-
-    def _resume(self, path: Path) -> None:
-        state = read_checkpoint(path, self.name)
-        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
-        self._load_state(state)
-        log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike):
-        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        state = read_checkpoint(path, cls.name)
-        model = cls(cls.Config(**state["config"]))
-        model._load_state(state)
-        model.eval()
-        return model
 
     # -- provenance ----------------------------------------------------------------------------
     def _selection_info(self) -> dict[str, Any]:
@@ -864,20 +767,8 @@ class _FeatureDiscriminatorModel:
             "score": None if self.best is None else self.best["score"],
         }
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "variant": self.variant,
-            "config": self.cfg.as_dict(),
-            "backbone": self.features.backbone.info.as_dict(),
-            "weights": self.features.backbone.info.weights,
-            "selection": self._selection_info(),
-            "epochs_trained": self.epoch,
-            "seconds_per_epoch": (
-                round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None
-            ),
-        }
-
+    def _info(self) -> dict[str, Any]:
+        return {"backbone": self.features.backbone.info.as_dict(), "weights": self.features.backbone.info.weights}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -901,10 +792,6 @@ class GLASS(_FeatureDiscriminatorModel):
         self.texture_description: str | None = None
         self.foreground_used: bool | None = None
         self.feature_spread: float | None = None
-
-    @property
-    def variant(self) -> str:
-        return self.cfg.variant
 
     # -- manifold radii ------------------------------------------------------------------------
     def measure_feature_spread(self, images: torch.Tensor | None = None, feats: torch.Tensor | None = None) -> float:
@@ -930,7 +817,7 @@ class GLASS(_FeatureDiscriminatorModel):
             return None
         return float(r1) * self.feature_spread, float(r2) * self.feature_spread
 
-    def _fit_start(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
+    def _features_ready(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
         # measured once per model (a resumed fit keeps the checkpoint's value; same data, same value)
         if self.cfg.radii_unit == "feature_spread" and self.feature_spread is None:
             self.measure_feature_spread(images, cached)
@@ -1014,9 +901,9 @@ class GLASS(_FeatureDiscriminatorModel):
                 "labels": labels.reshape(-1) if labels is not None else None}
 
     # -- hypersphere ---------------------------------------------------------------------------
-    def _epoch_start(self, images: torch.Tensor, cached: torch.Tensor | None) -> None:
+    def _epoch_start(self, data) -> None:
         if self.distribution == "hypersphere":
-            self.update_center(images, cached)
+            self.update_center(*data)
 
     @torch.no_grad()
     def update_center(self, images: torch.Tensor | None = None, feats: torch.Tensor | None = None) -> torch.Tensor:

@@ -76,13 +76,10 @@ Choices left open by the paper (the project's, documented here)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -93,12 +90,12 @@ from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
-from .base import Prediction, atomic_torch_save, config_overrides, fingerprint, predict_dataset, register, resolve_device
+from .base import Prediction, predict_dataset, register, resolve_device
+from .core import Method, MethodConfig
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 SAMPLERS = ("approximate", "exact", "random")
 
 #: scratch budget defaults (rows per distance chunk)
@@ -364,7 +361,7 @@ def anomaly_maps(grid_scores: torch.Tensor, size: tuple[int, int], sigma: float 
 
 
 @dataclass
-class PatchCoreConfig:
+class PatchCoreConfig(MethodConfig):
     """PatchCore settings. Defaults (= ``paper`` profile): WideResNet-50 (torchvision ImageNet
     weights, timm ``.tv_in1k``) ``layer2`` + ``layer3``, ``p = 3``, 1024-D, resize 256 and centre
     crop 224, approximate greedy coreset of 10 % with a 128-D random projection, reweighted image
@@ -406,17 +403,8 @@ class PatchCoreConfig:
                       pretrain_embed_dim=256, target_embed_dim=256, device="cpu"),
     }
 
-    @classmethod
-    def for_profile(cls, profile: str = "smoke", **overrides: Any) -> "PatchCoreConfig":
-        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
-        if profile not in cls.PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
-        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def _validate(self) -> None:
+        super()._validate()
         self.layers = tuple(self.layers)
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
@@ -438,7 +426,7 @@ class PatchCoreConfig:
 
 
 @register("patchcore")
-class PatchCore:
+class PatchCore(Method):
     """PatchCore: frozen patch features, a coreset memory bank, nearest-neighbour scores.
 
     >>> model = build("patchcore", profile="smoke")                  # doctest: +SKIP
@@ -450,19 +438,14 @@ class PatchCore:
     name: ClassVar[str] = "patchcore"
 
     def __init__(self, cfg: PatchCoreConfig | None = None) -> None:
-        cfg = cfg if cfg is not None else PatchCoreConfig()
-        if not isinstance(cfg, PatchCoreConfig):
-            raise TypeError(f"PatchCore needs a PatchCoreConfig, got {type(cfg).__name__}")
-        cfg._validate()
-        self.cfg = cfg
+        super().__init__(cfg)
+        cfg = self.cfg
         fx = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
                               weights_file=cfg.weights_file, seed=cfg.backbone_seed)
         self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
         self.features.eval()
-        self.device = torch.device("cpu")
         self.memory_bank: torch.Tensor | None = None
         self.fit_stats: dict[str, Any] = {}
-        self._backbone_fingerprint: str | None = None
 
     # -- basics --------------------------------------------------------------------------------
     @property
@@ -471,29 +454,23 @@ class PatchCore:
         return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
 
     @property
-    def variant(self) -> None:
-        return None
-
-    @property
-    def label(self) -> str:
-        return self.name
-
-    @property
     def fitted(self) -> bool:
         return self.memory_bank is not None
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"features": self.features}
+
     def to(self, device) -> "PatchCore":
-        device = torch.device(device)
-        self.features.to(device)
+        super().to(device)
         if self.memory_bank is not None:
-            self.memory_bank = self.memory_bank.to(device)
-        self.device = device
+            self.memory_bank = self.memory_bank.to(self.device)
         return self
 
-    def backbonefingerprint(self) -> str:
-        if self._backbone_fingerprint is None:
-            self._backbone_fingerprint = fingerprint(self.features.backbone)
-        return self._backbone_fingerprint
+    def _backbone(self) -> torch.nn.Module:
+        return self.features.backbone
+
+    #: the former name of :meth:`backbone_fingerprint`
+    backbonefingerprint = Method.backbone_fingerprint
 
     @torch.no_grad()
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -611,57 +588,29 @@ class PatchCore:
                                desc="patchcore predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint holds: tensors and Python primitives only."""
+    def _state(self) -> dict[str, Any]:
         bank = self._check_fitted()
         return {
-            "format": CHECKPOINT_FORMAT,
-            "name": self.name,
-            "config": self.cfg.as_dict(),
             "memory_bank": bank.detach().cpu().contiguous(),
             "fit_stats": dict(self.fit_stats),
             "backbone": self.features.backbone.info.as_dict(),
-            "backbone_fingerprint": self.backbonefingerprint(),
+            "backbone_fingerprint": self.backbone_fingerprint(),
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write config and memory bank atomically (temporary file + ``os.replace``) to ``path``."""
-        return atomic_torch_save(self.state(), path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, strict: bool = True) -> "PatchCore":
-        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``).
-
-        The backbone is rebuilt from the config; ``strict`` refuses one whose weights differ from
-        those the bank was built with (else a warning is logged).
-        """
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("name") != cls.name:
-            raise ValueError(f"{path} is a {state.get('name') if isinstance(state, dict) else None!r} checkpoint, not {cls.name!r}")
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
-        model = cls(cls.Config(**state["config"]))
-        fp, want = model.backbonefingerprint(), state.get("backbone_fingerprint")
-        if want is not None and fp != want:
-            msg = (f"{path}: the rebuilt backbone ({model.features.backbone.info.weights}, sha256 {fp}) differs from "
-                   f"the one the memory bank was built with (sha256 {want})")
-            if strict:
-                raise ValueError(msg)
-            log.warning(msg)
-        model.memory_bank = state["memory_bank"].float()
-        model.fit_stats = dict(state.get("fit_stats", {}))
-        return model
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
+        """The backbone is rebuilt from the config; ``strict`` refuses one whose weights differ from
+        those the bank was built with (else a warning is logged)."""
+        self._check_backbone(state, path, strict)
+        self.memory_bank = state["memory_bank"].float().to(self.device)
+        self.fit_stats = dict(state.get("fit_stats", {}))
 
     # -- provenance ----------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def _info(self) -> dict[str, Any]:
         bi = self.features.backbone.info
         return {
-            "name": self.name,
-            "variant": None,
-            "config": self.cfg.as_dict(),
             "backbone": bi.as_dict(),
             "weights": bi.weights,
-            "backbone_fingerprint": self.backbonefingerprint(),
+            "backbone_fingerprint": self.backbone_fingerprint(),
             "bank_size": None if self.memory_bank is None else int(self.memory_bank.shape[0]),
             "bank_dim": None if self.memory_bank is None else int(self.memory_bank.shape[1]),
             "image_score": "reweighted (paper Sec. 3.3)" if self.cfg.reweight else "max (released code)",

@@ -152,27 +152,22 @@ Smoke profile: why ``anomaly_prob = 1`` and ``bn_recalibration = 16`` (the rule)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import losses
 from ..data.base import ImageTransform
-from .base import Prediction, atomic_torch_save, check_resumable, config_overrides, predict_dataset, read_checkpoint, recalibrate_batchnorm, register, resolve_device
+from .base import Prediction, predict_dataset, recalibrate_batchnorm, register, resolve_device
+from .core import EpochMethod, MethodConfig
+from .scores import mean_pool_max_same
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 #: Table VI of the paper: parameters at 224 px
 PAPER_PARAMETERS = {"pouta": 15.02e6, "vanilla": 28.68e6}
 #: (hsg, mss) -> the row of Table V
@@ -281,11 +276,9 @@ def total_loss(l_rec: torch.Tensor, l_pre: torch.Tensor, l_mss: torch.Tensor | f
 def image_score(heat: torch.Tensor, pool: int = 21) -> torch.Tensor:
     """Image-level score ``S``: the maximum of the ``pool x pool`` average-pooled heat map
     (stride 1, zero padding ``pool // 2``, the padded zeros counted: same size for odd ``pool``)
-    (POUTA Sec. III-B, after the vanilla method). ``heat``: ``B x H x W`` -> ``B``."""
-    if pool <= 1:
-        return heat.flatten(1).amax(dim=1)
-    pooled = F.avg_pool2d(heat[:, None], pool, stride=1, padding=pool // 2)
-    return pooled.flatten(1).amax(dim=1)
+    (POUTA Sec. III-B, after the vanilla method), :func:`adlib.models.scores.mean_pool_max_same`.
+    ``heat``: ``B x H x W`` -> ``B``."""
+    return mean_pool_max_same(heat, pool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,12 +516,8 @@ def parameter_counts(model) -> dict[str, int]:
 # Configurations
 
 
-def _seed_for(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
 @dataclass
-class _SharedConfig:
+class _SharedConfig(MethodConfig):
     # input (Sec. IV-A: resized to 224)
     image_size: int = 224
     # reconstructive network (project's widths, see the module docstring)
@@ -555,19 +544,8 @@ class _SharedConfig:
     score_pool: int = 21
     data_root: str | None = None
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    @classmethod
-    def for_profile(cls, profile: str = "smoke", **overrides: Any):
-        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
-        if profile not in cls.PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
-        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def _validate(self) -> None:
+        super()._validate()
         self.widths = tuple(int(w) for w in self.widths)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         if len(self.widths) != 4 or min(self.widths) < 1 or self.mapping_width < 1:
@@ -667,28 +645,20 @@ def learning_rate(cfg: _SharedConfig, epoch: int) -> float:
 # The methods
 
 
-class _ReconstructionMethod:
-    """Synthetic anomalies -> reconstructive + discriminative network, trained end to end."""
+class _ReconstructionMethod(EpochMethod):
+    """Synthetic anomalies -> reconstructive + discriminative network, trained end to end.
+
+    The lifecycle (epoch loop, checkpoints, resume, save/load, provenance) is
+    :class:`adlib.models.core.EpochMethod`'s; this class supplies the network and the hooks."""
 
     Config: ClassVar[type] = _SharedConfig
-    name: ClassVar[str] = ""
-    #: config fields that may differ between a checkpoint and the resuming model
-    RESUME_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"epochs", "data_root"})
+    STREAMS: ClassVar[tuple[str, ...]] = ("shuffle", "synthesis")
 
     def __init__(self, cfg: _SharedConfig | None = None) -> None:
-        cfg = cfg if cfg is not None else self.Config()
-        if not isinstance(cfg, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(cfg).__name__}")
-        cfg._validate()
-        self.cfg = cfg
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        super().__init__(cfg)
+        with self._seeded_init():
             self.net = self._build_net()
-        self.device = torch.device("cpu")
-        self.epoch = 0
-        self.history: list[dict[str, float]] = []
-        self.generators = {k: torch.Generator().manual_seed(_seed_for(cfg.seed, i)) for i, k in enumerate(("shuffle", "synthesis"))}
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
         self.texture_description: str | None = None
         self.texture_is_stand_in: bool | None = None
         self.synthesizer = None
@@ -703,21 +673,11 @@ class _ReconstructionMethod:
         """Resize to ``image_size`` (square), values in [0, 1] (no normalisation)."""
         return ImageTransform(resize=self.cfg.image_size, crop=None, normalize=False)
 
-    @property
-    def variant(self) -> str | None:
-        return None
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
 
-    @property
-    def label(self) -> str:
-        return self.name
-
-    def to(self, device) -> "_ReconstructionMethod":
-        device = torch.device(device)
-        self.net.to(device)
-        if self.optimizer.state:
-            self.optimizer.load_state_dict(self.optimizer.state_dict())  # moves the state to the parameters' device
-        self.device = device
-        return self
+    def optimizers(self) -> list:
+        return [self.optimizer]
 
     def forward(self, x: torch.Tensor, side: bool = True) -> dict[str, Any]:
         """The network's outputs for images ``x`` (``B x 3 x H x W`` in [0, 1])."""
@@ -736,11 +696,6 @@ class _ReconstructionMethod:
         raise NotImplementedError
 
     # -- data ----------------------------------------------------------------------------------
-    @staticmethod
-    def _load_images(ds, progress: bool) -> torch.Tensor:
-        imgs = [ds[i].image for i in tqdm(range(len(ds)), desc="loading train images", disable=not progress, leave=False)]
-        return torch.stack(imgs)
-
     def _prepare(self) -> None:
         if self.synthesizer is not None:
             return
@@ -779,47 +734,10 @@ class _ReconstructionMethod:
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in out.items()}
 
-    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None):
-        """Train on the normal images of ``train_ds`` for ``cfg.epochs`` epochs in total.
-
-        ``checkpoint_dir``: ``last.pt`` there is written (atomically) after every epoch and, if
-        present at the start with the same configuration (``epochs`` may differ), the fit resumes
-        after its last finished epoch. Calling ``fit`` again continues from :attr:`epoch`.
-        """
-        cfg = self.cfg
-        self.to(resolve_device(device))
-        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-        if ckpt is not None and ckpt.is_file():
-            self._resume(ckpt)
-        if self.epoch >= cfg.epochs:
-            log.info("%s: %d epoch(s) already trained, nothing to do", self.label, self.epoch)
-            self.net.eval()
-            return self
-        t0 = time.perf_counter()
+    def _fit_start(self, train_ds, progress: bool) -> torch.Tensor:
         images = self._load_images(train_ds, progress)
         self._prepare()
-        log.info("%s: training on %s/%s (%d images) for epochs %d..%d on %s", self.label, getattr(train_ds, "name", "?"),
-                 getattr(train_ds, "category", "?"), len(images), self.epoch + 1, cfg.epochs, self.device)
-        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=self.label, disable=not progress)
-        try:
-            while self.epoch < cfg.epochs:
-                te = time.perf_counter()
-                stats = self._run_epoch(images)
-                self.epoch += 1
-                if self.epoch == cfg.epochs and cfg.bn_recalibration:
-                    self.recalibrate_batchnorm(images)
-                stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
-                self.history.append(stats)
-                log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
-                if ckpt is not None:
-                    self.save(ckpt)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
-        finally:
-            bar.close()
-        self.net.eval()
-        log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
-        return self
+        return images
 
     def _run_epoch(self, images: torch.Tensor) -> dict[str, float]:
         lr = learning_rate(self.cfg, self.epoch)
@@ -835,6 +753,10 @@ class _ReconstructionMethod:
                 sums[k] = sums.get(k, 0.0) + v
         self.net.eval()
         return {**{k: v / max(len(batches), 1) for k, v in sums.items()}, "lr": lr}
+
+    def _epoch_end(self, images: torch.Tensor, stats: dict[str, Any]) -> None:
+        if self.epoch == self.cfg.epochs and self.cfg.bn_recalibration:
+            self.recalibrate_batchnorm(images)
 
     @torch.no_grad()
     def recalibrate_batchnorm(self, images: torch.Tensor, batches: int | None = None) -> None:
@@ -852,7 +774,7 @@ class _ReconstructionMethod:
         if n <= 0:
             return
         self._prepare()
-        g = torch.Generator().manual_seed(_seed_for(self.cfg.seed, 2))
+        g = torch.Generator().manual_seed(self.seed_for(len(self.STREAMS)))
         b = min(self.cfg.batch_size, len(images))
 
         def draws():
@@ -886,74 +808,34 @@ class _ReconstructionMethod:
                                desc=f"{self.label} predict", progress=progress)
 
     # -- persistence ---------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        """Everything a checkpoint holds: tensors and Python primitives only."""
+    def _state(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "name": self.name,
-            "config": self.cfg.as_dict(),
-            "epoch": int(self.epoch),
+            **super()._state(),
             "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "rng": {k: g.get_state() for k, g in self.generators.items()},
-            "history": [dict(h) for h in self.history],
             "texture_description": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model (config, weights, optimiser and RNG states, history) atomically to ``path``."""
-        return atomic_torch_save(self.state(), path)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} (expected {CHECKPOINT_FORMAT})")
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        for k, g in self.generators.items():
-            g.set_state(state["rng"][k])
-        self.epoch = int(state["epoch"])
-        self.history = [dict(h) for h in state.get("history", [])]
+        self._load_epoch_state(state)
         self.texture_description = state.get("texture_description")
         self.texture_is_stand_in = state.get("texture_is_stand_in")
         self.to(self.device)
 
-    def _resume(self, path: Path) -> None:
-        state = read_checkpoint(path, self.name)
-        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
-        self._load_state(state)
-        log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike):
-        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        state = read_checkpoint(path, cls.name)
-        model = cls(cls.Config(**state["config"]))
-        model._load_state(state)
-        model.net.eval()
-        return model
-
     # -- provenance ----------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
-        counts = parameter_counts(self)
+    def _info(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "variant": self.variant,
-            "config": self.cfg.as_dict(),
             "weights": "none (trained from scratch)",
-            "parameters": counts,
+            "parameters": parameter_counts(self),
             "paper_parameters": PAPER_PARAMETERS.get(self.name),
             "texture_source": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
-            "selection": {"mode": "last-epoch", "epoch": self.epoch},
-            "epochs_trained": self.epoch,
             "batchnorm_statistics": (f"recalibrated on {self.cfg.bn_recalibration} training batches after the last epoch"
                                      if self.cfg.bn_recalibration else "running averages of training"),
-            "seconds_per_epoch": (
-                round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None
-            ),
         }
-
 
 
 @register("pouta")

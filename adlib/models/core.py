@@ -1,0 +1,369 @@
+"""One lifecycle for every method: configuration, seeding, training epochs, checkpoints, provenance.
+
+A method is a :class:`Method` (PatchCore: no epochs) or an :class:`EpochMethod` (GLASS,
+SimpleNet, POUTA, Vanilla, ADL, ADTR) with a :class:`MethodConfig` dataclass as its ``Config``.
+The base classes own the engineering; a method supplies its networks, hooks and equations.
+
+Configuration (:class:`MethodConfig`)
+    ``Config.for_profile(profile, **overrides)`` merges the profile's defaults (``PROFILES``) with
+    overrides (unknown names rejected); ``__post_init__`` runs ``_validate`` (errors name the
+    field; a subclass extends it with ``super()._validate()``), so every config that exists is
+    valid; ``as_dict()`` is what checkpoints and ``info()`` record.
+
+Seeding
+    :func:`seed_for` derives independent seeds from ``(seed, stream)`` (plus a method's salt,
+    ``SEED_SALT``: ADTR's ``0xAD7``); ``model.generators`` are CPU ``torch.Generator`` streams named
+    by ``STREAMS`` and seeded with stream numbers 0, 1, ... in that order; modules are initialised
+    under :meth:`Method._seeded_init` (``torch.manual_seed(seed)`` in a forked RNG, the global
+    state untouched).
+
+The epoch loop (:meth:`EpochMethod.fit`)::
+
+    fit(train_ds, device=, progress=, checkpoint_dir=)
+      to(device); resume from <checkpoint_dir>/last.pt if present (config must match outside
+      RESUME_FREE_FIELDS: epochs and data_root, where the data lives, not what is trained)
+      data = _fit_start(train_ds, progress)      # load images, synthesisers, cached features
+      while epoch < total_epochs:
+          _epoch_start(data)                     # e.g. ADTR's fresh optimiser for a new stage
+          stats = _run_epoch(data)               # the method's training epoch
+          epoch += 1
+          _epoch_end(data, stats)                # e.g. BatchNorm recalibration after the last one
+          history.append(stats); save(last.pt)   # atomically, after every epoch
+      _fit_end(data); eval()
+
+    Everything a resumed fit needs (weights, optimiser and generator states, epoch, history) is
+    in the checkpoint, so a resumed fit equals an uninterrupted one bitwise.
+
+Persistence
+    ``state()`` = ``format``, ``name``, ``config`` and the method's ``_state()``; ``save`` writes it
+    atomically; ``load`` and resume read it through :func:`adlib.models.base.read_checkpoint`
+    (method name and format checked) and restore it with ``_load_state``. A frozen backbone is
+    rebuilt from the config and checked against the checkpoint's ``backbone_fingerprint``
+    (:meth:`Method._check_backbone`).
+
+Provenance: ``info()`` = name, variant, config, the method's ``_info()`` and, for epoch methods,
+model selection, epochs trained and seconds per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .base import atomic_torch_save, check_resumable, config_overrides, fingerprint, read_checkpoint, resolve_device
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+def seed_for(seed: int, stream: int, salt: int | None = None) -> int:
+    """An independent 63-bit seed for random stream ``stream`` of a run seeded ``seed``
+    (``numpy.random.SeedSequence([seed, stream(, salt)])``); ``salt`` separates a method's streams
+    from another's (ADTR: ``0xAD7``; None: no salt, GLASS, SimpleNet, POUTA, Vanilla, ADL)."""
+    entropy = [int(seed), int(stream)] + ([int(salt)] if salt is not None else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Base of every method's settings: profiles, validation at construction, ``as_dict``."""
+
+    #: profile name -> field defaults (``smoke``: CPU-sized; ``paper``: the paper's settings)
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    @classmethod
+    def for_profile(cls, profile: str = "smoke", **overrides: Any):
+        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
+        if profile not in cls.PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
+        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _validate(self) -> None:
+        """Check (and normalise, e.g. lists to tuples) the fields; ``ValueError`` naming the field."""
+
+
+class Method:
+    """What every method shares: config, seeding, device, persistence, provenance."""
+
+    Config: ClassVar[type] = MethodConfig
+    name: ClassVar[str] = ""
+    CHECKPOINT_FORMAT: ClassVar[int] = CHECKPOINT_FORMAT
+    #: the method's salt of :func:`seed_for` (None: none)
+    SEED_SALT: ClassVar[int | None] = None
+    #: names of the generator streams (``self.generators``), seeded with stream numbers 0, 1, ...
+    STREAMS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: MethodConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else self.Config()
+        if not isinstance(cfg, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(cfg).__name__}")
+        cfg._validate()
+        self.cfg = cfg
+        self.device = torch.device("cpu")
+        self.generators = {k: torch.Generator().manual_seed(self.seed_for(i)) for i, k in enumerate(self.STREAMS)}
+
+    # -- seeding -------------------------------------------------------------------------------
+    def seed_for(self, stream: int) -> int:
+        """:func:`seed_for` of this model's seed and salt."""
+        return seed_for(self.cfg.seed, stream, self.SEED_SALT)
+
+    @contextlib.contextmanager
+    def _seeded_init(self) -> Iterator[None]:
+        """Module initialisation under ``torch.manual_seed(cfg.seed)``, the global RNG untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            yield
+
+    # -- basics --------------------------------------------------------------------------------
+    @property
+    def variant(self) -> str | None:
+        return getattr(self.cfg, "variant", None)
+
+    @property
+    def label(self) -> str:
+        return self.name + (f"-{self.variant}" if self.variant else "")
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The model's torch modules by name (moved by :meth:`to`)."""
+        return {}
+
+    def optimizers(self) -> list[torch.optim.Optimizer | None]:
+        """The model's optimisers (their state follows the parameters in :meth:`to`)."""
+        return []
+
+    def to(self, device):
+        device = torch.device(device)
+        for m in self.modules().values():
+            m.to(device)
+        for opt in self.optimizers():
+            if opt is not None and opt.state:
+                opt.load_state_dict(opt.state_dict())  # moves the state to the parameters' device
+        self.device = device
+        return self
+
+    def eval(self) -> None:
+        for m in self.modules().values():
+            m.eval()
+
+    @staticmethod
+    def _load_samples(ds, progress: bool) -> list:
+        return [ds[i] for i in tqdm(range(len(ds)), desc="loading train images", disable=not progress, leave=False)]
+
+    @classmethod
+    def _load_images(cls, ds, progress: bool) -> torch.Tensor:
+        """The images of every sample of ``ds`` stacked (``N x 3 x H x W``)."""
+        return torch.stack([s.image for s in cls._load_samples(ds, progress)])
+
+    # -- backbone ------------------------------------------------------------------------------
+    def _backbone(self) -> torch.nn.Module | None:
+        """The frozen backbone rebuilt from the config (None: none, or it is saved with the weights)."""
+        return None
+
+    def backbone_fingerprint(self) -> str | None:
+        """SHA-256 (16 hex digits) of the frozen backbone's weights (None without one); computed once."""
+        bb = self._backbone()
+        if bb is None:
+            return None
+        cached = getattr(self, "_backbone_fingerprint", None)
+        if cached is None:
+            cached = self._backbone_fingerprint = fingerprint(bb)
+        return cached
+
+    def _check_backbone(self, state: dict[str, Any], path, strict: bool = True) -> None:
+        """Refuse (``strict``; else log a warning) a rebuilt backbone whose weights differ from the
+        checkpoint's (key ``backbone_fingerprint``; ``backbonefingerprint`` is read too)."""
+        want = state.get("backbone_fingerprint", state.get("backbonefingerprint"))
+        fp = self.backbone_fingerprint()
+        if want is None or fp == want:
+            return
+        weights = getattr(getattr(self._backbone(), "info", None), "weights", "?")
+        msg = (f"{path}: the rebuilt backbone ({weights}, sha256 {fp}) differs from the one the checkpoint was "
+               f"made with (sha256 {want}); provide the same weights")
+        if strict:
+            raise ValueError(msg)
+        log.warning(msg)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        """The method's part of a checkpoint: tensors and Python primitives only."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: tensors and Python primitives only."""
+        return {"format": self.CHECKPOINT_FORMAT, "name": self.name, "config": self.cfg.as_dict(), **self._state()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`state` atomically (temporary file + ``os.replace``) to ``path``."""
+        return atomic_torch_save(self.state(), path)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """A checkpoint of this method (:func:`read_checkpoint`) of the supported format."""
+        state = read_checkpoint(path, cls.name)
+        if state.get("format") != cls.CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r} (expected {cls.CHECKPOINT_FORMAT})")
+        return state
+
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
+        """Restore a checkpoint's state (the config is already the model's)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_config(cls, cfg: MethodConfig):
+        """The model :meth:`load` fills in (e.g. without fetching weights the checkpoint replaces)."""
+        return cls(cfg)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, strict: bool = True):
+        """Restore a model written by :meth:`save` (``torch.load(weights_only=True)``). ``strict``:
+        refuse a rebuilt frozen backbone that differs from the checkpoint's (else warn)."""
+        state = cls.read(path)
+        model = cls._from_config(cls.Config(**state["config"]))
+        model._load_state(state, path, strict=strict)
+        model.eval()
+        return model
+
+    # -- provenance ----------------------------------------------------------------------------
+    def _info(self) -> dict[str, Any]:
+        """The method's provenance (backbone, weights, choices made at fit time, ...)."""
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "variant": self.variant, "config": self.cfg.as_dict(), **self._info()}
+
+
+class EpochMethod(Method):
+    """A method trained for epochs: the loop, per-epoch atomic checkpoints, exact resume."""
+
+    #: config fields that may differ between a checkpoint and the resuming model
+    RESUME_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"epochs", "data_root"})
+
+    def __init__(self, cfg: MethodConfig | None = None) -> None:
+        super().__init__(cfg)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def total_epochs(self) -> int:
+        return int(self.cfg.epochs)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _fit_start(self, train_ds, progress: bool) -> Any:
+        """Before the first epoch of a fit: load the data, prepare synthesis; returns what
+        :meth:`_run_epoch` gets."""
+        raise NotImplementedError
+
+    def _fit_description(self, train_ds, data) -> str:
+        return f"{len(data[0]) if isinstance(data, tuple) else len(data)} images"
+
+    def _epoch_start(self, data) -> None:
+        """Before each epoch (outside its timing)."""
+
+    def _run_epoch(self, data) -> dict[str, Any]:
+        """One training epoch (at 0-based :attr:`epoch`); returns its statistics (``loss`` among them)."""
+        raise NotImplementedError
+
+    def _epoch_end(self, data, stats: dict[str, Any]) -> None:
+        """After each epoch (:attr:`epoch` already counts it), before its checkpoint."""
+
+    def _fit_end(self, data) -> None:
+        """After the last epoch of a fit."""
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None):
+        """Train on ``train_ds`` up to :attr:`total_epochs` epochs in total.
+
+        ``checkpoint_dir``: ``last.pt`` there is written (atomically) after every epoch and, if
+        present at the start with the same configuration (``epochs`` and ``data_root`` may differ),
+        the fit resumes after its last finished epoch. Calling ``fit`` again continues from
+        :attr:`epoch` (and does nothing once it is reached).
+        """
+        self.to(resolve_device(device))
+        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+        if ckpt is not None and ckpt.is_file():
+            self._resume(ckpt)
+        total = self.total_epochs
+        if self.epoch >= total:
+            log.info("%s: %d epoch(s) already trained, nothing to do", self.label, self.epoch)
+            self.eval()
+            return self
+        t0 = time.perf_counter()
+        data = self._fit_start(train_ds, progress)
+        log.info("%s: training on %s/%s (%s) for epochs %d..%d on %s", self.label, getattr(train_ds, "name", "?"),
+                 getattr(train_ds, "category", "?"), self._fit_description(train_ds, data), self.epoch + 1, total,
+                 self.device)
+        bar = tqdm(total=total, initial=self.epoch, desc=self.label, disable=not progress)
+        try:
+            while self.epoch < total:
+                self._epoch_start(data)
+                te = time.perf_counter()
+                stats = self._run_epoch(data)
+                self.epoch += 1
+                self._epoch_end(data, stats)
+                stats = {"epoch": self.epoch, **stats, "seconds": round(time.perf_counter() - te, 4)}
+                self.history.append(stats)
+                log.debug("%s epoch %d: %s", self.label, self.epoch, stats)
+                if ckpt is not None:
+                    self.save(ckpt)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+        finally:
+            bar.close()
+        self._fit_end(data)
+        self.eval()
+        log.info("%s: trained %d epoch(s) in %.1f s", self.label, self.epoch, time.perf_counter() - t0)
+        return self
+
+    def _resume(self, path: Path) -> None:
+        state = self.read(path)
+        check_resumable(path, self.cfg.as_dict(), state["config"], self.RESUME_FREE_FIELDS)
+        self._load_state(state, path)
+        log.info("%s: resumed from %s after epoch %d", self.label, path, self.epoch)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": int(self.epoch),
+            "rng": {k: g.get_state() for k, g in self.generators.items()},
+            "history": [dict(h) for h in self.history],
+        }
+
+    def _load_epoch_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`EpochMethod._state` saved (epoch, generator states, history)."""
+        for k, g in self.generators.items():
+            g.set_state(state["rng"][k])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(h) for h in state.get("history", [])]
+
+    # -- provenance ----------------------------------------------------------------------------
+    def _selection_info(self) -> dict[str, Any]:
+        return {"mode": "last-epoch", "epoch": self.epoch}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **super().info(),
+            "selection": self._selection_info(),
+            "epochs_trained": self.epoch,
+            "seconds_per_epoch": (
+                round(float(np.mean([h["seconds"] for h in self.history])), 4) if self.history else None
+            ),
+        }
+
+
+__all__ = ["CHECKPOINT_FORMAT", "EpochMethod", "Method", "MethodConfig", "seed_for"]
