@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 RECORD = "record.json"
 #: fields of a config that name places or resources, not settings: left out of the hash
 UNHASHED_FIELDS = ("data_root",)
+#: config fields added after records were written, with the value that reproduces the former
+#: behaviour: hashed only when set to something else, so the records written before still match
+ADDED_FIELDS: dict[str, Any] = {"reweight_reduction": "sum"}
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20
 
@@ -83,8 +86,11 @@ def _canonical(obj: Any) -> Any:
 
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 (12 hex digits) of a config dict: sorted keys, tuples as lists, without
-    :data:`UNHASHED_FIELDS`."""
-    cfg = {k: v for k, v in config.items() if k not in UNHASHED_FIELDS}
+    :data:`UNHASHED_FIELDS` and without :data:`ADDED_FIELDS` at their former-behaviour value."""
+    cfg = {
+        k: v for k, v in config.items()
+        if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+    }
     text = json.dumps(_canonical(cfg), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

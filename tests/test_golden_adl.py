@@ -97,7 +97,7 @@ def test_burn_in_weights(ref, which):
 
 
 def test_reweighted_terms_differ_by_batch_size(ref):
-    """Known difference (kept, reported): the released trainer takes ``torch.mean(L * w)`` with
+    """Known difference (both offered; ``reweight_reduction``): the released trainer takes ``torch.mean(L * w)`` with
     weights that sum to 1, i.e. ``sum(w L) / B``; adlib's Eq. 11 term is ``sum(w L)``. The weights
     agree (above); the reweighted terms differ by exactly the factor B, so the released objective
     scales both reweighted terms by 1/B relative to the segmentation loss."""
@@ -108,7 +108,12 @@ def test_reweighted_terms_differ_by_batch_size(ref):
     bce = adl.reweighted_loss(ref["bce_loss_pseudo"], w_bce)
     _close(dev / b, ref["term_dev"], rtol=1e-5, atol=1e-7)  # measured max |diff| 6e-8
     _close(bce / b, ref["term_bce"], rtol=1e-5, atol=1e-8)  # measured max |diff| 1.9e-9
-    assert abs(float(dev) - float(ref["term_dev"])) > 1.0  # adlib does not divide by B
+    assert abs(float(dev) - float(ref["term_dev"])) > 1.0  # the paper's sum (default) does not divide by B
+    # the released reduction, offered as reweight_reduction="batch_mean", is the released term
+    _close(adl.reweighted_loss(ref["soft_dev_loss"], w_dev, "batch_mean"), ref["term_dev"], rtol=1e-5, atol=1e-7)
+    _close(adl.reweighted_loss(ref["bce_loss_pseudo"], w_bce, "batch_mean"), ref["term_bce"], rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        adl.reweighted_loss(ref["soft_dev_loss"], w_dev, "mean")
 
 
 def test_top_k_score(ref):

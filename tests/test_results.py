@@ -232,3 +232,19 @@ def test_a_job_running_elsewhere_is_waited_for_not_trained_twice(tmp_path):
     (run_dir / results.RECORD).unlink()
     with pytest.raises(Exception, match="missing|not found|No such"):
         results.run_job(job, run_dir, data_root=str(tmp_path / "missing"), progress=False)
+
+
+def test_a_config_field_added_later_keeps_the_former_hash_at_its_former_value():
+    """ADL's ``reweight_reduction`` came after records were written: at ``"sum"`` (the former
+    behaviour) the job hashes as before, set to the released ``"batch_mean"`` it is another job."""
+    from adlib.models.adl import ADLConfig
+    from adlib.results import ADDED_FIELDS
+
+    cfg = ADLConfig.for_profile("smoke").as_dict()
+    former = {k: v for k, v in cfg.items() if k != "reweight_reduction"}
+    assert ADDED_FIELDS["reweight_reduction"] == cfg["reweight_reduction"] == "sum"
+    assert config_hash(cfg) == config_hash(former)
+    assert config_hash({**cfg, "reweight_reduction": "batch_mean"}) != config_hash(former)
+    a = Job.make("adl", "synth", "wood", "smoke", 0)
+    b = Job.make("adl", "synth", "wood", "smoke", 0, reweight_reduction="batch_mean")
+    assert a.key()["config_hash"] != b.key()["config_hash"]

@@ -97,10 +97,13 @@ Training (Algorithm 1; released details from the implementation notes)
     - Reweighting: ``w1`` from the deviation losses and ``w2`` from the BCE losses of the batch
       (both detached), each by Eq. 10 with ``alpha = 0.1``, ``lambda = 0.1`` (Sec. 4.1, released),
       normalised to sum 1 over the batch; the objective is Eq. 11 with ``l_seg`` the focal loss
-      averaged over the batch's pixels. (The released code averages ``losses * weights`` over the
-      batch with weights from a ``get_loss_weights`` shipped only as ``.pyc``: its normalisation,
-      and so the relative scale of the terms, cannot be read. Sum-to-1 weights make the burn-in
-      objective the plain batch mean, continuous with the reweighted one.)
+      averaged over the batch's pixels. The released trainer (``utils.get_loss_weights``, in the
+      source at ADL4VAD 0e809c1; ``tests/test_golden_adl.py``) computes the same weights but takes
+      ``mean(L * w)``: both reweighted terms are divided by the batch size relative to ``l_seg``.
+      Both are offered (``reweight_reduction``); the default is the paper's sum, the one
+      exception besides ``epochs`` to "defaults = released" below (kept because the smoke and paper
+      numbers recorded so far use it; sum-to-1 weights make the burn-in objective the plain
+      batch mean, continuous with the reweighted one).
     - The last epoch's model is kept (no selection on the test set).
 
 Paper vs released code (named options; defaults = released, except ``epochs``)
@@ -115,6 +118,7 @@ Paper vs released code (named options; defaults = released, except ``epochs``)
     ``burn_in_mode``         ``"paper"`` (only weights uniform)    ``"released"`` (hard labels too)
     ``pseudo_label_rule``    ``"kmeans"`` (``y~`` alone)           ``"or"`` (``y~`` OR ``y``)
     ``pseudo_label_schedule`` ``"alternate"``                      ``"random"`` (p = 0.6)
+    ``reweight_reduction``   ``"sum"`` (Eq. 11; **default**)       ``"batch_mean"`` (``mean(L w)``)
     ``epochs``               25 (default)                          50 (argparse) / 2 (script)
     ======================== ===================================== =================================
 
@@ -291,6 +295,7 @@ TABLE2_REPORTED: dict[str, tuple[float, float]] = {
 BURN_IN_MODES = ("released", "paper")
 PSEUDO_LABEL_RULES = ("or", "kmeans")
 PSEUDO_LABEL_SCHEDULES = ("random", "alternate")
+REWEIGHT_REDUCTIONS = ("sum", "batch_mean")
 PIXEL_MAPS = ("segmentation", "score")
 GENERATORS = ("sampler", "synthesis", "reference", "labels")
 
@@ -455,21 +460,30 @@ def uniform_weights(n: int, device=None) -> torch.Tensor:
     return torch.full((int(n),), 1.0 / int(n), dtype=torch.float32, device=device)
 
 
-def reweighted_loss(loss_values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum_i w_i L(x_i)`` (ADL, Eq. 7's objective for a mini-batch; weights detached)."""
-    return (weights.detach().to(loss_values.device, loss_values.dtype) * loss_values.reshape(-1)).sum()
+def reweighted_loss(loss_values: torch.Tensor, weights: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """``sum_i w_i L(x_i)`` (ADL, Eq. 7's objective for a mini-batch; weights detached).
+
+    ``reduction="sum"`` is the paper's Eq. 7 / Eq. 11 (weights summing to 1); ``"batch_mean"`` is
+    the released trainer's ``mean(L * w)``, the same sum divided by the batch size B."""
+    terms = weights.detach().to(loss_values.device, loss_values.dtype) * loss_values.reshape(-1)
+    if reduction == "sum":
+        return terms.sum()
+    if reduction == "batch_mean":
+        return terms.mean()
+    raise ValueError(f"reduction must be one of {REWEIGHT_REDUCTIONS}, got {reduction!r}")
 
 
 def adl_objective(l_dev: torch.Tensor, l_bce: torch.Tensor | None, l_seg: torch.Tensor | float,
-                  w1: torch.Tensor, w2: torch.Tensor | None) -> torch.Tensor:
+                  w1: torch.Tensor, w2: torch.Tensor | None, reduction: str = "sum") -> torch.Tensor:
     """``sum_i w1_i l_soft(x_i) + w2_i l_bce(x_i) + l_seg`` (ADL, Eq. 11).
 
     ``l_dev``: the per-sample deviation losses (soft, Eq. 5, or hard, Eq. 4, per variant and
     burn-in); ``l_bce`` (per sample) or None when the variant has no BCE term; ``l_seg`` the
-    batch's mean focal loss (0 without it); ``w1``, ``w2`` sum to 1 each."""
-    total = reweighted_loss(l_dev, w1)
+    batch's mean focal loss (0 without it); ``w1``, ``w2`` sum to 1 each. ``reduction``: see
+    :func:`reweighted_loss` (``"batch_mean"``, released, divides both reweighted terms by B)."""
+    total = reweighted_loss(l_dev, w1, reduction)
     if l_bce is not None:
-        total = total + reweighted_loss(l_bce, w2)
+        total = total + reweighted_loss(l_bce, w2, reduction)
     return total + l_seg
 
 
@@ -660,6 +674,7 @@ class ADLConfig(MethodConfig):
     pseudo_label_rule: str = "or"
     pseudo_label_schedule: str = "random"
     pseudo_label_prob: float = 0.6
+    reweight_reduction: str = "sum"  # paper Eq. 11; "batch_mean": released mean(L * w)
     focal_gamma: float = 2.0
     focal_alpha: float = 1.0
     focal_smoothing: float = 1e-5
@@ -738,6 +753,8 @@ class ADLConfig(MethodConfig):
             raise ValueError(f"burn_in_mode must be one of {BURN_IN_MODES}, got {self.burn_in_mode!r}")
         if self.pseudo_label_rule not in PSEUDO_LABEL_RULES:
             raise ValueError(f"pseudo_label_rule must be one of {PSEUDO_LABEL_RULES}, got {self.pseudo_label_rule!r}")
+        if self.reweight_reduction not in REWEIGHT_REDUCTIONS:
+            raise ValueError(f"reweight_reduction must be one of {REWEIGHT_REDUCTIONS}, got {self.reweight_reduction!r}")
         if self.pseudo_label_schedule not in PSEUDO_LABEL_SCHEDULES:
             raise ValueError(f"pseudo_label_schedule must be one of {PSEUDO_LABEL_SCHEDULES}, got {self.pseudo_label_schedule!r}")
         if not 0.0 <= self.pseudo_label_prob <= 1.0:
@@ -920,13 +937,13 @@ class ADL(EpochMethod):
             w2 = uniform_weights(n, score.device) if l_bce is not None else None
         l_seg = segmentation_loss(out["seg"], mask, cfg.focal_gamma, cfg.focal_alpha, cfg.focal_smoothing) if comp.seg \
             else torch.zeros((), device=score.device)
-        loss = adl_objective(l_dev, l_bce, l_seg, w1, w2)
+        loss = adl_objective(l_dev, l_bce, l_seg, w1, w2, cfg.reweight_reduction)
         ess = lambda w: 1.0 / (float((w.double() ** 2).sum()) * n) if w is not None else 1.0  # noqa: E731
         zero = torch.zeros((), device=score.device)
         return {
             "loss": loss,
-            "dev": reweighted_loss(l_dev, w1),
-            "bce": reweighted_loss(l_bce, w2) if l_bce is not None else zero,
+            "dev": reweighted_loss(l_dev, w1, cfg.reweight_reduction),
+            "bce": reweighted_loss(l_bce, w2, cfg.reweight_reduction) if l_bce is not None else zero,
             "seg": l_seg,
             "burn_in": torch.tensor(float(burn)),
             "soft": torch.tensor(float(use_soft)),
