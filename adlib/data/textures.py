@@ -11,6 +11,13 @@
 
 If neither exists a :class:`DataError` says how to provide one. A DTD folder that exists but holds
 no images is an error too (it is not silently replaced by the stand-in).
+
+Texture handling shared by the synthesis modules lives here too (``adlib.synthesis`` imports from
+``adlib.data``, never the reverse): :func:`to_uint8_image`, :class:`CachedTextures` and
+:func:`draw_texture`, which draws the texture for one image the same way for GLASS LAS
+(:mod:`adlib.synthesis.las`) and the DRAEM-style synthesis of ADL / POUTA
+(:mod:`adlib.synthesis.draem`); what differs between them on purpose (the texture size before
+augmentation, the augmentation) is given as arguments.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 from ..paths import data_root
 from . import DATASETS, dataset_dir
@@ -33,6 +43,21 @@ log = logging.getLogger(__name__)
 
 BUILTIN_TEXTURES_DIRNAME = "builtin-textures"
 STAND_IN_DESCRIPTION = "built-in texture bank (DTD stand-in, not DTD)"
+
+
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` from an int (square) or a pair."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def to_uint8_image(img: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A ``3 x H x W`` uint8 tensor from a PIL image, a uint8 tensor, or a float tensor in [0, 1]."""
+    if isinstance(img, Image.Image):
+        return TF.pil_to_tensor(img.convert("RGB"))
+    t = torch.as_tensor(img)
+    if t.dtype == torch.uint8:
+        return t
+    return (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -52,7 +77,7 @@ class TextureSource:
         """Texture ``i`` as an RGB image resized (bilinear) to ``size`` (int: square, or (H, W))."""
         if not -len(self.paths) <= i < len(self.paths):
             raise IndexError(f"texture index {i} out of range for {len(self.paths)} textures ({self.name})")
-        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        h, w = _hw(size)
         img = open_image(self.paths[i], "RGB")
         if img.size != (w, h):
             img = img.resize((w, h), resample=Image.BILINEAR)
@@ -114,9 +139,7 @@ class CachedTextures:
         return len(self.source)
 
     def load(self, i: int, size) -> torch.Tensor:
-        from ..synthesis.las import to_uint8_image  # (import here: synthesis imports data)
-
-        hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        hw = _hw(size)
         key = (int(i), hw)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -128,4 +151,85 @@ class CachedTextures:
         return t
 
 
-__all__ = ["BUILTIN_TEXTURES_DIRNAME", "CachedTextures", "STAND_IN_DESCRIPTION", "TextureSource", "texture_source"]
+@dataclass
+class DrawnTexture:
+    """The texture drawn for one image by :func:`draw_texture`.
+
+    ``image``: after the augmentation and the centre crop (dtype as ``augment`` returns it; uint8
+    without ``augment``); ``raw``: the uint8 texture as loaded (or passed) and resized, before the
+    augmentation; ``index`` and ``path``: the texture drawn from the source (None for a passed
+    texture); ``augmentations`` and ``params``: what ``augment`` reported (empty without it).
+    """
+
+    image: torch.Tensor
+    raw: torch.Tensor
+    index: int | None = None
+    path: str | None = None
+    augmentations: list[str] = field(default_factory=list)
+    params: list[dict] = field(default_factory=list)
+
+
+TextureAugment = Callable[[torch.Tensor, torch.Generator], tuple]
+"""``augment(uint8 3 x H x W texture, generator) -> (image, names, params)`` of :func:`draw_texture`."""
+
+
+def draw_texture(
+    textures: Any,
+    image_size: int | Sequence[int],
+    generator: torch.Generator,
+    texture: Image.Image | torch.Tensor | np.ndarray | None = None,
+    *,
+    resize: int | Sequence[int] | None = None,
+    augment: TextureAugment | None = None,
+    owner: str = "the synthesizer",
+) -> DrawnTexture:
+    """The anomaly texture for one image of ``image_size`` (``(H, W)`` or an int).
+
+    1. Without ``texture``: an index uniform over ``textures`` (one ``torch.randint`` draw from
+       ``generator``; a :class:`TextureSource` or :class:`CachedTextures`), that texture loaded at
+       the size ``resize`` (None: the image size; bilinear). With ``texture`` (PIL, uint8 tensor
+       or float tensor in [0, 1]): that texture, resized to the same size (bilinear, antialiased)
+       if it differs; nothing is drawn.
+    2. ``augment(uint8 texture, generator)`` when given, right after (it draws from ``generator``).
+    3. A centre crop to the image size when the size in 1. differs from it.
+
+    What differs between the methods on purpose is given by the caller: GLASS LAS (released code)
+    resizes to ``texture_resize`` (e.g. 329 before a 288 crop) and applies ``K_R = 3`` of its 9
+    uint8 transforms; the DRAEM-style synthesis of ADL / POUTA loads at the image size and applies
+    DRAEM's augmenters on [0, 1] floats (or none: POUTA). ``owner`` names the caller in the error
+    raised when there is neither a non-empty ``textures`` nor a ``texture``.
+    """
+    hw = _hw(image_size)
+    size = _hw(resize) if resize is not None else hw
+    index = path = None
+    if texture is None:
+        if textures is None or len(textures) == 0:
+            raise ValueError(f"{owner} needs a texture source (textures=) or a texture= argument")
+        index = int(torch.randint(len(textures), (), generator=generator))
+        img = to_uint8_image(textures.load(index, size))
+        path = str(textures.paths[index])
+    else:
+        img = to_uint8_image(texture)
+        if tuple(img.shape[-2:]) != size:
+            img = TF.resize(img, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    raw = img
+    names: list[str] = []
+    params: list[dict] = []
+    if augment is not None:
+        img, names, params = augment(img, generator)
+    if tuple(img.shape[-2:]) != hw:
+        img = TF.center_crop(img, list(hw))
+    return DrawnTexture(img, raw, index, path, list(names), list(params))
+
+
+__all__ = [
+    "BUILTIN_TEXTURES_DIRNAME",
+    "CachedTextures",
+    "DrawnTexture",
+    "STAND_IN_DESCRIPTION",
+    "TextureAugment",
+    "TextureSource",
+    "draw_texture",
+    "texture_source",
+    "to_uint8_image",
+]

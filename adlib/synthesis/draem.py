@@ -10,7 +10,7 @@ named presets:
       rotated ``U(-90, 90)``, threshold 0.5); empty masks are kept (label 0), not re-drawn;
     - anomaly source: a random texture (DTD or stand-in) resized to the image, then 3 distinct
       augmenters out of the 10 DRAEM-style ones in :data:`DRAEM_AUGMENTERS`, applied in the drawn
-      order;
+      order (drawing and resizing: :func:`adlib.data.textures.draw_texture`, shared with GLASS LAS);
     - texture weight ``beta`` (the opacity of ADL Eq. 1) in ``(0.2, 1]``: the released code draws
       DRAEM's ``b = 0.8 * u`` and weights the texture by ``1 - b``.
 ``ADL_PAPER`` (ADL Sec. 3.3.1)
@@ -75,8 +75,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from ..data.textures import TextureSource
-from .las import to_uint8_image
+from ..data.textures import TextureSource, draw_texture, to_uint8_image  # noqa: F401 (to_uint8_image: importable here as before)
 from .perlin import perlin_masks, rotate_fields
 
 log = logging.getLogger(__name__)
@@ -332,17 +331,20 @@ class DraemSynthesizer:
     textures: TextureSource | None = field(default=None, repr=False)
 
     def _texture(self, hw: tuple[int, int], generator: torch.Generator, texture, info: dict) -> torch.Tensor:
-        if texture is None:
-            if self.textures is None or len(self.textures) == 0:
-                raise ValueError("DraemSynthesizer needs a texture source (textures=) or a texture= argument")
-            idx = int(torch.randint(len(self.textures), (), generator=generator))
-            img = to_uint8_image(self.textures.load(idx, hw))
-            info.update(texture_index=idx, texture_path=str(self.textures.paths[idx]))
-        else:
-            img = to_uint8_image(texture)
-            if tuple(img.shape[-2:]) != hw:
-                img = TF.resize(img, list(hw), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-        return img.float() / 255.0
+        """The anomaly texture in [0, 1], drawn (or passed) at the image size, then DRAEM's augmenters
+        on [0, 1] floats: always for ``source="texture"`` (ADL), only when ``n_augmenters > 0`` for
+        ``"pouta_merge"`` (POUTA names no texture augmentation)."""
+        c = self.config
+        augment = None
+        if c.source == "texture" or c.n_augmenters:
+            def augment(t: torch.Tensor, g: torch.Generator):
+                return draem_augment(t.float() / 255.0, g, c.n_augmenters, c.augmenters)
+        drawn = draw_texture(self.textures, hw, generator, texture, augment=augment, owner="DraemSynthesizer")
+        info.update(texture_index=drawn.index, texture_path=drawn.path)
+        if augment is None:
+            return drawn.image.float() / 255.0
+        info.update(augmenters=drawn.augmentations, augmenter_params=drawn.params)
+        return drawn.image
 
     def _self_transform(self, image: torch.Tensor, generator: torch.Generator, info: dict) -> torch.Tensor:
         c = self.config
@@ -407,15 +409,11 @@ class DraemSynthesizer:
         if fg is not None:
             mask = mask & (fg > 0.5)
         info.update(scale_exp=pinfo["scale_exp"][0].tolist(), angle=float(pinfo["angle"][0]))
-        # 3. anomaly source
+        # 3. anomaly source: the (augmented) texture; POUTA: merged with T(I_ori)
         tex = self._texture(hw, generator, texture, info)
         if c.source == "texture":
-            src, names, params = draem_augment(tex, generator, c.n_augmenters, c.augmenters)
-            info.update(augmenters=names, augmenter_params=params)
+            src = tex
         else:
-            if c.n_augmenters:
-                tex, names, params = draem_augment(tex, generator, c.n_augmenters, c.augmenters)
-                info.update(augmenters=names, augmenter_params=params)
             t_img = self._self_transform(x, generator, info)
             src = c.merge_weight * t_img + (1.0 - c.merge_weight) * tex
         # 4. opacity and Eq. 1

@@ -14,7 +14,9 @@ I. Anomaly mask (Eq. 3, :func:`combine_masks`). Two Perlin masks ``m1, m2``
    mask (all ones when no foreground is used).
 II. Anomaly texture (:func:`texture_augment`). A random DTD image, resized, then ``K_R = 3``
    *distinct* transforms out of the ``K = 9`` of :data:`GLASS_TEXTURE_TRANSFORMS` ("similar to
-   RandAugment"), then centre-cropped to the image size and normalised like the image.
+   RandAugment"), then centre-cropped to the image size and normalised like the image (drawing,
+   resizing and cropping: :func:`adlib.data.textures.draw_texture`, shared with
+   :mod:`adlib.synthesis.draem`).
 III. Overlay fusion (Eq. 4, :func:`las_blend`) with the transparency ``beta`` of :func:`sample_beta`.
 
 The feature-level label is the mask max-pooled to the feature grid (:func:`feature_label`; 36 x 36
@@ -67,14 +69,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as nnf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD
-from ..data.textures import TextureSource
+from ..data.textures import TextureSource, draw_texture, to_uint8_image  # to_uint8_image: re-exported (__all__)
 from .perlin import perlin_masks
 
 log = logging.getLogger(__name__)
@@ -160,16 +161,6 @@ def combine_masks(
 
 # ----------------------------------------------------------------------------------------------
 # Step II: texture
-
-
-def to_uint8_image(img: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
-    """A ``3 x H x W`` uint8 tensor from a PIL image, a uint8 tensor, or a float tensor in [0, 1]."""
-    if isinstance(img, Image.Image):
-        return TF.pil_to_tensor(img.convert("RGB"))
-    t = torch.as_tensor(img)
-    if t.dtype == torch.uint8:
-        return t
-    return (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
 def _apply_texture_transform(name: str, img: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -415,23 +406,14 @@ class LocalAnomalySynthesizer:
         return mask, "fallback", feature_label(mask, (gh, gw))
 
     def _texture(self, hw: tuple[int, int], generator: torch.Generator, texture) -> tuple[torch.Tensor, dict]:
-        size = _hw(self.texture_resize) if self.texture_resize is not None else hw
-        info: dict[str, Any] = {"texture_index": None, "texture_path": None}
-        if texture is None:
-            if self.textures is None or len(self.textures) == 0:
-                raise ValueError("LocalAnomalySynthesizer needs a texture source (textures=) or a texture= argument")
-            idx = int(torch.randint(len(self.textures), (), generator=generator))
-            img = to_uint8_image(self.textures.load(idx, size))
-            info.update(texture_index=idx, texture_path=str(self.textures.paths[idx]))
-        else:
-            img = to_uint8_image(texture)
-            if tuple(img.shape[-2:]) != size:
-                img = TF.resize(img, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
-        raw = img
-        img, names, params = texture_augment(img, generator, self.n_texture_transforms, self.texture_transforms)
-        if tuple(img.shape[-2:]) != hw:
-            img = TF.center_crop(img, list(hw))
-        info.update(texture_raw=raw, texture_augmented=img)  # uint8, before normalisation
+        # GLASS (released): resized to texture_resize, K_R of the 9 uint8 transforms, centre crop to hw
+        drawn = draw_texture(
+            self.textures, hw, generator, texture, resize=self.texture_resize, owner="LocalAnomalySynthesizer",
+            augment=lambda t, g: texture_augment(t, g, self.n_texture_transforms, self.texture_transforms),
+        )
+        img, names, params = drawn.image, drawn.augmentations, drawn.params
+        info: dict[str, Any] = {"texture_index": drawn.index, "texture_path": drawn.path}
+        info.update(texture_raw=drawn.raw, texture_augmented=img)  # uint8, before normalisation
         t = img.float() / 255.0
         if self.normalized:
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
