@@ -13,10 +13,10 @@ LOCK := requirements.lock
 # pip prints a warning for every local package index it cannot open; they are noise here.
 QUIET_PIP := grep -v "^WARNING: Location" || true
 
-.PHONY: setup data reproduce test notebooks clean help lock
+.PHONY: setup data reproduce test test-fast notebooks clean help lock lint format
 
 help:
-	@echo "make reproduce | make test | make notebooks (refresh committed smoke outputs) | make lock | make clean"
+	@echo "make reproduce | make test | make test-fast | make lint | make format | make notebooks (refresh committed smoke outputs) | make lock | make clean"
 
 setup: $(STAMP)
 
@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@echo "installing adlib and its dependencies (pinned by $(LOCK)) into $(VENV) ..."
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[notebooks,dev]" 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -c "import adlib, torch, timm, papermill, nbval, xdist"
+	$(BIN)/ruff --version >/dev/null
 	@touch $@
 
 data: setup
@@ -43,10 +44,23 @@ notebooks: data
 	ADLIB_UPDATE_REFERENCES=1 $(BIN)/adlib reproduce --profile smoke --inplace --parallel $(PARALLEL)
 
 # Both steps use the two cores (pytest-xdist); the notebooks go whole to one worker each, longest first.
-test: data
+test: data lint
 	$(BIN)/python -m pytest -n $(PARALLEL) tests
 	$(BIN)/python -m pytest -n $(PARALLEL) --dist loadfile --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg \
 		-p no:cacheprovider notebooks
+
+# The test suite without the slow tests (minutes; no notebook checks).
+test-fast: data lint
+	$(BIN)/python -m pytest -n $(PARALLEL) -m "not slow" tests
+
+# ruff (configured in pyproject.toml): lint, and the code formatted as `make format` leaves it.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Re-resolve pyproject.toml's ranges in a fresh venv and write requirements.lock and environment.yml's pins.
 lock:

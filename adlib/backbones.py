@@ -32,9 +32,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import timm
 import torch
@@ -230,14 +230,19 @@ class FeatureExtractor(nn.Module):
                 model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=dict(file=str(cached)), **kwargs)
                 return model, f"timm:{tag} (hf cache {cached.parent.name[:12]})"
         if _truthy(os.environ.get("HF_HUB_OFFLINE")):
-            raise WeightsUnavailable(f"pretrained weights for {tag!r} are not in the local cache and HF_HUB_OFFLINE is set. " + how_to_provide(tag))
+            raise WeightsUnavailable(
+                f"pretrained weights for {tag!r} are not in the local cache and HF_HUB_OFFLINE is set. "
+                + how_to_provide(tag)
+            )
         try:
             model = timm.create_model(tag, pretrained=True, **kwargs)
         except Exception as exc:  # noqa: BLE001 - network errors come in many types
-            raise WeightsUnavailable(f"could not obtain pretrained weights for {tag!r} ({type(exc).__name__}: {exc}). " + how_to_provide(tag)) from exc
+            raise WeightsUnavailable(
+                f"could not obtain pretrained weights for {tag!r} ({type(exc).__name__}: {exc}). " + how_to_provide(tag)
+            ) from exc
         return model, f"timm:{tag} (downloaded)"
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":
+    def train(self, mode: bool = True) -> FeatureExtractor:
         # Frozen: stay in eval mode whatever the parent asks.
         super().train(False)
         return self

@@ -33,9 +33,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,8 +93,14 @@ class CheckResult:
         p.text(self.line)
 
 
-def regression_check(name: str, values: pd.DataFrame | pd.Series | Mapping[str, float], profile: str, *,
-                     tolerance: float | str = "trained", path: str | os.PathLike | None = None) -> CheckResult:
+def regression_check(
+    name: str,
+    values: pd.DataFrame | pd.Series | Mapping[str, float],
+    profile: str,
+    *,
+    tolerance: float | str = "trained",
+    path: str | os.PathLike | None = None,
+) -> CheckResult:
     """Compare ``values`` with the stored reference ``name`` of ``profile`` within ``tolerance``
     (points, or a key of :data:`TOLERANCE`); returns a :class:`CheckResult` whose one-line text is
     the same on any machine while the check passes. With ``$ADLIB_UPDATE_REFERENCES=1`` the values
@@ -122,8 +129,10 @@ def regression_check(name: str, values: pd.DataFrame | pd.Series | Mapping[str, 
     else:
         parts = [f"{k}: {a:.2f} -> {b:.2f}" for k, (a, b) in outside.items()]
         parts += [f"{k}: missing" for k in missing] + [f"{k}: not in the reference" for k in extra]
-        line = (f"regression check {name!r}: FAIL, {len(outside) + len(missing) + len(extra)} of {len(ref)} values "
-                f"outside ±{tol:g}: " + "; ".join(parts))
+        line = (
+            f"regression check {name!r}: FAIL, {len(outside) + len(missing) + len(extra)} of {len(ref)} values "
+            f"outside ±{tol:g}: " + "; ".join(parts)
+        )
         log.warning(line)
     return CheckResult(name, ok, line, outside)
 
@@ -157,8 +166,10 @@ class Claim:
         return "within noise"
 
     def __str__(self) -> str:
-        return (f"claim: {self.text}: {self.mean:+.1f} ± {self.sd:.1f} points {self.metric} "
-                f"(paired difference, mean ± sd over {len(self.diffs)} seeds) -> {self.verdict}")
+        return (
+            f"claim: {self.text}: {self.mean:+.1f} ± {self.sd:.1f} points {self.metric} "
+            f"(paired difference, mean ± sd over {len(self.diffs)} seeds) -> {self.verdict}"
+        )
 
     def _repr_pretty_(self, p, cycle) -> None:
         p.text(str(self))
@@ -190,4 +201,13 @@ def per_seed(frame: pd.DataFrame, label: str, metric: str = "image_auroc", **whe
     return sub.groupby("seed")[metric].mean() * 100.0
 
 
-__all__ = ["TOLERANCE", "CheckResult", "Claim", "claim", "per_seed", "references_path", "regression_check", "seed_means"]
+__all__ = [
+    "TOLERANCE",
+    "CheckResult",
+    "Claim",
+    "claim",
+    "per_seed",
+    "references_path",
+    "regression_check",
+    "seed_means",
+]

@@ -34,7 +34,9 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     manifest = generate_benchmark(args.out, seed=args.seed, force=args.force)
     cats = manifest.get("categories", {})
-    print(f"built-in benchmark in {args.out} ({len(cats)} categories, seed {args.seed}) ready in {time.perf_counter() - t:.1f}s")
+    print(
+        f"built-in benchmark in {args.out} ({len(cats)} categories, seed {args.seed}) ready in {time.perf_counter() - t:.1f}s"
+    )
     return 0
 
 
@@ -71,6 +73,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         log_output=args.verbose,
         parallel=args.parallel,
+        html=not args.no_html,
     )
     print(batch.summary())
     return 1 if batch.failed else 0
@@ -92,11 +95,26 @@ def _spec(args: argparse.Namespace):
     if getattr(args, "anomalies", None) is not None:
         source, real = parse_anomalies(args.anomalies)
         overrides["anomalies"] = source
-    protocol = check_protocol({"shots": getattr(args, "shots", None), "contamination": getattr(args, "contamination", None),
-                               "contamination_protocol": getattr(args, "contamination_protocol", None),
-                               "real_anomalies": real, "real_holdout": getattr(args, "real_holdout", None)})
-    return RunSpec(args.method, args.dataset, args.category, args.profile, args.data_root, args.out, args.device, overrides,
-                   protocol)
+    protocol = check_protocol(
+        {
+            "shots": getattr(args, "shots", None),
+            "contamination": getattr(args, "contamination", None),
+            "contamination_protocol": getattr(args, "contamination_protocol", None),
+            "real_anomalies": real,
+            "real_holdout": getattr(args, "real_holdout", None),
+        }
+    )
+    return RunSpec(
+        args.method,
+        args.dataset,
+        args.category,
+        args.profile,
+        args.data_root,
+        args.out,
+        args.device,
+        overrides,
+        protocol,
+    )
 
 
 def parse_anomalies(text: str) -> tuple[str, int | None]:
@@ -118,7 +136,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .runner import train
 
     rec = train(_spec(args))
-    print(f"trained {args.method} on {args.dataset}/{args.category} in {rec['train_seconds']:.1f}s -> {_spec(args).run_dir()}")
+    print(
+        f"trained {args.method} on {args.dataset}/{args.category} in {rec['train_seconds']:.1f}s -> {_spec(args).run_dir()}"
+    )
     return 0
 
 
@@ -142,19 +162,38 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", help="method variant, e.g. m, h or j for glass")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--shots", type=int, help="few-shot: train on this many normal images, drawn with --seed (default: all)")
-    p.add_argument("--contamination", type=float, metavar="EPS",
-                   help="hide test anomalies among the training images, a fraction EPS of them (ADL protocol, drawn with --seed)")
-    p.add_argument("--contamination-protocol", choices=["leak-free", "released"],
-                   help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)")
-    p.add_argument("--labels", choices=["none", "image", "pixel"],
-                   help="adtr: train with normal images only (none, default), or adapt with image- or pixel-level labels (push-pull, Eq. 6-9)")
-    p.add_argument("--anomalies", metavar="confetti|real:N",
-                   help="adtr: anomalies for --labels image/pixel: FCDD confetti noise (default), or N real labelled anomalies "
-                        "per defect type taken from the test split (removed from evaluation)")
-    p.add_argument("--real-holdout", type=int, metavar="M",
-                   help="with --anomalies real:N: hold M >= N anomalies per defect type out of the test set (default N), "
-                        "so runs with different N share one test set")
+    p.add_argument(
+        "--shots", type=int, help="few-shot: train on this many normal images, drawn with --seed (default: all)"
+    )
+    p.add_argument(
+        "--contamination",
+        type=float,
+        metavar="EPS",
+        help="hide test anomalies among the training images, a fraction EPS of them (ADL protocol, drawn with --seed)",
+    )
+    p.add_argument(
+        "--contamination-protocol",
+        choices=["leak-free", "released"],
+        help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=["none", "image", "pixel"],
+        help="adtr: train with normal images only (none, default), or adapt with image- or pixel-level labels (push-pull, Eq. 6-9)",
+    )
+    p.add_argument(
+        "--anomalies",
+        metavar="confetti|real:N",
+        help="adtr: anomalies for --labels image/pixel: FCDD confetti noise (default), or N real labelled anomalies "
+        "per defect type taken from the test split (removed from evaluation)",
+    )
+    p.add_argument(
+        "--real-holdout",
+        type=int,
+        metavar="M",
+        help="with --anomalies real:N: hold M >= N anomalies per defect type out of the test set (default N), "
+        "so runs with different N share one test set",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
 
 
@@ -181,9 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")
     r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the profile's)")
     r.add_argument("--out", help="folder for executed copies (default: runs/<profile>)")
-    r.add_argument("--inplace", action="store_true", help="write executed notebooks back into notebooks/ (refreshes committed outputs)")
-    r.add_argument("--jobs", type=int, help="worker processes for the training grids in the notebooks (default: each notebook's, 2)")
-    r.add_argument("--parallel", type=int, default=1, help="notebooks executed at the same time, longest first (default 1; the numbers do not depend on it)")
+    r.add_argument(
+        "--inplace",
+        action="store_true",
+        help="write executed notebooks back into notebooks/ (refreshes committed outputs)",
+    )
+    r.add_argument(
+        "--jobs",
+        type=int,
+        help="worker processes for the training grids in the notebooks (default: each notebook's, 2)",
+    )
+    r.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="notebooks executed at the same time, longest first (default 1; the numbers do not depend on it)",
+    )
+    r.add_argument("--no-html", action="store_true", help="do not write HTML renderings to runs/<profile>/html")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output (run progress) to the console")
     r.set_defaults(func=_cmd_reproduce)
 

@@ -26,7 +26,8 @@ import contextlib
 import math
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,8 +93,14 @@ def synchronize(device: torch.device | str | None) -> None:
         torch.mps.synchronize()
 
 
-def time_batches(fn: Callable[[Any], Any], x: Any, device: torch.device | str | None = None, warmup: int = 1,
-                 repeats: int = 5, no_grad: bool = True) -> list[float]:
+def time_batches(
+    fn: Callable[[Any], Any],
+    x: Any,
+    device: torch.device | str | None = None,
+    warmup: int = 1,
+    repeats: int = 5,
+    no_grad: bool = True,
+) -> list[float]:
     """Seconds of each of ``repeats`` timed calls ``fn(x)``, after ``warmup`` discarded calls.
 
     The device is synchronised before every clock read, so a call's time includes its queued GPU
@@ -118,8 +125,15 @@ def time_batches(fn: Callable[[Any], Any], x: Any, device: torch.device | str | 
     return times
 
 
-def time_inference(fn: Callable[[Any], Any], x: Any, device: torch.device | str | None = None, warmup: int = 1,
-                   repeats: int = 5, batch_size: int | None = None, no_grad: bool = True) -> float:
+def time_inference(
+    fn: Callable[[Any], Any],
+    x: Any,
+    device: torch.device | str | None = None,
+    warmup: int = 1,
+    repeats: int = 5,
+    batch_size: int | None = None,
+    no_grad: bool = True,
+) -> float:
     """Milliseconds per image of ``fn(x)``: the median of ``repeats`` synchronised batch times
     (:func:`time_batches`, after ``warmup`` discarded calls) divided by the batch size.
 

@@ -118,13 +118,10 @@ def _check_labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     if s.ndim != 1:
         raise ValueError(f"scores must be a 1-D array, got shape {s.shape}")
     if y.shape[0] != s.shape[0]:
-        raise ValueError(
-            f"labels and scores differ in length: {y.shape[0]} labels but {s.shape[0]} scores"
-        )
+        raise ValueError(f"labels and scores differ in length: {y.shape[0]} labels but {s.shape[0]} scores")
     if y.shape[0] == 0:
         raise ValueError("labels and scores are empty")
-    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer)
-            or np.issubdtype(s.dtype, np.floating)):
+    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
         raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
     s = s.astype(np.float64, copy=False)
     finite = np.isfinite(s)
@@ -224,9 +221,7 @@ def image_ap(labels, scores) -> float:
 
     y, s = _check_labels_scores(labels, scores)
     if not y.any():
-        raise ValueError(
-            f"image_ap is undefined without anomalous images: all {y.size} labels are 0 (normal)"
-        )
+        raise ValueError(f"image_ap is undefined without anomalous images: all {y.size} labels are 0 (normal)")
     return float(average_precision_score(y, s))
 
 
@@ -256,11 +251,9 @@ def _check_pixel_inputs(masks, maps) -> tuple[np.ndarray, np.ndarray]:
         )
     if masks.shape[0] == 0 or masks.shape[1] == 0 or masks.shape[2] == 0:
         raise ValueError(f"masks and maps are empty (shape {masks.shape})")
-    if not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)
-            or np.issubdtype(masks.dtype, np.floating)):
+    if not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer) or np.issubdtype(masks.dtype, np.floating)):
         raise ValueError(f"masks must be bool, integer or float, got dtype {masks.dtype}")
-    if not (maps.dtype == bool or np.issubdtype(maps.dtype, np.integer)
-            or np.issubdtype(maps.dtype, np.floating)):
+    if not (maps.dtype == bool or np.issubdtype(maps.dtype, np.integer) or np.issubdtype(maps.dtype, np.floating)):
         raise ValueError(f"maps must be real numbers, got dtype {maps.dtype}")
     return masks, maps
 
@@ -352,7 +345,7 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
         if k == 0:
             continue
         pos = masks[i] != 0
-        scores[off:off + k] = s[pos]
+        scores[off : off + k] = s[pos]
         if regions:
             from scipy import ndimage
 
@@ -360,7 +353,7 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
             sizes = np.bincount(lab.ravel(), minlength=nr + 1)
             inv = np.zeros(nr + 1, dtype=np.float64)
             inv[1:] = 1.0 / sizes[1:]
-            weights[off:off + k] = inv[lab[pos]]
+            weights[off : off + k] = inv[lab[pos]]
             n_regions += int(nr)
         off += k
 
@@ -403,13 +396,16 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
     rev = np.cumsum(c[::-1])  # rev[m] = sum_{i >= K - m} c[i]
     del c
     if int(rev[-1]) != n_neg:  # cannot happen; guards the bookkeeping
-        raise RuntimeError(
-            f"internal error: counted {int(rev[-1])} normal pixels, expected {n_neg}"
-        )
+        raise RuntimeError(f"internal error: counted {int(rev[-1])} normal pixels, expected {n_neg}")
     neg_gt = rev[:-1][::-1]  # score > values[k]  <=>  j >= k + 1  <=>  rev[K - 1 - k]
     log.debug(
         "%s: %d images, %d anomalous / %d normal pixels, %d distinct anomalous scores%s",
-        metric, n, n_pos, n_neg, n_values, f", {n_regions} regions" if regions else "",
+        metric,
+        n,
+        n_pos,
+        n_neg,
+        n_values,
+        f", {n_regions} regions" if regions else "",
     )
     return _PixelCounts(values, pos_counts, region_weights, n_regions, neg_gt, neg_eq, n_pos, n_neg)
 
@@ -440,8 +436,7 @@ def _ap_from_counts(st: _PixelCounts) -> float:
 
 
 def _pro_curve_from_counts(st: _PixelCounts, dedupe: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices of the PRO curve; ``dedupe=False`` keeps repeated points (same area, less memory).
-    """
+    """Vertices of the PRO curve; ``dedupe=False`` keeps repeated points (same area, less memory)."""
     k = st.values.size
     n = float(st.n_neg)
     fpr = np.empty(2 * k + 2)
@@ -479,7 +474,7 @@ def _area_up_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     step = 1 << 16  # chunks keep the temporaries small for long curves
     for a in range(0, max(i - 1, 0), step):
         b = min(a + step, i - 1)
-        area += 0.5 * float(np.dot(xs[a + 1:b + 1] - xs[a:b], ys[a + 1:b + 1] + ys[a:b]))
+        area += 0.5 * float(np.dot(xs[a + 1 : b + 1] - xs[a:b], ys[a + 1 : b + 1] + ys[a:b]))
     if i < x.size and xs[-1] < limit:
         x0, y0, x1, y1 = x[i - 1], y[i - 1], x[i], y[i]
         y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
@@ -777,9 +772,8 @@ def resize_maps(maps, size, *, chunk_size: int | None = None) -> np.ndarray:
     else:
         with torch.no_grad():
             for i in range(0, n, chunk_size):
-                x = torch.from_numpy(np.ascontiguousarray(arr[i:i + chunk_size], dtype=np.float32))
-                y = F.interpolate(x[:, None], size=(out_h, out_w), mode="bilinear",
-                                  align_corners=False)
-                out[i:i + x.shape[0]] = y[:, 0].numpy()
+                x = torch.from_numpy(np.ascontiguousarray(arr[i : i + chunk_size], dtype=np.float32))
+                y = F.interpolate(x[:, None], size=(out_h, out_w), mode="bilinear", align_corners=False)
+                out[i : i + x.shape[0]] = y[:, 0].numpy()
     log.debug("resize_maps: %d maps %dx%d -> %dx%d", n, h, w, out_h, out_w)
     return out[0] if single else out

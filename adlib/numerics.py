@@ -77,8 +77,18 @@ REFERENCE_ENV: dict[str, str] = {
 #: torch threads of every CPU run under the reference numerics
 REFERENCE_THREADS = 1
 #: packages whose versions change numbers (recorded with every result)
-NUMERIC_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image", "timm", "pandas",
-                    "pytorch-msssim", "pillow")
+NUMERIC_PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "scikit-image",
+    "timm",
+    "pandas",
+    "pytorch-msssim",
+    "pillow",
+)
 
 _applied: dict[str, Any] = {}
 
@@ -124,8 +134,11 @@ def apply_env() -> dict[str, str]:
     torch_loaded = "torch" in sys.modules
     _applied.update(mode="reference", overridden=overridden, torch_loaded_before=torch_loaded)
     if overridden:
-        log.info("reference numerics override %s (set %s=native to keep them)",
-                 ", ".join(f"{k}={v}" for k, v in overridden.items()), ENV_MODE)
+        log.info(
+            "reference numerics override %s (set %s=native to keep them)",
+            ", ".join(f"{k}={v}" for k, v in overridden.items()),
+            ENV_MODE,
+        )
     return overridden
 
 
@@ -138,8 +151,10 @@ def check() -> list[str]:
     problems = []
     cap = torch.backends.cpu.get_cpu_capability()
     if cap != "AVX2":
-        problems.append(f"ATen runs {cap} kernels, not AVX2: torch computed something before adlib was imported, or the "
-                        "CPU lacks AVX2 (restart the kernel and import adlib first)")
+        problems.append(
+            f"ATen runs {cap} kernels, not AVX2: torch computed something before adlib was imported, or the "
+            "CPU lacks AVX2 (restart the kernel and import adlib first)"
+        )
     for k, v in REFERENCE_ENV.items():
         if os.environ.get(k) != v:
             problems.append(f"{k} is {os.environ.get(k)!r}, not {v!r}")
@@ -207,9 +222,24 @@ def signature(numerics: dict[str, Any] | None) -> str:
     v = numerics.get("versions", {})
     dev = str(numerics.get("device", "cpu"))
     where = "cuda" if dev.startswith("cuda") else "cpu"
-    return (f"{numerics.get('mode')}/{numerics.get('aten_capability')}/{where}/{numerics.get('torch_threads')}t "
-            f"torch {v.get('torch')} numpy {v.get('numpy')}")
+    return (
+        f"{numerics.get('mode')}/{numerics.get('aten_capability')}/{where}/{numerics.get('torch_threads')}t "
+        f"torch {v.get('torch')} numpy {v.get('numpy')}"
+    )
 
 
-__all__ = ["ENV_MODE", "MODES", "NUMERIC_PACKAGES", "REFERENCE_ENV", "REFERENCE_THREADS", "apply_env", "check",
-           "configure_torch", "describe", "mode", "run_threads", "signature", "versions"]
+__all__ = [
+    "ENV_MODE",
+    "MODES",
+    "NUMERIC_PACKAGES",
+    "REFERENCE_ENV",
+    "REFERENCE_THREADS",
+    "apply_env",
+    "check",
+    "configure_torch",
+    "describe",
+    "mode",
+    "run_threads",
+    "signature",
+    "versions",
+]

@@ -129,7 +129,11 @@ def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError("contamination_protocol given without contamination")
     if "contamination" in out:
         eps = out["contamination"]
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) or not 0.0 <= float(eps) < 1.0:
+        if (
+            isinstance(eps, bool)
+            or not isinstance(eps, (int, float, np.floating, np.integer))
+            or not 0.0 <= float(eps) < 1.0
+        ):
             raise ValueError(f"contamination must be a number in [0, 1), got {eps!r}")
         proto = out.get("contamination_protocol", DEFAULT_PROTOCOL)
         if proto not in PROTOCOLS:
@@ -149,16 +153,20 @@ def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
         n = int(out.get("real_anomalies", 0))
         m = int(out.get("real_holdout", n))
         if m < n:
-            raise ValueError(f"real_holdout ({m}) must be at least real_anomalies ({n}): "
-                             "the training anomalies are drawn from the held-out ones")
+            raise ValueError(
+                f"real_holdout ({m}) must be at least real_anomalies ({n}): "
+                "the training anomalies are drawn from the held-out ones"
+            )
         if n == 0 and m == 0:  # nothing added, nothing removed: the standard protocol
             out.pop("real_anomalies", None)
             out.pop("real_holdout", None)
         else:
             out["real_anomalies"], out["real_holdout"] = n, m
             if "contamination" in out:
-                raise ValueError("real_anomalies/real_holdout cannot be combined with contamination: "
-                                 "both protocols move test anomalies into training")
+                raise ValueError(
+                    "real_anomalies/real_holdout cannot be combined with contamination: "
+                    "both protocols move test anomalies into training"
+                )
     if "outliers" in out:
         if out["outliers"] not in OUTLIER_SOURCES:
             raise ValueError(f"outliers must be one of {tuple(OUTLIER_SOURCES)}, got {out['outliers']!r}")
@@ -181,7 +189,9 @@ def few_shot(ds: AnomalyDataset, k: int, seed: int) -> AnomalyDataset:
     """``ds`` restricted to ``k`` of its normal images (see the module docstring)."""
     normal = sorted((r for r in ds.records if int(r.label) == 0), key=lambda r: str(r.image_path))
     if k > len(normal):
-        raise DataError(f"{ds.name}/{ds.category}/{ds.split}: {k} shots asked for, but it has only {len(normal)} normal images")
+        raise DataError(
+            f"{ds.name}/{ds.category}/{ds.split}: {k} shots asked for, but it has only {len(normal)} normal images"
+        )
     chosen = [normal[int(i)] for i in few_shot_indices(len(normal), k, seed)]
     return dataclasses.replace(ds, records=chosen)
 
@@ -205,14 +215,20 @@ class ContaminatedDataset(AnomalyDataset):
         if not isinstance(rec, ContaminatedRecord) or seed is None:
             return super().__getitem__(index)
         img = self.transform.geometry(open_image(rec.image_path).convert("RGB"), Image.BILINEAR)
-        noisy = add_contamination_noise(np.asarray(img), np.random.default_rng(seed), std=self.noise_std,
-                                        range_mode=self.range_mode, jpeg_quality=self.jpeg_quality)
+        noisy = add_contamination_noise(
+            np.asarray(img),
+            np.random.default_rng(seed),
+            std=self.noise_std,
+            range_mode=self.range_mode,
+            jpeg_quality=self.jpeg_quality,
+        )
         x = dataclasses.replace(self.transform, resize=None, crop=None).image(Image.fromarray(noisy))
         return Sample(x, torch.zeros((1, *x.shape[-2:]), dtype=torch.float32), 0, "good", str(rec.image_path))
 
 
-def contaminated(train_ds: AnomalyDataset, test_ds: AnomalyDataset, eps: float, seed: int,
-                 protocol: str = DEFAULT_PROTOCOL) -> tuple[ContaminatedDataset, AnomalyDataset, dict[str, Any]]:
+def contaminated(
+    train_ds: AnomalyDataset, test_ds: AnomalyDataset, eps: float, seed: int, protocol: str = DEFAULT_PROTOCOL
+) -> tuple[ContaminatedDataset, AnomalyDataset, dict[str, Any]]:
     """``train_ds`` contaminated with ``eps`` of ``test_ds``'s anomalies (module docstring), the
     test set under ``protocol``, and what was done (``n_contaminating``, the files, ``leaked``)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(round(float(eps) * 1e6)), 0xC0A7]))
@@ -221,12 +237,24 @@ def contaminated(train_ds: AnomalyDataset, test_ds: AnomalyDataset, eps: float, 
     fields = {f.name: getattr(train_ds, f.name) for f in dataclasses.fields(AnomalyDataset)}
     train = ContaminatedDataset(**{**fields, "records": split.train}, noise_seeds=seeds, noise_std=split.noise_std)
     test = dataclasses.replace(test_ds, records=split.test)
-    detail = {"n_normal_train": split.n_normal_train, "n_contaminating": split.n_contaminating,
-              "contaminating_files": [_short(p) for p in split.chosen_files], "leaked": split.leaked,
-              "test_images": len(split.test)}
-    log.info("contamination %.3f (%s): %d anomalies among %d normal training images of %s/%s; test %d -> %d",
-             eps, protocol, split.n_contaminating, split.n_normal_train, train_ds.name, train_ds.category,
-             len(test_ds), len(test))
+    detail = {
+        "n_normal_train": split.n_normal_train,
+        "n_contaminating": split.n_contaminating,
+        "contaminating_files": [_short(p) for p in split.chosen_files],
+        "leaked": split.leaked,
+        "test_images": len(split.test),
+    }
+    log.info(
+        "contamination %.3f (%s): %d anomalies among %d normal training images of %s/%s; test %d -> %d",
+        eps,
+        protocol,
+        split.n_contaminating,
+        split.n_normal_train,
+        train_ds.name,
+        train_ds.category,
+        len(test_ds),
+        len(test),
+    )
     return train, test, detail
 
 
@@ -239,8 +267,9 @@ def real_anomaly_order(n_candidates: int, seed: int, defect_type: str) -> np.nda
     return rng.permutation(int(n_candidates))
 
 
-def real_anomalies(train_ds: AnomalyDataset, test_ds: AnomalyDataset, n: int, seed: int,
-                   holdout: int | None = None) -> tuple[AnomalyDataset, AnomalyDataset, dict[str, Any]]:
+def real_anomalies(
+    train_ds: AnomalyDataset, test_ds: AnomalyDataset, n: int, seed: int, holdout: int | None = None
+) -> tuple[AnomalyDataset, AnomalyDataset, dict[str, Any]]:
     """``train_ds`` plus ``n`` labelled test anomalies per defect type, ``test_ds`` less
     ``holdout`` (default ``n``) anomalies per defect type, and what was done (module docstring).
 
@@ -261,25 +290,45 @@ def real_anomalies(train_ds: AnomalyDataset, test_ds: AnomalyDataset, n: int, se
     for defect in sorted(by_type):
         cands = sorted(by_type[defect], key=lambda r: str(r.image_path))
         if len(cands) < m:
-            raise DataError(f"{where}: defect type {defect!r} has {len(cands)} anomalous test images, "
-                            f"fewer than real_holdout = {m} (real_anomalies = {n}) asks to hold out")
+            raise DataError(
+                f"{where}: defect type {defect!r} has {len(cands)} anomalous test images, "
+                f"fewer than real_holdout = {m} (real_anomalies = {n}) asks to hold out"
+            )
         if m and len(cands) == m:
-            log.warning("real anomalies: all %d %r anomalies of %s are held out; none is left in the test set",
-                        m, defect, where)
+            log.warning(
+                "real anomalies: all %d %r anomalies of %s are held out; none is left in the test set", m, defect, where
+            )
         order = real_anomaly_order(len(cands), seed, defect)
         picked = [cands[int(i)] for i in order[:m]]
         held += picked
         added += picked[:n]
     held_paths = {str(r.image_path) for r in held}
     train = dataclasses.replace(train_ds, records=list(train_ds.records) + added) if added else train_ds
-    test = dataclasses.replace(test_ds, records=[r for r in test_ds.records if str(r.image_path) not in held_paths]) \
-        if held else test_ds
-    detail = {"n_real_anomalies": len(added), "real_anomaly_files": [_short(r.image_path) for r in added],
-              "n_held_out": len(held), "held_out_files": [_short(r.image_path) for r in held],
-              "test_images": len(test)}
-    log.info("real anomalies: %d per defect type (%d in all) added as labelled anomalies to %d training images of "
-             "%s/%s (seed %d); %d per defect type held out, test %d -> %d",
-             n, len(added), len(train_ds), train_ds.name, train_ds.category, seed, m, len(test_ds), len(test))
+    test = (
+        dataclasses.replace(test_ds, records=[r for r in test_ds.records if str(r.image_path) not in held_paths])
+        if held
+        else test_ds
+    )
+    detail = {
+        "n_real_anomalies": len(added),
+        "real_anomaly_files": [_short(r.image_path) for r in added],
+        "n_held_out": len(held),
+        "held_out_files": [_short(r.image_path) for r in held],
+        "test_images": len(test),
+    }
+    log.info(
+        "real anomalies: %d per defect type (%d in all) added as labelled anomalies to %d training images of "
+        "%s/%s (seed %d); %d per defect type held out, test %d -> %d",
+        n,
+        len(added),
+        len(train_ds),
+        train_ds.name,
+        train_ds.category,
+        seed,
+        m,
+        len(test_ds),
+        len(test),
+    )
     return train, test, detail
 
 
@@ -294,8 +343,10 @@ def _outlier_root(train_ds: AnomalyDataset, dataset: str) -> Path:
         except DataError:
             continue
         return folder
-    raise DataError(f"outliers={dataset}: {dataset} not found beside the training data: no ancestor folder of {first} "
-                    f"holds {', '.join(DATASETS[dataset].dirnames)}")
+    raise DataError(
+        f"outliers={dataset}: {dataset} not found beside the training data: no ancestor folder of {first} "
+        f"holds {', '.join(DATASETS[dataset].dirnames)}"
+    )
 
 
 def outlier_exposure(train_ds: AnomalyDataset, source: str, seed: int) -> tuple[AnomalyDataset, dict[str, Any]]:
@@ -308,8 +359,10 @@ def outlier_exposure(train_ds: AnomalyDataset, source: str, seed: int) -> tuple[
     n = int((train_ds.labels == 0).sum())
     src = get_dataset(name, category, split, root=_outlier_root(train_ds, name), transform=train_ds.transform)
     if n > len(src):
-        raise DataError(f"outliers={source}: {n} outliers asked for (one per normal training image), "
-                        f"but {name} {split} has only {len(src)} images")
+        raise DataError(
+            f"outliers={source}: {n} outliers asked for (one per normal training image), "
+            f"but {name} {split} has only {len(src)} images"
+        )
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), OUTLIER_MAGIC]))
     rows = np.sort(rng.permutation(len(src))[:n])
     added = [dataclasses.replace(src.records[int(i)], label=1, defect_type=OUTLIER) for i in rows]
@@ -319,10 +372,21 @@ def outlier_exposure(train_ds: AnomalyDataset, source: str, seed: int) -> tuple[
         fields = {f.name: getattr(train_ds, f.name) for f in dataclasses.fields(AnomalyDataset)}
         train = CifarDataset(**{**fields, "records": list(train_ds.records) + added})
     files = sorted({str(getattr(r, "file", "")) for r in added})
-    detail = {"n_outliers": n, "outlier_source": ", ".join(_short(f) for f in files) or name,
-              "outlier_rows_sha1": hashlib.sha1(rows.astype(np.int64).tobytes()).hexdigest()}
-    log.info("outlier exposure: %d %s images added as labelled anomalies to the %d normal training images of %s/%s "
-             "(seed %d)", n, name, n, train_ds.name, train_ds.category, seed)
+    detail = {
+        "n_outliers": n,
+        "outlier_source": ", ".join(_short(f) for f in files) or name,
+        "outlier_rows_sha1": hashlib.sha1(rows.astype(np.int64).tobytes()).hexdigest(),
+    }
+    log.info(
+        "outlier exposure: %d %s images added as labelled anomalies to the %d normal training images of %s/%s "
+        "(seed %d)",
+        n,
+        name,
+        n,
+        train_ds.name,
+        train_ds.category,
+        seed,
+    )
     return train, detail
 
 
@@ -332,17 +396,22 @@ def check_method_accepts(protocol: dict[str, Any] | None, model) -> None:
     with a true ``uses_training_labels`` attribute (ADTR)."""
     p = check_protocol(protocol)
     if p.get("real_anomalies") and not getattr(model, "uses_training_labels", False):
-        raise ValueError(f"protocol real_anomalies={p['real_anomalies']} adds labelled anomalies to the training set, "
-                         f"but {getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
-                         "train on them as normal images; use real_holdout alone for a reduced test set")
+        raise ValueError(
+            f"protocol real_anomalies={p['real_anomalies']} adds labelled anomalies to the training set, "
+            f"but {getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
+            "train on them as normal images; use real_holdout alone for a reduced test set"
+        )
     if p.get("outliers") and not getattr(model, "uses_training_labels", False):
-        raise ValueError(f"protocol outliers={p['outliers']} adds labelled outliers to the training set, but "
-                         f"{getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
-                         "train on them as normal images")
+        raise ValueError(
+            f"protocol outliers={p['outliers']} adds labelled outliers to the training set, but "
+            f"{getattr(model, 'name', type(model).__name__)!r} does not read training labels and would "
+            "train on them as normal images"
+        )
 
 
-def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, test_ds: AnomalyDataset,
-                   seed: int) -> tuple[AnomalyDataset, AnomalyDataset, dict[str, Any]]:
+def apply_protocol(
+    protocol: dict[str, Any] | None, train_ds: AnomalyDataset, test_ds: AnomalyDataset, seed: int
+) -> tuple[AnomalyDataset, AnomalyDataset, dict[str, Any]]:
     """``(train_ds, test_ds, detail)`` under ``protocol``; ``detail`` records what was done
     (for ``shots``: the chosen training files, relative to the dataset's folder where possible;
     for ``contamination`` and ``real_anomalies``: the files moved, see :func:`contaminated` and
@@ -353,7 +422,9 @@ def apply_protocol(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, te
     if "shots" in p:
         train_ds = few_shot(train_ds, p["shots"], seed)
         detail["train_files"] = [_short(r.image_path) for r in train_ds.records]
-        log.info("few-shot: %d of the training images of %s/%s (seed %d)", p["shots"], train_ds.name, train_ds.category, seed)
+        log.info(
+            "few-shot: %d of the training images of %s/%s (seed %d)", p["shots"], train_ds.name, train_ds.category, seed
+        )
     if "contamination" in p:
         train_ds, test_ds, more = contaminated(train_ds, test_ds, p["contamination"], seed, p["contamination_protocol"])
         detail.update(more)
@@ -371,6 +442,19 @@ def _short(path) -> str:
     return "/".join(parts[-4:])
 
 
-__all__ = ["KEYS", "OUTLIER_MAGIC", "OUTLIER_SOURCES", "REAL_ANOMALY_MAGIC", "ContaminatedDataset", "apply_protocol",
-           "check_method_accepts", "check_protocol", "contaminated", "few_shot", "few_shot_indices", "outlier_exposure",
-           "real_anomalies", "real_anomaly_order"]
+__all__ = [
+    "KEYS",
+    "OUTLIER_MAGIC",
+    "OUTLIER_SOURCES",
+    "REAL_ANOMALY_MAGIC",
+    "ContaminatedDataset",
+    "apply_protocol",
+    "check_method_accepts",
+    "check_protocol",
+    "contaminated",
+    "few_shot",
+    "few_shot_indices",
+    "outlier_exposure",
+    "real_anomalies",
+    "real_anomaly_order",
+]

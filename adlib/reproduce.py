@@ -7,6 +7,9 @@ notebook tree (or back into ``notebooks/`` with ``inplace=True``, which is how t
 smoke-profile outputs that nbval checks are refreshed). Figures are written by the notebooks
 themselves to ``figures/``.
 
+Each executed notebook is also rendered to HTML (nbconvert) under ``runs/<profile>/html/``, so the
+results can be browsed without a kernel.
+
 ``parallel=N`` (``adlib reproduce --parallel N``) executes N notebooks at a time, longest first;
 the runs they share are trained once (the results store locks each run) and the numbers are the
 same as in a sequential batch.
@@ -50,7 +53,10 @@ class BatchResult:
         return [r for r in self.results if not r.ok]
 
     def summary(self) -> str:
-        lines = [f"{'ok ' if r.ok else 'FAIL'} {r.seconds:7.1f}s  {r.notebook}" + (f"\n      {r.error}" if r.error else "") for r in self.results]
+        lines = [
+            f"{'ok ' if r.ok else 'FAIL'} {r.seconds:7.1f}s  {r.notebook}" + (f"\n      {r.error}" if r.error else "")
+            for r in self.results
+        ]
         total = sum(r.seconds for r in self.results)
         lines.append(f"{len(self.results) - len(self.failed)} passed, {len(self.failed)} failed in {total:.1f}s")
         return "\n".join(lines)
@@ -119,8 +125,22 @@ def expected_seconds(nb: Path) -> float:
         return 0.0
 
 
-def _execute(nb: str, dest: str, params: dict, timeout: int | None, log_output: bool) -> tuple[bool, float, str]:
-    """Execute one notebook to ``dest`` (through a temporary name); ``(ok, seconds, error)``."""
+def write_html(notebook: str | os.PathLike, html: str | os.PathLike) -> Path:
+    """An HTML rendering of an executed notebook (nbconvert's HTML exporter), written atomically:
+    the results can be read in a browser without a kernel."""
+    from nbconvert import HTMLExporter
+
+    from .io import atomic_write_text
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    return atomic_write_text(html, body)
+
+
+def _execute(
+    nb: str, dest: str, params: dict, timeout: int | None, log_output: bool, html: str | None = None
+) -> tuple[bool, float, str]:
+    """Execute one notebook to ``dest`` (through a temporary name) and, if ``html`` is given, render
+    it there; ``(ok, seconds, error)``."""
     import papermill as pm
 
     nb_path, dest_path = Path(nb), Path(dest)
@@ -140,6 +160,8 @@ def _execute(nb: str, dest: str, params: dict, timeout: int | None, log_output: 
         )
         os.replace(tmp, dest_path)
         strip_machine_paths(dest_path)
+        if html:
+            write_html(dest_path, html)
         return True, time.perf_counter() - t0, ""
     except Exception as exc:  # noqa: BLE001 - reported by the caller, the others go on
         failed = dest_path.with_name(f"{dest_path.stem}.failed.ipynb")
@@ -161,6 +183,7 @@ def run_notebooks(
     jobs: int | None = None,
     log_output: bool = False,
     parallel: int = 1,
+    html: bool = True,
 ) -> BatchResult:
     """Execute the notebooks; see the module docstring.
 
@@ -171,12 +194,16 @@ def run_notebooks(
     notebooks share are trained once (the results store locks each run). The numbers do not
     depend on it: every run is seeded on its own and, under the reference numerics, uses one
     thread wherever it executes. The summary lists the notebooks in path order either way.
+    ``html``: also write an HTML rendering of each executed notebook (:func:`write_html`) to
+    ``runs/<profile>/html/<notebook>.html`` (under ``out_dir`` when given).
     """
     get_profile(profile)  # validate early
     try:
         import papermill  # noqa: F401
     except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("executing the notebooks needs papermill, part of the notebook extras: pip install -e '.[notebooks]'") from exc
+        raise ModuleNotFoundError(
+            "executing the notebooks needs papermill, part of the notebook extras: pip install -e '.[notebooks]'"
+        ) from exc
     if int(parallel) < 1:
         raise ValueError(f"parallel must be >= 1, got {parallel}")
     base = Path(notebooks_dir or repo_root() / "notebooks")
@@ -184,13 +211,22 @@ def run_notebooks(
     nbs = discover(base, only)
     if not nbs:
         raise FileNotFoundError(f"no notebooks matching {only!r} under {base}")
-    params = {"profile": profile, "data_root": str(data_root) if data_root else None, "device": device or get_profile(profile).device}
+    params = {
+        "profile": profile,
+        "data_root": str(data_root) if data_root else None,
+        "device": device or get_profile(profile).device,
+    }
     if jobs is not None:
         if int(jobs) < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         params["jobs"] = int(jobs)
     params.update(extra_parameters or {})
     rels = {nb: nb.relative_to(base) for nb in nbs}
+    html_base = Path(out_dir or repo_root() / "runs" / profile) / "html"
+
+    def html_of(nb: Path) -> str | None:
+        return str((html_base / rels[nb]).with_suffix(".html")) if html else None
+
     outcome: dict[Path, NotebookResult] = {}
 
     def record(nb: Path, ok: bool, seconds: float, error: str) -> None:
@@ -207,7 +243,7 @@ def run_notebooks(
     if int(parallel) == 1 or len(nbs) == 1:
         for i, nb in enumerate(nbs, 1):
             log.info("[%d/%d] %s (profile=%s, %d left after it)", i, len(nbs), rels[nb], profile, len(nbs) - i)
-            record(nb, *_execute(str(nb), str(out_base / rels[nb]), params, timeout, log_output))
+            record(nb, *_execute(str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -215,7 +251,10 @@ def run_notebooks(
         order = sorted(nbs, key=lambda nb: -expected_seconds(nb))
         log.info("executing %d notebooks, %d at a time, longest first (profile=%s)", len(nbs), parallel, profile)
         with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
-            futs = {ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output): nb for nb in order}
+            futs = {
+                ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)): nb
+                for nb in order
+            }
             for fut in as_completed(futs):
                 record(futs[fut], *fut.result())
     return BatchResult([outcome[nb] for nb in nbs])

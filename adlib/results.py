@@ -44,10 +44,11 @@ import os
 import platform
 import time
 import traceback
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,8 +89,7 @@ def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 (12 hex digits) of a config dict: sorted keys, tuples as lists, without
     :data:`UNHASHED_FIELDS` and without :data:`ADDED_FIELDS` at their former-behaviour value."""
     cfg = {
-        k: v for k, v in config.items()
-        if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+        k: v for k, v in config.items() if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
     }
     text = json.dumps(_canonical(cfg), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -128,15 +128,25 @@ class Job:
     protocol: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def make(cls, method: str, dataset: str, category: str, profile: str = "smoke", seed: int = 0,
-             protocol: dict[str, Any] | None = None, **overrides: Any) -> "Job":
+    def make(
+        cls,
+        method: str,
+        dataset: str,
+        category: str,
+        profile: str = "smoke",
+        seed: int = 0,
+        protocol: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Job:
         """A job; list values become tuples (the job is hashable), ``None`` overrides are dropped.
         ``protocol``: how the training set is formed (:func:`adlib.protocols.check_protocol`)."""
         from .protocols import check_protocol
 
         opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
         proto = check_protocol(protocol)
-        return cls(method, dataset, category, profile, int(seed), tuple(sorted(opts.items())), tuple(sorted(proto.items())))
+        return cls(
+            method, dataset, category, profile, int(seed), tuple(sorted(opts.items())), tuple(sorted(proto.items()))
+        )
 
     @property
     def options(self) -> dict[str, Any]:
@@ -161,8 +171,14 @@ class Job:
         cfg = self.config()
         hashed = {**cfg, "protocol": dict(self.protocol)} if self.protocol else cfg
         key = {
-            "method": self.method, "variant": cfg.get("variant"), "dataset": self.dataset, "category": self.category,
-            "seed": self.seed, "profile": self.profile, "weights": weights_id(cfg), "config_hash": config_hash(hashed),
+            "method": self.method,
+            "variant": cfg.get("variant"),
+            "dataset": self.dataset,
+            "category": self.category,
+            "seed": self.seed,
+            "profile": self.profile,
+            "weights": weights_id(cfg),
+            "config_hash": config_hash(hashed),
         }
         if self.protocol:
             key["protocol"] = dict(self.protocol)
@@ -221,7 +237,9 @@ class RunFailed(RuntimeError):
 
     def __init__(self, failures: dict[Job, str]):
         self.failures = failures
-        lines = "\n".join(f"  - {job}: {err.strip().splitlines()[-1] if err.strip() else err}" for job, err in failures.items())
+        lines = "\n".join(
+            f"  - {job}: {err.strip().splitlines()[-1] if err.strip() else err}" for job, err in failures.items()
+        )
         super().__init__(f"{len(failures)} run(s) failed:\n{lines}")
 
 
@@ -240,7 +258,7 @@ class ResultsStore:
         self.root = Path(self.root)
 
     @classmethod
-    def for_profile(cls, profile: str = "smoke", root: str | os.PathLike | None = None, **kw: Any) -> "ResultsStore":
+    def for_profile(cls, profile: str = "smoke", root: str | os.PathLike | None = None, **kw: Any) -> ResultsStore:
         return cls(Path(root) if root else default_root(profile), **kw)
 
     # -- where and what ------------------------------------------------------------------------
@@ -300,7 +318,9 @@ class ResultsStore:
         with _torch_threads(numerics.run_threads(self.workers)):
             return run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress)
 
-    def run_many(self, jobs: Iterable[Job], *, workers: int | None = None, raise_on_failure: bool = True) -> pd.DataFrame:
+    def run_many(
+        self, jobs: Iterable[Job], *, workers: int | None = None, raise_on_failure: bool = True
+    ) -> pd.DataFrame:
         """Run every job not yet finished (``workers`` processes) and return :meth:`frame` of all.
 
         Failures are collected in :attr:`failures` and, with ``raise_on_failure``, raised together
@@ -308,7 +328,14 @@ class ResultsStore:
         jobs = list(dict.fromkeys(jobs))
         todo = [j for j in jobs if self.get(j) is None]
         workers = max(1, int(workers or self.workers))
-        log.info("results store %s: %d run(s), %d cached, %d to run with %d worker(s)", self.root, len(jobs), len(jobs) - len(todo), len(todo), workers)
+        log.info(
+            "results store %s: %d run(s), %d cached, %d to run with %d worker(s)",
+            self.root,
+            len(jobs),
+            len(jobs) - len(todo),
+            len(todo),
+            workers,
+        )
         self.failures = {}
         bar = tqdm(total=len(todo), desc="runs", disable=not self.progress or not todo)
         threads = numerics.run_threads(workers)
@@ -328,7 +355,8 @@ class ResultsStore:
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
                 futs = {
-                    ex.submit(_worker, job, str(self.run_dir(job)), self.data_root, self.device, threads): job for job in todo
+                    ex.submit(_worker, job, str(self.run_dir(job)), self.data_root, self.device, threads): job
+                    for job in todo
                 }
                 for fut in as_completed(futs):
                     job = futs[fut]
@@ -450,8 +478,20 @@ def _save_prediction(path: Path, pred) -> None:
 
 
 #: columns of :meth:`ResultsStore.frame` before the metrics
-FRAME_COLUMNS = ("method", "variant", "label", "dataset", "category", "seed", "profile", "weights", "config_hash",
-                 "train_seconds", "predict_seconds", "images_per_second")
+FRAME_COLUMNS = (
+    "method",
+    "variant",
+    "label",
+    "dataset",
+    "category",
+    "seed",
+    "profile",
+    "weights",
+    "config_hash",
+    "train_seconds",
+    "predict_seconds",
+    "images_per_second",
+)
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -472,8 +512,11 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def summarize(frame: pd.DataFrame, by: tuple[str, ...] = ("label", "dataset", "category"),
-              metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "au_pro")) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame,
+    by: tuple[str, ...] = ("label", "dataset", "category"),
+    metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "au_pro"),
+) -> pd.DataFrame:
     """Mean and standard deviation over seeds of ``metrics`` per ``by`` group (``n`` seeds)."""
     present = [m for m in metrics if m in frame.columns]
     g = frame.groupby(list(by), sort=False)
@@ -485,4 +528,14 @@ def summarize(frame: pd.DataFrame, by: tuple[str, ...] = ("label", "dataset", "c
     return out.reset_index()
 
 
-__all__ = ["Job", "ResultsStore", "RunFailed", "config_hash", "weights_id", "run_job", "flatten", "summarize", "default_root"]
+__all__ = [
+    "Job",
+    "ResultsStore",
+    "RunFailed",
+    "config_hash",
+    "weights_id",
+    "run_job",
+    "flatten",
+    "summarize",
+    "default_root",
+]

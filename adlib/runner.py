@@ -50,7 +50,9 @@ class RunSpec:
 
         opts = {k: v for k, v in self.overrides.items() if k != "seed"}
         try:
-            return Job.make(self.method, self.dataset, self.category, self.profile, self.overrides.get("seed", 0), **opts).label
+            return Job.make(
+                self.method, self.dataset, self.category, self.profile, self.overrides.get("seed", 0), **opts
+            ).label
         except (ValueError, TypeError):  # unknown method or field: build() names it when it runs
             v = self.overrides.get("variant")
             return f"{self.method}-{v}" if v else self.method
@@ -106,12 +108,27 @@ def train(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     train_ds, _, protocol = apply_protocol(spec.protocol, train_ds, test_ds, int(model.cfg.seed))
     d = spec.run_dir()
     d.mkdir(parents=True, exist_ok=True)
-    log.info("training %s on %s/%s (%d images, profile %s, %s) -> %s", spec.label, spec.dataset, spec.category, len(train_ds), spec.profile, device, d)
+    log.info(
+        "training %s on %s/%s (%d images, profile %s, %s) -> %s",
+        spec.label,
+        spec.dataset,
+        spec.category,
+        len(train_ds),
+        spec.profile,
+        device,
+        d,
+    )
     t0 = time.perf_counter()
     model.fit(train_ds, device=device, progress=progress, checkpoint_dir=d / "checkpoints")
     seconds = time.perf_counter() - t0
     model.save(d / "model.pt")
-    record = {**_provenance(spec, model, device), "protocol": protocol, "train_images": len(train_ds), "train_seconds": round(seconds, 3), "device": str(device)}
+    record = {
+        **_provenance(spec, model, device),
+        "protocol": protocol,
+        "train_images": len(train_ds),
+        "train_seconds": round(seconds, 3),
+        "device": str(device),
+    }
     atomic_write_json(d / "train.json", record)
     return record
 
@@ -121,7 +138,9 @@ def test(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     d = spec.run_dir()
     path = d / "model.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}: run `adlib train {spec.method} --dataset {spec.dataset} --category {spec.category}` first")
+        raise FileNotFoundError(
+            f"no trained model at {path}: run `adlib train {spec.method} --dataset {spec.dataset} --category {spec.category}` first"
+        )
     device = resolve_device(spec.device, spec.profile)
     numerics.configure_torch(device)
     model = load(path)
@@ -142,7 +161,9 @@ def test(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         "device": str(device),
     }
     atomic_write_json(d / "metrics.json", record)
-    log.info("%s %s/%s: %s", spec.label, spec.dataset, spec.category, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    log.info(
+        "%s %s/%s: %s", spec.label, spec.dataset, spec.category, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    )
     return record
 
 

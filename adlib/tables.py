@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
 PERCENT_METRICS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_ap", "au_pro", "f1")
 AVERAGE = "average"
 #: short column names used in Markdown tables
-METRIC_NAMES = {"image_auroc": "I-AUROC", "pixel_auroc": "P-AUROC", "au_pro": "PRO", "image_ap": "I-AP",
-                "pixel_ap": "P-AP", "fps": "img/s"}
+METRIC_NAMES = {
+    "image_auroc": "I-AUROC",
+    "pixel_auroc": "P-AUROC",
+    "au_pro": "PRO",
+    "image_ap": "I-AP",
+    "pixel_ap": "P-AP",
+    "fps": "img/s",
+}
 
 
 def to_percent(frame: pd.DataFrame, metrics: Sequence[str] = PERCENT_METRICS) -> pd.DataFrame:
@@ -102,18 +108,23 @@ def side_by_side(
                     if len(g):
                         row(ds, AVERAGE)[f"{name} ours"] = float(g[metric].mean())
                         seeds = reproduced[(reproduced["label"] == our_label) & (reproduced["dataset"] == ds)]
-                        per_seed = (seeds.groupby("seed")[metric].mean() * (100.0 if metric in PERCENT_METRICS else 1.0)
-                                    if "seed" in seeds.columns else pd.Series(dtype=float))
+                        per_seed = (
+                            seeds.groupby("seed")[metric].mean() * (100.0 if metric in PERCENT_METRICS else 1.0)
+                            if "seed" in seeds.columns
+                            else pd.Series(dtype=float)
+                        )
                         if len(per_seed) > 1:  # spread over seeds of the category mean
                             row(ds, AVERAGE)[f"{name} ours sd"] = float(per_seed.std(ddof=1))
     for ds, reason in (missing or {}).items():
         row(ds, AVERAGE)["status"] = reason
     columns = []
     with_sd = {k for r in rows.values() for k in r if k.endswith(" ours sd")}
-    for name, rep_name, our_label in methods:
+    for name, _rep_name, _our_label in methods:
         columns += [f"{name} paper", f"{name} ours"] + ([f"{name} ours sd"] if f"{name} ours sd" in with_sd else [])
     index = _ordered(list(rows))
-    table = pd.DataFrame([rows[k] for k in index], index=pd.MultiIndex.from_tuples(index, names=["dataset", "category"]))
+    table = pd.DataFrame(
+        [rows[k] for k in index], index=pd.MultiIndex.from_tuples(index, names=["dataset", "category"])
+    )
     for c in columns:
         if c not in table.columns:
             table[c] = np.nan
@@ -124,8 +135,9 @@ def side_by_side(
     return table
 
 
-def dataset_level(frame: pd.DataFrame, metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "au_pro"),
-                  category: str = "all") -> pd.DataFrame:
+def dataset_level(
+    frame: pd.DataFrame, metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "au_pro"), category: str = "all"
+) -> pd.DataFrame:
     """Mean over categories (and seeds) per (label, dataset): rows with ``category`` "all", the
     way GLASS Tables 2-4 report a dataset. Provenance columns keep their first value."""
     if not len(frame):
@@ -164,8 +176,10 @@ def provenance(frame: pd.DataFrame) -> str:
     def uniq(col):
         return ", ".join(str(v) for v in dict.fromkeys(frame[col].dropna())) if col in frame.columns else "?"
 
-    text = (f"reproduced: profile {uniq('profile')}; dataset {uniq('dataset')}; weights {uniq('weights')}; "
-            f"seeds {uniq('seed')}; {len(frame)} runs, {frame['config_hash'].nunique()} config(s)")
+    text = (
+        f"reproduced: profile {uniq('profile')}; dataset {uniq('dataset')}; weights {uniq('weights')}; "
+        f"seeds {uniq('seed')}; {len(frame)} runs, {frame['config_hash'].nunique()} config(s)"
+    )
     return text + numerics_note(frame)
 
 
@@ -195,14 +209,23 @@ def format_table(table: pd.DataFrame, decimals: int = 1) -> str:
             continue
         if pd.api.types.is_numeric_dtype(t[c]):
             sd = t[f"{c} sd"] if f"{c} sd" in sd_cols else None
-            t[c] = [("–" if pd.isna(v) else f"{v:.{decimals}f}") + ("" if sd is None or pd.isna(e) else f" ± {e:.{decimals}f}")
-                    for v, e in zip(t[c], sd if sd is not None else [np.nan] * len(t))]
+            t[c] = [
+                ("–" if pd.isna(v) else f"{v:.{decimals}f}")
+                + ("" if sd is None or pd.isna(e) else f" ± {e:.{decimals}f}")
+                for v, e in zip(t[c], sd if sd is not None else [np.nan] * len(t))
+            ]
     t = t.drop(columns=sorted(sd_cols))
     return t.reset_index().to_markdown(index=False)
 
 
-def save_table(table: pd.DataFrame, name: str, subdir: str | None = None, caption: str = "",
-               decimals: int = 1, directory: str | os.PathLike | None = None) -> list[Path]:
+def save_table(
+    table: pd.DataFrame,
+    name: str,
+    subdir: str | None = None,
+    caption: str = "",
+    decimals: int = 1,
+    directory: str | os.PathLike | None = None,
+) -> list[Path]:
     """Write ``<figures>/<subdir>/<name>.csv`` (full precision) and ``.md`` (rounded, with the
     caption above the table) atomically; returns the paths."""
     d = Path(directory) if directory else figures_dir(subdir)
@@ -214,4 +237,13 @@ def save_table(table: pd.DataFrame, name: str, subdir: str | None = None, captio
     return [csv, md]
 
 
-__all__ = ["side_by_side", "dataset_level", "provenance", "numerics_note", "format_table", "save_table", "to_percent", "PERCENT_METRICS"]
+__all__ = [
+    "side_by_side",
+    "dataset_level",
+    "provenance",
+    "numerics_note",
+    "format_table",
+    "save_table",
+    "to_percent",
+    "PERCENT_METRICS",
+]

@@ -8,8 +8,8 @@ produce the same files.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -86,7 +86,9 @@ def sample_grid(rows: Sequence[tuple[str, AnomalyDataset, list[int]]], cell: flo
     return fig
 
 
-def save_figure(fig, name: str, subdir: str | None = None, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110) -> list[Path]:
+def save_figure(
+    fig, name: str, subdir: str | None = None, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110
+) -> list[Path]:
     """Write ``fig`` to ``figures/<subdir>/<name>.<fmt>`` for each format; returns the paths."""
     out = []
     d = figures_dir(subdir)
@@ -99,7 +101,9 @@ def save_figure(fig, name: str, subdir: str | None = None, formats: Sequence[str
     return out
 
 
-def score_histograms(panels: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 20, ncols: int = 4, cell: float = 2.4):
+def score_histograms(
+    panels: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 20, ncols: int = 4, cell: float = 2.4
+):
     """GLASS Fig. 5 style: one panel per ``title -> (image_scores, labels)``; normal scores in
     green, anomalous in red, on a shared bin grid per panel (scores min-max scaled per panel)."""
     n = len(panels)

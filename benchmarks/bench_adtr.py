@@ -97,8 +97,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = measure(args.profile, args.device, args.batch_size, args.repeats)
-    res.update(torch=torch.__version__, machine=platform.machine(), threads=torch.get_num_threads(), batch_size=args.batch_size,
-               gpu=torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None)
+    res.update(
+        torch=torch.__version__,
+        machine=platform.machine(),
+        threads=torch.get_num_threads(),
+        batch_size=args.batch_size,
+        gpu=torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+    )
     text = json.dumps(res, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,9 +77,15 @@ def main() -> None:
         dt = time.perf_counter() - t
         results[name] = args.batch_size * args.batches / dt
 
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"device: {dev}; torch {torch.__version__}; config {args.config} ({model.cfg.backbone}, {size[0]}x{size[1]}); "
-          f"batch {args.batch_size}; bf16 {args.bf16}; channels_last {args.channels_last}; compile {args.compile}")
+    dev = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {dev}; torch {torch.__version__}; config {args.config} ({model.cfg.backbone}, {size[0]}x{size[1]}); "
+        f"batch {args.batch_size}; bf16 {args.bf16}; channels_last {args.channels_last}; compile {args.compile}"
+    )
     for name, ips in results.items():
         print(f"  {name}: {ips:.1f} img/s")
 
@@ -90,8 +96,10 @@ def main() -> None:
         ds = get_dataset("synth", args.train_category, "train", transform=m.transform)
         t = time.perf_counter()
         m.fit(ds, device=device, progress=False)
-        print(f"  one training epoch on synth/{args.train_category} ({len(ds)} images, {args.config} config): {time.perf_counter() - t:.1f} s "
-              "(includes LAS preparation and foreground estimation)")
+        print(
+            f"  one training epoch on synth/{args.train_category} ({len(ds)} images, {args.config} config): {time.perf_counter() - t:.1f} s "
+            "(includes LAS preparation and foreground estimation)"
+        )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,18 @@ def main() -> None:
 
     tf = ImageTransform(resize=args.size, normalize=True)
     ds = get_dataset("synth", args.category, "train", root=args.data_root, transform=tf)
-    raw = get_dataset("synth", args.category, "train", root=args.data_root, transform=ImageTransform(resize=args.size, normalize=False))
+    raw = get_dataset(
+        "synth",
+        args.category,
+        "train",
+        root=args.data_root,
+        transform=ImageTransform(resize=args.size, normalize=False),
+    )
     images = [ds[i].image for i in range(args.batch_size)]
-    fgs = [torch.from_numpy(estimate_foreground((raw[i].image.permute(1, 2, 0).numpy() * 255).astype(np.uint8))) for i in range(args.batch_size)]
+    fgs = [
+        torch.from_numpy(estimate_foreground((raw[i].image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)))
+        for i in range(args.batch_size)
+    ]
     tex = texture_source(args.data_root)
     las = LocalAnomalySynthesizer(image_size=args.size, textures=tex)
     g = torch.Generator().manual_seed(0)
@@ -54,10 +63,14 @@ def main() -> None:
         batch()
         times.append(time.perf_counter() - t)
     per_batch = float(np.median(times))
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {args.threads}, torch {torch.__version__}"
+    )
     print(f"texture source: {tex.description}")
-    print(f"LAS batch of {args.batch_size} at {args.size}x{args.size}: median {per_batch * 1000:.1f} ms/batch, "
-          f"{args.batch_size / per_batch:.1f} img/s (one process); foreground estimation not included")
+    print(
+        f"LAS batch of {args.batch_size} at {args.size}x{args.size}: median {per_batch * 1000:.1f} ms/batch, "
+        f"{args.batch_size / per_batch:.1f} img/s (one process); foreground estimation not included"
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,10 @@ def _fmt_g(n):
 
 
 def markdown_table(rows: list[dict], device_name: str) -> str:
-    head = ("| model | parameters (ours) | parameters (paper) | FLOPs @224, FlopCounterMode (MAC = 2) | "
-            f"FLOPs / 2 (= MACs) | paper \"FLOPs\" | ms/img ours ({device_name}), median [min–max] | ms/img paper (their GPU) |")
+    head = (
+        "| model | parameters (ours) | parameters (paper) | FLOPs @224, FlopCounterMode (MAC = 2) | "
+        f'FLOPs / 2 (= MACs) | paper "FLOPs" | ms/img ours ({device_name}), median [min–max] | ms/img paper (their GPU) |'
+    )
     lines = [head, "|" + "---|" * 8]
     for r in rows:
         paper_g = "—" if r["paper_gflops"] is None else f"{r['paper_gflops']:.2f} G"
@@ -89,8 +91,10 @@ def flops_reading(rows: list[dict]) -> list[str]:
         if r["paper_gflops"] is None:
             continue
         p = r["paper_gflops"] * 1e9
-        out.append(f"{r['model']}: ours / paper = {r['flops'] / p:.2f} counting a multiply-add as 2 FLOPs, "
-                   f"{r['macs'] / p:.2f} counting it as 1 (MACs)")
+        out.append(
+            f"{r['model']}: ours / paper = {r['flops'] / p:.2f} counting a multiply-add as 2 FLOPs, "
+            f"{r['macs'] / p:.2f} counting it as 1 (MACs)"
+        )
     return out
 
 
@@ -103,7 +107,9 @@ def main() -> None:
     ap.add_argument("--models", default="pouta,vanilla,patchcore", help="comma-separated subset")
     ap.add_argument("--bank-size", type=int, default=DEFAULT_BANK, help="PatchCore memory-bank rows")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (FlopCounterMode counts from shapes: same FLOPs)")
+    ap.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (FlopCounterMode counts from shapes: same FLOPs)"
+    )
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--out", help="also write the results: .json (rows + settings) or anything else (Markdown)")
     args = ap.parse_args()
@@ -119,13 +125,22 @@ def main() -> None:
 
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(max(args.batch_size, 1), 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
-    imagenet = (torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+    imagenet = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
 
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    dev_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
     rows = []
     for name in names:
         t0 = time.perf_counter()
-        m = inference_path(name, "paper", device, bank_size=args.bank_size, bf16=args.bf16, channels_last=args.channels_last)
+        m = inference_path(
+            name, "paper", device, bank_size=args.bank_size, bf16=args.bf16, channels_last=args.channels_last
+        )
         x = (images - imagenet[0]) / imagenet[1] if m["normalize"] else images  # PatchCore: ImageNet-normalised
         x = x[: args.batch_size].to(device)
         if args.channels_last:
@@ -139,26 +154,48 @@ def main() -> None:
         per_img = [1000.0 * t / args.batch_size for t in times]
         median = statistics.median(per_img)  # = time_inference(m["infer"], x, device, args.warmup, args.repeats)
         p = PAPER[name]
-        rows.append({
-            "model": p["label"], "key": name, "parameters": params, "paper_parameters": p["parameters"],
-            "flops": flops, "macs": flops_to_macs(flops), "flops_by_operator": by_op, "paper_gflops": p["gflops"],
-            "ms_per_image": median, "ms_min": min(per_img), "ms_max": max(per_img),
-            "batch_seconds": times, "paper_ms": p["ms"], "timed_path": m["notes"],
-            "seconds_total": round(time.perf_counter() - t0, 2),
-        })
+        rows.append(
+            {
+                "model": p["label"],
+                "key": name,
+                "parameters": params,
+                "paper_parameters": p["parameters"],
+                "flops": flops,
+                "macs": flops_to_macs(flops),
+                "flops_by_operator": by_op,
+                "paper_gflops": p["gflops"],
+                "ms_per_image": median,
+                "ms_min": min(per_img),
+                "ms_max": max(per_img),
+                "batch_seconds": times,
+                "paper_ms": p["ms"],
+                "timed_path": m["notes"],
+                "seconds_total": round(time.perf_counter() - t0, 2),
+            }
+        )
         del m
 
     settings = {
-        "device": dev_name, "torch": torch.__version__, "python": platform.python_version(),
-        "image_size": IMAGE_SIZE, "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
-        "bf16": args.bf16, "channels_last": args.channels_last, "bank_size": args.bank_size,
-        "threads": torch.get_num_threads(), "weights": "random initialisation (pretrained=False)",
+        "device": dev_name,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "image_size": IMAGE_SIZE,
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "bf16": args.bf16,
+        "channels_last": args.channels_last,
+        "bank_size": args.bank_size,
+        "threads": torch.get_num_threads(),
+        "weights": "random initialisation (pretrained=False)",
     }
     table = markdown_table(rows, dev_name)
     reading = flops_reading(rows)
-    head = (f"device: {dev_name}; torch {torch.__version__}; {IMAGE_SIZE} px; batch {args.batch_size}; "
-            f"{args.warmup} discarded + {args.repeats} timed batches (median); bf16 {args.bf16}; "
-            f"channels_last {args.channels_last}; random weights; PatchCore bank {args.bank_size} x 1024")
+    head = (
+        f"device: {dev_name}; torch {torch.__version__}; {IMAGE_SIZE} px; batch {args.batch_size}; "
+        f"{args.warmup} discarded + {args.repeats} timed batches (median); bf16 {args.bf16}; "
+        f"channels_last {args.channels_last}; random weights; PatchCore bank {args.bank_size} x 1024"
+    )
     print(head)
     print()
     print(table)
@@ -175,8 +212,19 @@ def main() -> None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".json":
-            out.write_text(json.dumps({"settings": settings, "rows": rows, "flops_reading": reading,
-                                       "markdown": table, "seconds": round(total, 2)}, indent=2) + "\n")
+            out.write_text(
+                json.dumps(
+                    {
+                        "settings": settings,
+                        "rows": rows,
+                        "flops_reading": reading,
+                        "markdown": table,
+                        "seconds": round(total, 2),
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         else:
             out.write_text(head + "\n\n" + table + "\n\n" + "\n".join(f"- {line}" for line in reading) + "\n")
         print(f"- written to {out}")

@@ -34,8 +34,12 @@ from adlib.numerics import ENV_SAVED, REFERENCE_ENV
 MACHINES = {
     "avx512": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
-    "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "SSE4_2",
-                "OPENBLAS_CORETYPE": "Nehalem"},
+    "default": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_CBWR": "SSE4_2",
+        "OPENBLAS_CORETYPE": "Nehalem",
+    },
 }
 METHODS = {
     "glass-m": ("glass", {"variant": "m"}),
@@ -65,13 +69,22 @@ print(json.dumps({"metrics": rec["metrics"], "digest": hashlib.sha256(scores.tob
 def run(method: str, machine: str, mode: str, category: str, seed: int) -> dict:
     name, opts = METHODS[method]
     # the emulated machine's environment alone: nothing inherited from this (reference) process
-    env = {k: v for k, v in os.environ.items() if k not in (*REFERENCE_ENV, ENV_SAVED, "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (*REFERENCE_ENV, ENV_SAVED, "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
     env.update(MACHINES[machine], ADLIB_NUMERICS="native" if mode.startswith("native") else mode)
     if mode == "native-1t":
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([name, opts, category, seed])], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps([name, opts, category, seed])],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     return res
@@ -82,14 +95,19 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=["glass-m", "vanilla", "pouta", "adl"], choices=list(METHODS))
     ap.add_argument("--category", default="wood")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--modes", nargs="+", default=["native", "native-1t", "reference"],
-                    choices=["native", "native-1t", "reference"])
+    ap.add_argument(
+        "--modes", nargs="+", default=["native", "native-1t", "reference"], choices=["native", "native-1t", "reference"]
+    )
     args = ap.parse_args()
     from adlib.results import _processor
 
-    print(f"machine: {_processor()} ({platform.machine()}), {os.cpu_count()} cores; "
-          f"synth/{args.category}, seed {args.seed}; {time.strftime('%Y-%m-%d')}")
-    print("| method | numerics | emulated machine | ATen kernels | threads | image AUROC | AU-PRO | score digest | train s |")
+    print(
+        f"machine: {_processor()} ({platform.machine()}), {os.cpu_count()} cores; "
+        f"synth/{args.category}, seed {args.seed}; {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        "| method | numerics | emulated machine | ATen kernels | threads | image AUROC | AU-PRO | score digest | train s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for method in args.methods:
@@ -97,16 +115,23 @@ def main() -> int:
             for machine in MACHINES:
                 r = run(method, machine, mode, args.category, args.seed)
                 m = r["metrics"]
-                print(f"| {method} | {mode} | {machine} | {r['cap']} | {r['threads']} | {m['image_auroc']:.4f} | "
-                      f"{m.get('au_pro', float('nan')):.5f} | {r['digest']} | {r['train_s']:.1f} |", flush=True)
+                print(
+                    f"| {method} | {mode} | {machine} | {r['cap']} | {r['threads']} | {m['image_auroc']:.4f} | "
+                    f"{m.get('au_pro', float('nan')):.5f} | {r['digest']} | {r['train_s']:.1f} |",
+                    flush=True,
+                )
                 summary.setdefault((method, mode), []).append(r)
     print()
-    print("| method | numerics | distinct score digests over the 3 emulated machines | image AUROC range | mean train s |")
+    print(
+        "| method | numerics | distinct score digests over the 3 emulated machines | image AUROC range | mean train s |"
+    )
     print("|---|---|---|---|---|")
     for (method, mode), rs in summary.items():
         auc = [r["metrics"]["image_auroc"] for r in rs]
-        print(f"| {method} | {mode} | {len({r['digest'] for r in rs})} | {min(auc):.4f}-{max(auc):.4f} | "
-              f"{sum(r['train_s'] for r in rs) / len(rs):.1f} |")
+        print(
+            f"| {method} | {mode} | {len({r['digest'] for r in rs})} | {min(auc):.4f}-{max(auc):.4f} | "
+            f"{sum(r['train_s'] for r in rs) / len(rs):.1f} |"
+        )
     return 0
 
 

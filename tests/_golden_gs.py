@@ -77,9 +77,12 @@ def discriminator_state(z: dict, prefix: str = "dsc.", tail: str = "tail.0.weigh
     """Reference ``Discriminator`` (``body.block1`` = Linear, BatchNorm1d, LeakyReLU; ``tail``) -> adlib's."""
     b = prefix + "body.block1."
     return {
-        "body.0.weight": t(z[b + "0.weight"]), "body.0.bias": t(z[b + "0.bias"]),
-        "body.1.weight": t(z[b + "1.weight"]), "body.1.bias": t(z[b + "1.bias"]),
-        "body.1.running_mean": t(z[b + "1.running_mean"]), "body.1.running_var": t(z[b + "1.running_var"]),
+        "body.0.weight": t(z[b + "0.weight"]),
+        "body.0.bias": t(z[b + "0.bias"]),
+        "body.1.weight": t(z[b + "1.weight"]),
+        "body.1.bias": t(z[b + "1.bias"]),
+        "body.1.running_mean": t(z[b + "1.running_mean"]),
+        "body.1.running_var": t(z[b + "1.running_var"]),
         "body.1.num_batches_tracked": torch.tensor(int(np.asarray(z[b + "1.num_batches_tracked"]).reshape(-1)[0])),
         "tail.weight": t(z[prefix + tail]),
     }

@@ -20,8 +20,8 @@ import adlib.models
 from adlib.backbones import WeightsUnavailable
 from adlib.data import get_dataset
 from adlib.data.synth import generate_benchmark
-from adlib.models import build, evaluate
 from adlib.models import adl as A
+from adlib.models import build, evaluate
 from adlib.models.adl import (
     ADL,
     ADLConfig,
@@ -48,15 +48,6 @@ from adlib.synthesis.contamination import ContaminatedRecord, contaminate
 CATEGORY = "grass"
 #: a tiny configuration for the checkpoint / determinism / burn-in tests (32 px, B = 2)
 TINY = dict(resize=32, batch_size=2, steps_per_epoch=2, epochs=3, lr=1e-3, lr_step=2, burn_in=0.34)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the machine's cores are shared: intra-op threads cost more than they gain here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +135,11 @@ def _brute_two_means(v: list[float]) -> list[int]:
                 pts = [x for x, l in zip(v, lab) if l == c]
                 mu = sum(pts) / len(pts)
                 sse += sum((x - mu) ** 2 for x in pts)
-            hi = 1 if np.mean([x for x, l in zip(v, lab) if l == 1]) > np.mean([x for x, l in zip(v, lab) if l == 0]) else 0
+            hi = (
+                1
+                if np.mean([x for x, l in zip(v, lab) if l == 1]) > np.mean([x for x, l in zip(v, lab) if l == 0])
+                else 0
+            )
             norm = [int(l == hi) for l in lab]  # label 1 = the cluster with the higher mean
             if sse < best - 1e-12:
                 best, arg = sse, norm
@@ -178,7 +173,7 @@ def test_bce_and_segmentation_losses_by_hand():
     # focal loss gamma 2, no smoothing: mean of -(1 - p_t)^2 log p_t
     p = torch.tensor([[[0.9, 0.2]]])
     m = torch.tensor([[[1.0, 0.0]]])
-    by_hand = (-(0.1 ** 2) * math.log(0.9) - (0.2 ** 2) * math.log(0.8)) / 2
+    by_hand = (-(0.1**2) * math.log(0.9) - (0.2**2) * math.log(0.8)) / 2
     assert segmentation_loss(p, m, smoothing=0.0).item() == pytest.approx(by_hand, rel=1e-6)
     # the released smoothing 1e-5: t' = clamp(t, 1e-5, 1 - 1e-5), p_t = t' p + (1 - t')(1 - p) + 1e-5
     s = 1e-5
@@ -210,7 +205,9 @@ def test_alpha_divergence_weights_by_hand():
     assert alpha_divergence_weights(L, 1.0, 0.1).tolist() == pytest.approx([x / sum(e) for x in e], rel=1e-6)
     assert kl_weights(L, 0.1).tolist() == pytest.approx([x / sum(e) for x in e], rel=1e-6)
     # alpha > 1: [.]_+ cuts large losses to weight 0 (alpha = 2, lambda = 1: [1 - L]_+^1)
-    assert alpha_divergence_weights(torch.tensor([0.0, 0.5, 2.0]), 2.0, 1.0).tolist() == pytest.approx([2 / 3, 1 / 3, 0])
+    assert alpha_divergence_weights(torch.tensor([0.0, 0.5, 2.0]), 2.0, 1.0).tolist() == pytest.approx(
+        [2 / 3, 1 / 3, 0]
+    )
     # ... and if every weight is 0 the batch falls back to uniform weights
     assert alpha_divergence_weights(torch.tensor([1.0, 2.0]), 2.0, 0.1).tolist() == [0.5, 0.5]
     with pytest.raises(ValueError, match="lambda"):
@@ -224,7 +221,9 @@ def test_alpha_divergence_tends_to_the_kl_weights():
     L = torch.tensor([0.0, 0.05, 0.1, 0.3, 0.2], dtype=torch.float64)
     kl = torch.tensor([math.exp(-x / 0.1) for x in L.tolist()], dtype=torch.float64)
     kl = kl / kl.sum()
-    errs = [float((alpha_divergence_weights(L, 1 - e, 0.1).double() - kl).abs().max()) for e in (1e-1, 1e-2, 1e-3, 1e-5)]
+    errs = [
+        float((alpha_divergence_weights(L, 1 - e, 0.1).double() - kl).abs().max()) for e in (1e-1, 1e-2, 1e-3, 1e-5)
+    ]
     assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-5 and errs[0] > 1e-3
     # no overflow close to 1 although the exponent 1/(alpha - 1) is -1e7
     w = alpha_divergence_weights(L * 100, 1 - 1e-7, 0.1)
@@ -249,7 +248,9 @@ def test_burn_in_iterations_and_learning_rate():
     assert [in_burn_in(t, 100) for t in (0, 5, 6, 99)] == [True, True, False, False]
     assert not any(in_burn_in(t, 10) for t in range(10))  # int(0.6) = 0: no burn-in at all
     cfg = ADLConfig.for_profile("paper")
-    assert [learning_rate(cfg, e) for e in (0, 9, 10, 19, 20, 24)] == pytest.approx([2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6])
+    assert [learning_rate(cfg, e) for e in (0, 9, 10, 19, 20, 24)] == pytest.approx(
+        [2e-4, 2e-4, 2e-5, 2e-5, 2e-6, 2e-6]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +282,9 @@ def test_burn_in_uses_hard_labels_and_uniform_weights_then_switches():
         seen[t] = {k: float(v) for k, v in r.items()}
         if t < 3:
             # hard labels (Eq. 4), uniform weights (1 / 2B), BCE against the given labels
-            assert r["dev"].item() == pytest.approx(deviation_loss(out["score"], y, mu, sigma, 10.0).mean().item(), rel=1e-5)
+            assert r["dev"].item() == pytest.approx(
+                deviation_loss(out["score"], y, mu, sigma, 10.0).mean().item(), rel=1e-5
+            )
             assert r["bce"].item() == pytest.approx(bce_loss(out["prob"], y).mean().item(), rel=1e-5)
         else:
             soft = soft_deviation_loss(out["score"], out["prob"], mu, sigma, 10.0)
@@ -329,7 +332,11 @@ def test_released_bce_target_mixes_pseudo_labels_with_probability_0_6():
 def test_variant_table_is_table_2():
     # columns DL, Wt-DL, DL-CE, SoftDL-CE, Wt-SoftDL-CE, Proposed; rows l_dev, l_soft, l_bce, reweight, l_seg
     ticks = {
-        "dl": "d....", "wt-dl": "d..w.", "dl-ce": "d.b..", "softdl-ce": ".sb..", "wt-softdl-ce": ".sbw.",
+        "dl": "d....",
+        "wt-dl": "d..w.",
+        "dl-ce": "d.b..",
+        "softdl-ce": ".sb..",
+        "wt-softdl-ce": ".sbw.",
         "proposed": "dsbwg",
     }
     assert set(A.VARIANTS) == set(ticks) and ADLConfig().variant == "proposed"
@@ -345,9 +352,14 @@ def test_variant_table_is_table_2():
     assert adlib.models.MODELS["adl"] is ADL and "adl" in adlib.models.available_models()
 
 
-@pytest.mark.parametrize("variant,trained", [
-    ("dl", {"scoring"}), ("dl-ce", {"scoring", "classifier"}), ("proposed", {"scoring", "classifier", "segmentation"}),
-])
+@pytest.mark.parametrize(
+    "variant,trained",
+    [
+        ("dl", {"scoring"}),
+        ("dl-ce", {"scoring", "classifier"}),
+        ("proposed", {"scoring", "classifier", "segmentation"}),
+    ],
+)
 def test_each_variant_trains_only_its_heads(variant, trained):
     model = _tiny(variant=variant, burn_in=0.0)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
@@ -361,12 +373,22 @@ def test_each_variant_trains_only_its_heads(variant, trained):
 
 def test_config_validation_errors():
     for bad, match in [
-        (dict(variant="devnet"), "variant"), (dict(resize=48), "multiple of 32"), (dict(resize=64, crop=96), "crop"),
-        (dict(burn_in_mode="epochs"), "burn_in_mode"), (dict(pseudo_label_rule="and"), "pseudo_label_rule"),
-        (dict(pseudo_label_schedule="never"), "pseudo_label_schedule"), (dict(margin=0), "margin"),
-        (dict(lam=0.0), "lam"), (dict(burn_in=1.5), "burn_in"), (dict(top_k=0.0), "top_k"),
-        (dict(synthesis="pouta"), "synthesis"), (dict(pixel_map="max"), "pixel_map"), (dict(upsample_kernel=2), "upsample_kernel"),
-        (dict(pseudo_label_prob=1.2), "pseudo_label_prob"), (dict(batch_size=0), "batch_size"), (dict(grad_clip=0.0), "grad_clip"),
+        (dict(variant="devnet"), "variant"),
+        (dict(resize=48), "multiple of 32"),
+        (dict(resize=64, crop=96), "crop"),
+        (dict(burn_in_mode="epochs"), "burn_in_mode"),
+        (dict(pseudo_label_rule="and"), "pseudo_label_rule"),
+        (dict(pseudo_label_schedule="never"), "pseudo_label_schedule"),
+        (dict(margin=0), "margin"),
+        (dict(lam=0.0), "lam"),
+        (dict(burn_in=1.5), "burn_in"),
+        (dict(top_k=0.0), "top_k"),
+        (dict(synthesis="pouta"), "synthesis"),
+        (dict(pixel_map="max"), "pixel_map"),
+        (dict(upsample_kernel=2), "upsample_kernel"),
+        (dict(pseudo_label_prob=1.2), "pseudo_label_prob"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(grad_clip=0.0), "grad_clip"),
     ]:
         with pytest.raises(ValueError, match=match):
             build("adl", "smoke", **bad)
@@ -383,10 +405,31 @@ def test_config_validation_errors():
 
 def test_paper_profile_and_missing_weights(tmp_path, monkeypatch):
     cfg = ADLConfig.for_profile("paper")
-    assert (cfg.resize, cfg.crop, cfg.normalize, cfg.margin, cfg.epochs, cfg.batch_size, cfg.steps_per_epoch) == \
-        (256, None, False, 10.0, 25, 24, 20)
-    assert (cfg.pretrained, cfg.upsample_kernel, cfg.seg_width, cfg.alpha, cfg.lam, cfg.burn_in) == (True, 3, 64, 0.1, 0.1, 0.06)
-    assert (cfg.lr, cfg.weight_decay, cfg.lr_step, cfg.lr_gamma, cfg.grad_clip, cfg.ref_samples) == (2e-4, 1e-5, 10, 0.1, 1.0, 5000)
+    assert (cfg.resize, cfg.crop, cfg.normalize, cfg.margin, cfg.epochs, cfg.batch_size, cfg.steps_per_epoch) == (
+        256,
+        None,
+        False,
+        10.0,
+        25,
+        24,
+        20,
+    )
+    assert (cfg.pretrained, cfg.upsample_kernel, cfg.seg_width, cfg.alpha, cfg.lam, cfg.burn_in) == (
+        True,
+        3,
+        64,
+        0.1,
+        0.1,
+        0.06,
+    )
+    assert (cfg.lr, cfg.weight_decay, cfg.lr_step, cfg.lr_gamma, cfg.grad_clip, cfg.ref_samples) == (
+        2e-4,
+        1e-5,
+        10,
+        0.1,
+        1.0,
+        5000,
+    )
     # offline without cached weights: a clear error, not a silent random initialisation
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -413,7 +456,9 @@ def test_network_shapes_and_channels():
     # the smoke encoder: a quarter of the channels
     assert build("adl", "smoke").backbone_info.channels == (32, 64, 128)
     info = model.info()
-    assert info["weights"].startswith("random-init") and info["fine_tuned_encoder"] and info["pixel_map"] == "segmentation"
+    assert (
+        info["weights"].startswith("random-init") and info["fine_tuned_encoder"] and info["pixel_map"] == "segmentation"
+    )
     assert all(p.requires_grad for p in model.net.encoder.parameters())
     # a 1x1 up-sampling block computed before the up-sampling equals the block after it
     blk = A.UpBlock(4, 4, kernel=1).eval()
@@ -454,8 +499,15 @@ def test_save_load_roundtrip(bench, tmp_path):
         assert torch.equal(s0, s1) and torch.equal(m0, m1)
         assert _losses(loaded) == _losses(model)
     assert loaded.info()["weights"] == model.info()["weights"] and loaded.backbone_info == model.backbone_info
-    other = build("pouta", "smoke", image_size=32, widths=(4, 4, 4, 4), mapping_width=4, fcm_widths=(4, 4, 4, 4),
-                  aggregate_width=4)
+    other = build(
+        "pouta",
+        "smoke",
+        image_size=32,
+        widths=(4, 4, 4, 4),
+        mapping_width=4,
+        fcm_widths=(4, 4, 4, 4),
+        aggregate_width=4,
+    )
     opath = other.save(tmp_path / "p" / "last.pt")
     with pytest.raises(ValueError, match="pouta"):
         ADL.load(opath)
@@ -506,8 +558,19 @@ def test_same_seed_same_run(bench):
         runs.append(m)
     assert _losses(runs[0]) == _losses(runs[1]) and _weights_equal(runs[0], runs[1])
     assert _losses(runs[0]) != _losses(runs[2])  # the seed matters (heads, sampling, synthesis, references)
-    assert set(_losses(runs[0])[0]) == {"epoch", "loss", "dev", "bce", "seg", "burn_in", "soft", "pseudo", "ess_dev",
-                                       "ess_bce", "lr"}
+    assert set(_losses(runs[0])[0]) == {
+        "epoch",
+        "loss",
+        "dev",
+        "bce",
+        "seg",
+        "burn_in",
+        "soft",
+        "pseudo",
+        "ess_dev",
+        "ess_bce",
+        "lr",
+    }
 
 
 def test_a_pretrained_checkpoint_loads_offline(tmp_path, monkeypatch):
@@ -570,7 +633,9 @@ def test_end_to_end_separates_defects_at_10_percent_contamination(bench, shuffle
     pred = model.predict(test, progress=False)
     r = evaluate(pred)
     assert pred.maps.shape == pred.masks.shape == (22, 64, 64)
-    assert model.iteration == 80 and model.info()["burn_in_iterations"] == 64  # the smoke burn-in ends at the learning-rate step (80 %)
+    assert (
+        model.iteration == 80 and model.info()["burn_in_iterations"] == 64
+    )  # the smoke burn-in ends at the learning-rate step (80 %)
     if not shuffle:
         assert r["image_auroc"] >= MIN_IMAGE_AUROC, r
         # broken on purpose: the sign of the score flipped ranks the defects below the good images

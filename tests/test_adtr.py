@@ -30,14 +30,6 @@ from adlib.protocols import apply_protocol
 TINY = dict(epochs=3, lr_milestones=(2,), adapt_epochs=2, batch_size=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("adtr_data")
@@ -71,7 +63,9 @@ def test_push_pull_pixel_loss_eq7_by_hand():
     assert push_pull_pixel_loss(phi, y, alpha=0.1).item() == pytest.approx(want, rel=1e-6)
     # all-anomalous sample: no pull; both sums divide by all H*W positions
     ones = torch.ones_like(y)
-    assert push_pull_pixel_loss(phi, ones, alpha=0.1).item() == pytest.approx(0.1 * -math.log(1 - math.exp(-2.5)), rel=1e-6)
+    assert push_pull_pixel_loss(phi, ones, alpha=0.1).item() == pytest.approx(
+        0.1 * -math.log(1 - math.exp(-2.5)), rel=1e-6
+    )
     # batch mean over samples
     both = push_pull_pixel_loss(torch.cat([phi, phi]), torch.cat([y, ones]), alpha=0.1).item()
     assert both == pytest.approx((want + 0.1 * -math.log(1 - math.exp(-2.5))) / 2, rel=1e-6)
@@ -164,8 +158,17 @@ def test_the_query_reconstructor_does_not_pass_its_input_through_at_initialisati
 
 def _train_reconstructor(kind, normal, steps=300, seed=0):
     torch.manual_seed(seed)
-    net = ADTRNet(normal.shape[1], normal.shape[-1], width=32, heads=4, ffn=64, enc_layers=1, dec_layers=1,
-                  dropout=0.0, reconstructor=kind)
+    net = ADTRNet(
+        normal.shape[1],
+        normal.shape[-1],
+        width=32,
+        heads=4,
+        ffn=64,
+        enc_layers=1,
+        dec_layers=1,
+        dropout=0.0,
+        reconstructor=kind,
+    )
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -190,7 +193,10 @@ def test_after_training_the_query_model_fails_to_rebuild_anomalies_that_a_linear
 
     def anomaly_error(net):
         with torch.no_grad():
-            return pixel_score(anomalous - net(anomalous))[:, 1, 2].mean().item() / pixel_score(anomalous - test)[:, 1, 2].mean().item()
+            return (
+                pixel_score(anomalous - net(anomalous))[:, 1, 2].mean().item()
+                / pixel_score(anomalous - test)[:, 1, 2].mean().item()
+            )
 
     err = {kind: anomaly_error(_train_reconstructor(kind, normal, steps=600)) for kind in RECONSTRUCTORS}
     assert err["linear"] < 0.35 and err["cnn"] < 0.35, err  # the shortcut: most of the anomaly comes back
@@ -263,8 +269,21 @@ def test_query_placement_and_positional_embedding_options():
 
 def test_config_profiles_and_validation():
     paper = ADTRConfig.for_profile("paper")
-    assert (paper.backbone, paper.layers, paper.image_size, paper.grid, paper.width) == ("efficientnet_b4", (0, 1, 2, 3, 4), 256, 16, 256)
-    assert (paper.epochs, paper.lr_milestones, paper.batch_size, paper.alpha, paper.k, paper.adapt_epochs) == (500, (400,), 16, 0.003, 20, 300)
+    assert (paper.backbone, paper.layers, paper.image_size, paper.grid, paper.width) == (
+        "efficientnet_b4",
+        (0, 1, 2, 3, 4),
+        256,
+        16,
+        256,
+    )
+    assert (paper.epochs, paper.lr_milestones, paper.batch_size, paper.alpha, paper.k, paper.adapt_epochs) == (
+        500,
+        (400,),
+        16,
+        0.003,
+        20,
+        300,
+    )
     assert paper.total_epochs == 500 and ADTRConfig.for_profile("paper", variant="pixel").total_epochs == 800
     assert ADTRConfig.for_profile("paper", variant="pixel", adapt_from="scratch").total_epochs == 300
     for field, bad in (("variant", "both"), ("reconstructor", "mlp"), ("anomalies", "cutpaste"), ("grid_label", "max")):
@@ -349,7 +368,9 @@ def test_save_load_and_exact_resume_across_the_two_stages(data_root, tmp_path):
     assert isinstance(again, ADTR) and again.cfg == full.cfg
     np.testing.assert_array_equal(again.predict(te, progress=False).image_scores, ref.image_scores)
     with pytest.raises(ValueError, match="config differs"):
-        build("adtr", "smoke", variant="pixel", anomalies="real", **{**TINY, "alpha": 0.1}).fit(tr, progress=False, checkpoint_dir=ck)
+        build("adtr", "smoke", variant="pixel", anomalies="real", **{**TINY, "alpha": 0.1}).fit(
+            tr, progress=False, checkpoint_dir=ck
+        )
 
 
 def test_the_normal_stage_cache_gives_exactly_the_uncached_numbers(data_root):
@@ -425,10 +446,28 @@ def test_cli_train_and_test_adtr_on_builtin_and_mvtec_layouts(data_root, tmp_pat
     runs = [
         ("synth", data_root, [], "adtr-normal", None),
         ("synth", data_root, ["--labels", "image"], "adtr-image", None),
-        ("mvtec", mv, ["--labels", "pixel", "--anomalies", "real:1", "--real-holdout", "2"], "adtr-pixel", "real1-of2-seed0"),
+        (
+            "mvtec",
+            mv,
+            ["--labels", "pixel", "--anomalies", "real:1", "--real-holdout", "2"],
+            "adtr-pixel",
+            "real1-of2-seed0",
+        ),
     ]
     for dataset, root, extra, label, sub in runs:
-        args = ["adtr", "--dataset", dataset, "--category", "wood", "--data-root", str(root), "--out", str(tmp_path / "runs"), *sets, *extra]
+        args = [
+            "adtr",
+            "--dataset",
+            dataset,
+            "--category",
+            "wood",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "runs"),
+            *sets,
+            *extra,
+        ]
         assert main(["train", *args]) == 0
         assert main(["test", *args]) == 0
         run = tmp_path / "runs" / label / dataset / "wood"
@@ -438,7 +477,10 @@ def test_cli_train_and_test_adtr_on_builtin_and_mvtec_layouts(data_root, tmp_pat
         assert 0.0 <= rec["metrics"]["pixel_auroc"] <= 1.0
     train = json.loads((run / "train.json").read_text())
     # real:1 with holdout 2: 4 defect types -> 4 labelled anomalies trained on, 8 left the test set
-    assert train["protocol"]["n_real_anomalies"] == 4 and train["model"]["train_counts"] == {"normal": 16, "labelled_anomalies": 4}
+    assert train["protocol"]["n_real_anomalies"] == 4 and train["model"]["train_counts"] == {
+        "normal": 16,
+        "labelled_anomalies": 4,
+    }
     assert rec["test_images"] == 6 + 4 * 2
     bad = ["adtr", "--dataset", "synth", "--category", "wood", "--data-root", str(data_root), "--anomalies", "real:0"]
     assert main(["train", *bad]) == 2

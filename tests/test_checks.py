@@ -27,7 +27,9 @@ def test_update_then_pass_prints_the_same_line(refs, monkeypatch):
     assert stored["tolerance"] == 5 and stored["values"]["0.0 | Vanilla"] == 97.5 and len(stored["values"]) == 3
     # numbers moved by float noise on another machine: the same text
     again = checks.regression_check("study", _table(a=96.0, b=57.9), "smoke", tolerance=5, path=refs)
-    assert again.ok and str(again) == str(first) == "regression check 'study': PASS, 3 values within ±5 of the reference"
+    assert (
+        again.ok and str(again) == str(first) == "regression check 'study': PASS, 3 values within ±5 of the reference"
+    )
 
 
 def test_a_broken_method_fails_and_is_named(refs, monkeypatch):
@@ -47,7 +49,9 @@ def test_missing_or_extra_values_fail(refs, monkeypatch):
     checks.regression_check("s", {"a": 1.0, "b": 2.0}, "smoke", tolerance=1, path=refs)
     monkeypatch.delenv(checks.ENV_UPDATE)
     assert "b: missing" in str(checks.regression_check("s", {"a": 1.0}, "smoke", path=refs))
-    assert "c: not in the reference" in str(checks.regression_check("s", {"a": 1.0, "b": 2.0, "c": 3.0}, "smoke", path=refs))
+    assert "c: not in the reference" in str(
+        checks.regression_check("s", {"a": 1.0, "b": 2.0, "c": 3.0}, "smoke", path=refs)
+    )
     # NaN is "not computed", the same as missing
     assert not checks.regression_check("s", {"a": 1.0, "b": float("nan")}, "smoke", path=refs).ok
 
@@ -64,12 +68,15 @@ def test_committed_references_are_well_formed():
             assert all(np.isfinite(v) for v in ref["values"].values()), f"{path.name}: {name}"
 
 
-@pytest.mark.parametrize("a, b, verdict", [
-    ([90, 91, 92], [80, 80, 81], "holds"),
-    ([80, 80, 81], [90, 91, 92], "does not hold"),
-    ([90, 80, 85], [85, 86, 84], "within noise"),
-    ([85, 85, 85], [85, 85, 85], "within noise"),
-])
+@pytest.mark.parametrize(
+    "a, b, verdict",
+    [
+        ([90, 91, 92], [80, 80, 81], "holds"),
+        ([80, 80, 81], [90, 91, 92], "does not hold"),
+        ([90, 80, 85], [85, 86, 84], "within noise"),
+        ([85, 85, 85], [85, 85, 85], "within noise"),
+    ],
+)
 def test_claim_verdicts(a, b, verdict):
     c = checks.claim("A > B", pd.Series(a, index=[0, 1, 2]), pd.Series(b, index=[0, 1, 2]))
     assert c.verdict == verdict
@@ -86,6 +93,12 @@ def test_claim_pairs_seeds_and_one_seed_has_no_verdict():
 
 
 def test_per_seed_means_over_categories():
-    f = pd.DataFrame({"label": ["m"] * 4, "category": ["a", "b", "a", "b"], "seed": [0, 0, 1, 1],
-                      "image_auroc": [0.9, 0.7, 0.6, 0.8]})
+    f = pd.DataFrame(
+        {
+            "label": ["m"] * 4,
+            "category": ["a", "b", "a", "b"],
+            "seed": [0, 0, 1, 1],
+            "image_auroc": [0.9, 0.7, 0.6, 0.8],
+        }
+    )
     assert checks.per_seed(f, "m").to_dict() == pytest.approx({0: 80.0, 1: 70.0})

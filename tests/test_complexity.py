@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from adlib.complexity import count_flops, count_parameters, flops_by_operator, flops_to_macs, time_batches, time_inference
+from adlib.complexity import (
+    count_flops,
+    count_parameters,
+    flops_by_operator,
+    flops_to_macs,
+    time_batches,
+    time_inference,
+)
 
 
 def test_linear_flops_by_hand():

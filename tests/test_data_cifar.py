@@ -45,18 +45,37 @@ def write_cifar10(folder: Path, labels: list[int] = LABELS) -> dict[str, np.ndar
     dump(folder / "batches.meta", {b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072})
     for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
         rgb = images(k, n)
-        dump(folder / name, {b"batch_label": name.encode(), b"labels": list(labels), b"data": planar(rgb),
-                             b"filenames": [f"{i}.png".encode() for i in range(n)]})
+        dump(
+            folder / name,
+            {
+                b"batch_label": name.encode(),
+                b"labels": list(labels),
+                b"data": planar(rgb),
+                b"filenames": [f"{i}.png".encode() for i in range(n)],
+            },
+        )
         out[name] = rgb
     return out
 
 
 def write_cifar100(folder: Path, n_train: int = 40) -> None:
-    dump(folder / "meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)],
-                           b"coarse_label_names": [f"s{i}".encode() for i in range(20)]})
+    dump(
+        folder / "meta",
+        {
+            b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"s{i}".encode() for i in range(20)],
+        },
+    )
     for name, n, seed in (("train", n_train, 100), ("test", 8, 101)):
-        dump(folder / name, {b"data": planar(images(seed, n)), b"fine_labels": [i % 100 for i in range(n)],
-                             b"coarse_labels": [i % 20 for i in range(n)], b"filenames": [b"x.png"] * n})
+        dump(
+            folder / name,
+            {
+                b"data": planar(images(seed, n)),
+                b"fine_labels": [i % 100 for i in range(n)],
+                b"coarse_labels": [i % 20 for i in range(n)],
+                b"filenames": [b"x.png"] * n,
+            },
+        )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +97,11 @@ def test_categories_sizes_labels_and_paths(root):
     assert test.summary() == {"good": 2, **{c: 2 for c in CLASSES if c != "cat"}}
     folder = root.path / "cifar-10-batches-py"
     assert [str(r.image_path) for r in test.records][:2] == [f"{folder / 'test_batch'}#0", f"{folder / 'test_batch'}#1"]
-    assert [str(r.image_path) for r in train.records][:3] == [f"{folder / 'data_batch_1'}#3",
-                                                              f"{folder / 'data_batch_1'}#13", f"{folder / 'data_batch_2'}#3"]
+    assert [str(r.image_path) for r in train.records][:3] == [
+        f"{folder / 'data_batch_1'}#3",
+        f"{folder / 'data_batch_1'}#13",
+        f"{folder / 'data_batch_2'}#3",
+    ]
     s = test[1]
     assert s.label == 1 and s.defect_type == "automobile" and s.path == f"{folder / 'test_batch'}#1"
     assert len(get_dataset("cifar10", "dog", "test", root=folder)) == 20  # the dataset folder itself as root
@@ -115,7 +137,11 @@ def test_transform_resize_and_zero_masks(root):
         s = ds[i]
         assert s.image.shape == (3, 56, 56) and s.mask.shape == (1, 56, 56) and float(s.mask.abs().sum()) == 0.0
     batch = torch.utils.data.default_collate([ds[3], ds[4]])
-    assert batch.image.shape == (2, 3, 56, 56) and batch.label.tolist() == [0, 1] and list(batch.defect_type) == ["good", "deer"]
+    assert (
+        batch.image.shape == (2, 3, 56, 56)
+        and batch.label.tolist() == [0, 1]
+        and list(batch.defect_type) == ["good", "deer"]
+    )
     # the same pixels as the 32 px image resized by the transform like any image file
     tf64 = ImageTransform(resize=64, crop=None, normalize=False)
     x = get_dataset("cifar10", "cat", "test", root=root.path, transform=tf64)[7].image
@@ -140,16 +166,22 @@ def test_outlier_protocol_adds_as_many_labelled_outliers_as_normal_images(root):
     assert tr.records[:10] == train.records and len(train) == 10  # input untouched
     assert d["outliers"] == "cifar100" and d["n_outliers"] == 10 and "cifar-100-python/train" in d["outlier_source"]
     paths = [str(r.image_path) for r in tr.records[10:]]
-    assert len(set(paths)) == 10 and all("cifar-100-python" in p and p.split("/")[-1].startswith("train#") for p in paths)
+    assert len(set(paths)) == 10 and all(
+        "cifar-100-python" in p and p.split("/")[-1].startswith("train#") for p in paths
+    )
     s = tr[15]
     assert s.label == 1 and s.defect_type == "outlier" and float(s.mask.sum()) == 0.0 and s.image.shape == (3, 32, 32)
     # seeded: same seed same pick, other seeds other picks
     same = apply_protocol({"outliers": "cifar100"}, train, test, seed=0)[0]
     assert [str(r.image_path) for r in same.records] == [str(r.image_path) for r in tr.records]
-    picks = {tuple(str(r.image_path) for r in apply_protocol({"outliers": "cifar100"}, train, test, seed=s)[0].records[10:])
-             for s in range(4)}
+    picks = {
+        tuple(str(r.image_path) for r in apply_protocol({"outliers": "cifar100"}, train, test, seed=s)[0].records[10:])
+        for s in range(4)
+    }
     assert len(picks) == 4
-    assert apply_protocol({"outliers": "cifar100"}, train, test, seed=1)[2]["outlier_rows_sha1"] != d["outlier_rows_sha1"]
+    assert (
+        apply_protocol({"outliers": "cifar100"}, train, test, seed=1)[2]["outlier_rows_sha1"] != d["outlier_rows_sha1"]
+    )
     # after shots: as many outliers as shots
     tr4, _, d4 = apply_protocol({"shots": 4, "outliers": "cifar100"}, train, test, seed=0)
     assert tr4.labels.tolist() == [0] * 4 + [1] * 4 and d4["n_outliers"] == 4 and len(d4["train_files"]) == 4
@@ -172,7 +204,9 @@ def test_outlier_protocol_rules(root, tmp_path):
     check_method_accepts({"outliers": "cifar100"}, SimpleNamespace(name="adtr", uses_training_labels=True))
     with pytest.raises(ValueError, match="'dummy' does not read training labels"):
         check_method_accepts({"outliers": "cifar100"}, SimpleNamespace(name="dummy"))
-    spec = RunSpec("adtr", "cifar10", "cat", out=str(tmp_path), overrides={"seed": 2}, protocol={"outliers": "cifar100"})
+    spec = RunSpec(
+        "adtr", "cifar10", "cat", out=str(tmp_path), overrides={"seed": 2}, protocol={"outliers": "cifar100"}
+    )
     assert spec.run_dir() == tmp_path / spec.label / "cifar10" / "cat" / "oe-cifar100-seed2"
     # no CIFAR-100 beside the training data: DataError naming what was looked for
     lone = tmp_path / "lone"
@@ -216,7 +250,9 @@ def test_data_info_shows_cifar(root, capsys):
     assert set(found) == {"cifar10", "cifar100"}
     t = found["cifar10"].set_index("category")
     assert list(t.index) == CLASSES and set(t["train_good"]) == {10} and set(t["test_good"]) == {2}
-    assert t.loc["cat", "test_anomalous"] == 18 and t.loc["cat", "defect_types"].startswith("airplane (2), automobile (2), bird (2), deer (2)")
+    assert t.loc["cat", "test_anomalous"] == 18 and t.loc["cat", "defect_types"].startswith(
+        "airplane (2), automobile (2), bird (2), deer (2)"
+    )
     assert found["cifar100"].iloc[0]["test_anomalous"] == 8
     assert main(["data", "info", str(root.path)]) == 0
     out = capsys.readouterr().out

@@ -47,9 +47,7 @@ def write_image(path: Path, size: tuple[int, int] = (H, W), seed: int = 0, gray:
     return path
 
 
-def write_mask(
-    path: Path, size: tuple[int, int] = (H, W), box=(4, 4, 8, 8), value: int = 255, mode: str = "L"
-) -> Path:
+def write_mask(path: Path, size: tuple[int, int] = (H, W), box=(4, 4, 8, 8), value: int = 255, mode: str = "L") -> Path:
     """A mask with ``value`` inside ``box`` (top, left, bottom, right), 0 elsewhere."""
     path.parent.mkdir(parents=True, exist_ok=True)
     a = np.zeros(size, dtype=np.uint8)
@@ -365,7 +363,12 @@ def test_dagm_index_and_samples(tmp_path, header):
         ("0004.PNG", 1, "defect"),
     ]
     label_dir = tmp_path / "DAGM2007" / "Class2" / "Test" / "Label"
-    assert [r.mask_path for r in test.records] == [None, None, label_dir / "0003_label.PNG", label_dir / "0004_label.PNG"]
+    assert [r.mask_path for r in test.records] == [
+        None,
+        None,
+        label_dir / "0003_label.PNG",
+        label_dir / "0004_label.PNG",
+    ]
     for i in range(len(test)):
         check_sample(test[i])  # grayscale PNGs come out as 3 x H x W
 

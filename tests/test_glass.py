@@ -35,8 +35,8 @@ from adlib.data.synth import generate_benchmark
 from adlib.models.base import MODELS, evaluate
 from adlib.models.glass import (
     GLASS,
-    Discriminator,
     RELEASED_J_CHOICES,
+    Discriminator,
     GLASSConfig,
     SimpleNet,
     SimpleNetConfig,
@@ -48,26 +48,26 @@ from adlib.synthesis.gas import gas, hypersphere_center
 
 CATEGORY = "wood"
 TINY = dict(
-    backbone="resnet18", pretrained=False, resize=64, crop=64, pretrain_embed_dim=32, target_embed_dim=32,
-    dsc_hidden=32, batch_size=4, samples_per_epoch=4, epochs=3, cache_features=False,
+    backbone="resnet18",
+    pretrained=False,
+    resize=64,
+    crop=64,
+    pretrain_embed_dim=32,
+    target_embed_dim=32,
+    dsc_hidden=32,
+    batch_size=4,
+    samples_per_epoch=4,
+    epochs=3,
+    cache_features=False,
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Another process sharing the 2 cores makes torch's 2 intra-op threads spin against each other
-    # (measured: 6 s instead of 0.2 s per tiny training step); one thread is fast either way.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
 def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("glass-bench")
-    generate_benchmark(root, seed=0, categories=[CATEGORY], n_train=16, n_test_good=12, n_per_defect=5, size=128,
-                       progress=False)
+    generate_benchmark(
+        root, seed=0, categories=[CATEGORY], n_train=16, n_test_good=12, n_per_defect=5, size=128, progress=False
+    )
     return root
 
 
@@ -128,8 +128,13 @@ def test_mean_training_image_and_released_choices():
     m = mean_training_image(imgs, normalized=False)
     assert m.dtype == np.uint8 and m.shape == (4, 4, 3) and (m == 128).all()  # round(0.5 * 255)
     hyper = {ds: sorted(c for c, v in d.items() if v == "hypersphere") for ds, d in RELEASED_J_CHOICES.items()}
-    assert hyper["mvtec"] == ["bottle", "cable", "pill", "screw", "transistor"] and len(RELEASED_J_CHOICES["mvtec"]) == 15
-    assert hyper["visa"] == ["cashew", "fryum", "pcb1", "pcb2", "pcb4", "pipe_fryum"] and len(RELEASED_J_CHOICES["visa"]) == 12
+    assert (
+        hyper["mvtec"] == ["bottle", "cable", "pill", "screw", "transistor"] and len(RELEASED_J_CHOICES["mvtec"]) == 15
+    )
+    assert (
+        hyper["visa"] == ["cashew", "fryum", "pcb1", "pcb2", "pcb4", "pipe_fryum"]
+        and len(RELEASED_J_CHOICES["visa"]) == 12
+    )
     assert hyper["mpdd"] == [] and hyper["wfdd"] == []
 
 
@@ -290,9 +295,19 @@ def test_registry_and_config_checks():
     assert MODELS["glass"] is GLASS and MODELS["simplenet"] is SimpleNet
     paper = GLASSConfig.for_profile("paper")
     assert (paper.backbone, paper.layers, paper.resize, paper.crop, paper.epochs, paper.batch_size) == (
-        "wide_resnet50_2", ("layer2", "layer3"), 288, 288, 640, 8)
+        "wide_resnet50_2",
+        ("layer2", "layer3"),
+        288,
+        288,
+        640,
+        8,
+    )
     assert (paper.manifold_radii, paper.center_mode, paper.dsc_optimizer, paper.select_best_on_test) == (
-        "released", "released", "adamw", False)
+        "released",
+        "released",
+        "adamw",
+        False,
+    )
     sn = SimpleNetConfig.for_profile("paper")
     assert (sn.noise_std, sn.th_pos, sn.th_neg, sn.epochs, sn.resize, sn.crop) == (0.015, 0.5, -0.5, 160, 329, 288)
     with pytest.raises(ValueError, match="variant"):

@@ -59,8 +59,10 @@ def test_blur(ref):
 
 def _blobs(ref, layer):
     rows, angles = ref[f"blobs_{layer}"], ref[f"blobs_{layer}_angle"]
-    return [cf.Blob(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(a), tuple(int(v) for v in r[4:]))
-            for r, a in zip(rows, angles)]
+    return [
+        cf.Blob(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(a), tuple(int(v) for v in r[4:]))
+        for r, a in zip(rows, angles)
+    ]
 
 
 def _window(blob, h, w):
@@ -85,8 +87,9 @@ def test_render_blobs(ref, layer):
     windows = [_window(bl, h, w) for bl in blobs]
     clean = []
     for i, (bl, (win, clipped)) in enumerate(zip(blobs, windows)):
-        alone = not any(j != i and blobs[j].sample == bl.sample and _overlaps(win, windows[j][0])
-                        for j in range(len(blobs)))
+        alone = not any(
+            j != i and blobs[j].sample == bl.sample and _overlaps(win, windows[j][0]) for j in range(len(blobs))
+        )
         if not clipped and alone:
             clean.append(i)
             y0, y1, x0, x1 = win
@@ -99,10 +102,10 @@ def test_render_blobs(ref, layer):
     # the last row / column and, since skimage's rotate takes the centre as (col, row) and FCDD
     # passes (row, col), rotate about the transposed point when the window is cut at the top/left).
     outside = torch.ones((b, h, w), dtype=torch.bool)
-    for i, (win, clipped) in enumerate(windows):
+    for i, (win, _clipped) in enumerate(windows):
         if i not in clean:
             y0, y1, x0, x1 = win
-            outside[blobs[i].sample, y0:y1 + 1, x0:x1 + 1] = False
+            outside[blobs[i].sample, y0 : y1 + 1, x0 : x1 + 1] = False
     mismatch = (got != expected).any(1)
     assert not bool((mismatch & outside).any())
 

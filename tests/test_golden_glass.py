@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from _golden_gs import (
     StubBackbone,
     adaptor_state,
@@ -32,13 +31,16 @@ from _golden_gs import (
     reference_record,
     t,
 )
+
 from adlib import losses
 from adlib.models.features import PatchFeatures
 from adlib.models.glass import GLASS, Adaptor, Discriminator, GLASSConfig, image_score, smooth_map
 from adlib.synthesis.las import feature_label
 from adlib.synthesis.perlin import perlin_noise_batch
 
-gas_mod = importlib.import_module("adlib.synthesis.gas")  # the module (``adlib.synthesis.gas`` the attribute is the function)
+gas_mod = importlib.import_module(
+    "adlib.synthesis.gas"
+)  # the module (``adlib.synthesis.gas`` the attribute is the function)
 
 REF = reference_record("glass_reference.json")
 SET = REF["settings"]
@@ -229,12 +231,17 @@ def test_focal_ohem_matches_released(dist):
     # the reference's focal-loss module on the points OHEM kept (its inputs were recorded)
     p_kept, t_kept = t(z["focal_output"][:, 1]), t(z["focal_target"][:, 0])
     # measured max difference: 0 (loss about 0.5), both distributions; with OHEM: 0
-    assert_matches(losses.focal_loss(p_kept, t_kept, gamma=2.0, alpha=1.0, smoothing=1e-5), z["focal_loss"], what="focal loss")
+    assert_matches(
+        losses.focal_loss(p_kept, t_kept, gamma=2.0, alpha=1.0, smoothing=1e-5), z["focal_loss"], what="focal loss"
+    )
     keep = losses.ohem_mask((p - m) ** 2, 0.5)
     assert int(keep.sum()) == len(p_kept)
     assert_matches(p[keep], p_kept, what="OHEM-kept scores")
-    assert_matches(losses.focal_loss_ohem(p, m, quantile=0.5, gamma=2.0, alpha=1.0, smoothing=1e-5), z["focal_loss"],
-                   what="focal loss with OHEM")
+    assert_matches(
+        losses.focal_loss_ohem(p, m, quantile=0.5, gamma=2.0, alpha=1.0, smoothing=1e-5),
+        z["focal_loss"],
+        what="focal loss with OHEM",
+    )
     assert differs(losses.focal_loss_ohem(p, m, quantile=None), z["focal_loss"])
     assert differs(losses.focal_loss(p_kept, t_kept, smoothing=0.0), z["focal_loss"], rel=1e-7)
 
@@ -245,13 +252,37 @@ def test_focal_ohem_matches_released(dist):
 
 def _model(dist: str, z: dict) -> GLASS:
     cfg = GLASSConfig(
-        variant={"manifold": "m", "hypersphere": "h"}[dist], backbone="resnet18", pretrained=False,
-        layers=("layer2", "layer3"), patch_size=3, pretrain_embed_dim=PRE, target_embed_dim=D, dsc_hidden=HIDDEN,
-        resize=SET["step_image_size"], crop=SET["step_image_size"], batch_size=2, epochs=1, samples_per_epoch=None,
-        las=True, noise_std=0.015, gas_steps=20, gas_eta=0.001, gas_project_every=5,
-        manifold_radii="released", radii_unit="absolute", center_mode="released", radius_quantile=0.75,
-        focal_gamma=2.0, focal_alpha=1.0, focal_smoothing=1e-5, ohem_quantile=0.5,
-        adaptor_lr=1e-4, adaptor_weight_decay=1e-5, dsc_lr=2e-4, dsc_optimizer="adamw", dsc_weight_decay=None,
+        variant={"manifold": "m", "hypersphere": "h"}[dist],
+        backbone="resnet18",
+        pretrained=False,
+        layers=("layer2", "layer3"),
+        patch_size=3,
+        pretrain_embed_dim=PRE,
+        target_embed_dim=D,
+        dsc_hidden=HIDDEN,
+        resize=SET["step_image_size"],
+        crop=SET["step_image_size"],
+        batch_size=2,
+        epochs=1,
+        samples_per_epoch=None,
+        las=True,
+        noise_std=0.015,
+        gas_steps=20,
+        gas_eta=0.001,
+        gas_project_every=5,
+        manifold_radii="released",
+        radii_unit="absolute",
+        center_mode="released",
+        radius_quantile=0.75,
+        focal_gamma=2.0,
+        focal_alpha=1.0,
+        focal_smoothing=1e-5,
+        ohem_quantile=0.5,
+        adaptor_lr=1e-4,
+        adaptor_weight_decay=1e-5,
+        dsc_lr=2e-4,
+        dsc_optimizer="adamw",
+        dsc_weight_decay=None,
     )
     model = GLASS(cfg)
     model.features = _features(z)

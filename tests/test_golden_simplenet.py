@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import adlib.models.glass as glass_mod
 from _golden_gs import (
     StubBackbone,
     adaptor_state,
@@ -30,6 +28,8 @@ from _golden_gs import (
     reference_record,
     t,
 )
+
+import adlib.models.glass as glass_mod
 from adlib import losses
 from adlib.models.features import PatchFeatures
 from adlib.models.glass import Discriminator, SimpleNet, SimpleNetConfig, image_score, smooth_map
@@ -46,10 +46,24 @@ def _features(z: dict) -> PatchFeatures:
 
 def _model(z: dict, prefix: str = "") -> SimpleNet:
     cfg = SimpleNetConfig(
-        backbone="resnet18", pretrained=False, layers=("layer2", "layer3"), patch_size=3, pretrain_embed_dim=PRE,
-        target_embed_dim=D, dsc_hidden=HIDDEN, resize=SET["step_image_size"], crop=SET["step_image_size"],
-        batch_size=2, epochs=1, noise_std=0.015, th_pos=0.5, th_neg=-0.5,
-        adaptor_lr=1e-4, adaptor_weight_decay=None, dsc_lr=2e-4, dsc_weight_decay=1e-5,
+        backbone="resnet18",
+        pretrained=False,
+        layers=("layer2", "layer3"),
+        patch_size=3,
+        pretrain_embed_dim=PRE,
+        target_embed_dim=D,
+        dsc_hidden=HIDDEN,
+        resize=SET["step_image_size"],
+        crop=SET["step_image_size"],
+        batch_size=2,
+        epochs=1,
+        noise_std=0.015,
+        th_pos=0.5,
+        th_neg=-0.5,
+        adaptor_lr=1e-4,
+        adaptor_weight_decay=None,
+        dsc_lr=2e-4,
+        dsc_weight_decay=1e-5,
     )
     model = SimpleNet(cfg)
     model.features = _features(z)
@@ -141,8 +155,10 @@ def test_training_step_update_matches_released(monkeypatch):
     grads.update({("discriminator", k): p.grad.clone() for k, p in model.discriminator.named_parameters()})
     model.opt_adaptor.step()
     model.opt_dsc.step()
-    ref = {"adaptor": adaptor_state(z, "after.proj."),
-           "discriminator": discriminator_state(z, "after.dsc.", tail="tail.weight")}
+    ref = {
+        "adaptor": adaptor_state(z, "after.proj."),
+        "discriminator": discriminator_state(z, "after.dsc.", tail="tail.weight"),
+    }
     zero_grad = {("discriminator", "body.0.bias"), ("adaptor", "linear.bias")}
     for part, module in (("adaptor", model.adaptor), ("discriminator", model.discriminator)):
         for k, v in module.state_dict().items():

@@ -74,8 +74,11 @@ def test_scan_sees_the_known_downward_imports():
 
 def test_layers_import_downwards_only():
     rank = {name: i for i, name in enumerate(LAYERS)}
-    upward = [f"{path}:{line}: {src} imports {target} ({dst})"
-              for src, dst, path, target, line in _cross_layer_edges() if rank[dst] > rank[src]]
+    upward = [
+        f"{path}:{line}: {src} imports {target} ({dst})"
+        for src, dst, path, target, line in _cross_layer_edges()
+        if rank[dst] > rank[src]
+    ]
     assert not upward, "imports against the layering data <- synthesis <- models <- papers:\n" + "\n".join(upward)
 
 

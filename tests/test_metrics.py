@@ -149,7 +149,7 @@ def make_case(kind: str, seed: int, n=4, h=12, w=12):
             for _ in range(rng.integers(1, 4)):
                 r0, c0 = rng.integers(0, h), rng.integers(0, w)
                 rh, rw = rng.integers(1, 6, size=2)
-                masks[i, r0:r0 + rh, c0:c0 + rw] = True
+                masks[i, r0 : r0 + rh, c0 : c0 + rw] = True
     maps = rng.normal(size=(n, h, w)) + rng.uniform(0.0, 2.0) * masks
     if kind == "ties_float":  # a handful of levels: heavy ties within and across classes
         maps = np.round(maps * 1.5) / 1.5
@@ -382,9 +382,7 @@ def test_nan_and_inf_in_maps_name_count_and_image():
     maps[2, 3, 4] = np.nan
     maps[2, 0, 0] = np.inf
     for fn in (M.pixel_auroc, M.pixel_ap, M.au_pro, M.pro_curve, M.pixel_metrics):
-        with pytest.raises(
-            ValueError, match=r"2 non-finite value\(s\) \(1 NaN, 1 inf\) in image index 2"
-        ):
+        with pytest.raises(ValueError, match=r"2 non-finite value\(s\) \(1 NaN, 1 inf\) in image index 2"):
             fn(masks, maps)
 
 
@@ -429,9 +427,7 @@ def test_single_class_masks_rejected():
 
 
 def test_image_level_errors():
-    with pytest.raises(
-        ValueError, match="image_auroc is undefined when only one class.*all 3 labels are 1"
-    ):
+    with pytest.raises(ValueError, match="image_auroc is undefined when only one class.*all 3 labels are 1"):
         M.image_auroc([1, 1, 1], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="only one class.*labels are 0"):
         M.image_auroc([0, 0], [0.1, 0.2])
@@ -441,9 +437,7 @@ def test_image_level_errors():
         M.image_auroc([0, 1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match=r"non-binary value\(s\) \[2\] at index \[1\]"):
         M.image_auroc([0, 2, 1], [0.1, 0.2, 0.3])
-    with pytest.raises(
-        ValueError, match=r"1 non-finite value\(s\) \(1 NaN, 0 inf\) at index \[2\]"
-    ):
+    with pytest.raises(ValueError, match=r"1 non-finite value\(s\) \(1 NaN, 0 inf\) at index \[2\]"):
         M.image_ap([0, 1, 1], [0.1, 0.2, np.nan])
     with pytest.raises(ValueError, match=r"\(0 NaN, 1 inf\)"):
         M.image_auroc([0, 1], [np.inf, 0.2])
@@ -460,7 +454,9 @@ def test_resize_maps_matches_torch_and_chunks():
     rng = np.random.default_rng(0)
     maps = rng.normal(size=(5, 7, 9)).astype(np.float64)
     expected = torch.nn.functional.interpolate(
-        torch.from_numpy(maps.astype(np.float32))[:, None], size=(20, 16), mode="bilinear",
+        torch.from_numpy(maps.astype(np.float32))[:, None],
+        size=(20, 16),
+        mode="bilinear",
         align_corners=False,
     )[:, 0].numpy()
     for chunk in (None, 1, 2, 5, 100):

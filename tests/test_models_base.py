@@ -31,7 +31,9 @@ class _ToyDataset(torch.utils.data.Dataset):
 def test_predict_dataset_assembles_in_order_with_ground_truth():
     ds = _ToyDataset(5)
     # score = the image value; map = the image itself
-    pred = predict_dataset(ds, lambda b: (b.image.flatten(1).amax(1), b.image[:, 0].numpy()), batch_size=2, progress=False)
+    pred = predict_dataset(
+        ds, lambda b: (b.image.flatten(1).amax(1), b.image[:, 0].numpy()), batch_size=2, progress=False
+    )
     assert pred.image_scores.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert pred.labels.tolist() == [0, 1, 0, 1, 0]
     assert pred.paths == [f"img{i}.png" for i in range(5)]
@@ -51,7 +53,13 @@ def test_predict_dataset_rejects_maps_of_the_wrong_size_and_empty_sets():
 
 def test_prediction_names_the_image_with_nan_scores():
     with pytest.raises(ValueError, match="b.png"):
-        Prediction(np.array([0.1, np.nan]), np.zeros((2, 2, 2)), np.array([0, 1]), np.zeros((2, 2, 2), np.uint8), paths=["a.png", "b.png"])
+        Prediction(
+            np.array([0.1, np.nan]),
+            np.zeros((2, 2, 2)),
+            np.array([0, 1]),
+            np.zeros((2, 2, 2), np.uint8),
+            paths=["a.png", "b.png"],
+        )
 
 
 def test_build_rejects_unknown_method_and_field():
@@ -98,7 +106,9 @@ def test_read_checkpoint_and_check_resumable(tmp_path):
     torch.save([1, 2], tmp_path / "l.pt")
     with pytest.raises(ValueError, match="is a None checkpoint"):
         read_checkpoint(tmp_path / "l.pt", "pouta")
-    check_resumable(p, {"epochs": 5, "widths": (8, 16)}, {"epochs": 3, "widths": [8, 16]}, {"epochs"})  # tuples == lists
+    check_resumable(
+        p, {"epochs": 5, "widths": (8, 16)}, {"epochs": 3, "widths": [8, 16]}, {"epochs"}
+    )  # tuples == lists
     with pytest.raises(ValueError, match=r"config differs in \['lr', 'widths'\]"):
         check_resumable(p, {"epochs": 3, "widths": (8, 32), "lr": 1.0}, {"epochs": 3, "widths": [8, 16]}, {"epochs"})
 

@@ -38,7 +38,11 @@ print(json.dumps({"digest": hashlib.sha256(blob).hexdigest()[:16], "cap": d["ate
 
 
 def _probe(**env):
-    full = {k: v for k, v in os.environ.items() if k not in numerics.REFERENCE_ENV and k not in (numerics.ENV_MODE, numerics.ENV_SAVED)}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in numerics.REFERENCE_ENV and k not in (numerics.ENV_MODE, numerics.ENV_SAVED)
+    }
     full.update(env)
     out = subprocess.run([sys.executable, "-c", PROBE], env=full, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -59,8 +63,9 @@ def test_reference_overrides_the_capability_underneath_and_gives_identical_numbe
     runs = [
         _probe(),
         _probe(ATEN_CPU_CAPABILITY="avx512", ONEDNN_MAX_CPU_ISA="AVX512_CORE_AMX", MKL_CBWR="AUTO"),
-        _probe(ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41", OPENBLAS_CORETYPE="Prescott",
-               OMP_NUM_THREADS="2"),
+        _probe(
+            ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41", OPENBLAS_CORETYPE="Prescott", OMP_NUM_THREADS="2"
+        ),
     ]
     assert {r["digest"] for r in runs} == {runs[0]["digest"]}
     assert all(r["cap"] == "AVX2" and r["mode"] == "reference" and r["threads"] == 1 for r in runs)
@@ -73,14 +78,23 @@ def test_native_mode_leaves_the_machine_alone():
 
 
 def test_bad_mode_is_named():
-    bad = subprocess.run([sys.executable, "-c", "import adlib"], env={**os.environ, "ADLIB_NUMERICS": "fast"},
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-c", "import adlib"],
+        env={**os.environ, "ADLIB_NUMERICS": "fast"},
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "ADLIB_NUMERICS='fast'" in bad.stderr
 
 
 def test_signature_separates_modes_and_versions():
-    d = {"mode": "reference", "aten_capability": "AVX2", "torch_threads": 1, "device": "cpu",
-         "versions": {"torch": "2.14.1", "numpy": "2.4.6"}}
+    d = {
+        "mode": "reference",
+        "aten_capability": "AVX2",
+        "torch_threads": 1,
+        "device": "cpu",
+        "versions": {"torch": "2.14.1", "numpy": "2.4.6"},
+    }
     assert numerics.signature(d) == numerics.signature(dict(d))
     assert numerics.signature(d) != numerics.signature({**d, "mode": "native", "aten_capability": "AVX512"})
     assert numerics.signature(d) != numerics.signature({**d, "versions": {"torch": "2.14.1", "numpy": "2.5.0"}})
@@ -96,14 +110,25 @@ def test_a_native_child_of_a_reference_process_gets_the_machine_back():
     """A reference process (this one) wrote its pins into os.environ; a child asking for native
     numerics must not inherit them (the two settings of a comparison would be the same)."""
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2"  # pinned here, by tests/conftest.py
-    code = ("import os, adlib, torch; print(torch.backends.cpu.get_cpu_capability(), os.environ.get('MKL_CBWR'), "
-            "os.environ.get('ADLIB_NUMERICS_SAVED'))")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ADLIB_NUMERICS": "native"},
-                         capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import os, adlib, torch; print(torch.backends.cpu.get_cpu_capability(), os.environ.get('MKL_CBWR'), "
+        "os.environ.get('ADLIB_NUMERICS_SAVED'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "ADLIB_NUMERICS": "native"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     import torch
 
-    machine = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                             env={k: v for k, v in os.environ.items() if k not in numerics.REFERENCE_ENV},
-                             capture_output=True, text=True, check=True).stdout.strip()
+    machine = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env={k: v for k, v in os.environ.items() if k not in numerics.REFERENCE_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == [machine, "None", "None"]
     assert torch.backends.cpu.get_cpu_capability() == "AVX2"

@@ -3,9 +3,9 @@
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _all_dependencies() -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"]) + [d for extra in project.get("optional-dependencies", {}).values() for d in extra]
+    return list(project["dependencies"]) + [
+        d for extra in project.get("optional-dependencies", {}).values() for d in extra
+    ]
 
 
 def _name(req: str) -> str:
@@ -60,8 +62,12 @@ def test_pins_match_between_files():
     for d in deps:
         req = Requirement(d)
         assert _name(req.name) in lock, f"{req.name} is not in requirements.lock"
-        assert req.specifier.contains(lock[_name(req.name)]), f"requirements.lock pins {req.name}=={lock[_name(req.name)]}, outside {d}"
-        assert env_pins.get(_name(req.name)) == lock[_name(req.name)], f"environment.yml pins {req.name} differently from the lock"
+        assert req.specifier.contains(lock[_name(req.name)]), (
+            f"requirements.lock pins {req.name}=={lock[_name(req.name)]}, outside {d}"
+        )
+        assert env_pins.get(_name(req.name)) == lock[_name(req.name)], (
+            f"environment.yml pins {req.name} differently from the lock"
+        )
     assert lock["torch"] == "2.14.1" and lock["torchvision"] == "0.29.1"
 
 
@@ -83,7 +89,9 @@ def test_installed_environment_is_the_locked_one():
 def test_cli_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "adlib.cli", "--help"], capture_output=True, text=True, check=True)
     assert "data" in out.stdout and "reproduce" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "adlib.cli", "data", "info", "/nonexistent/root"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "adlib.cli", "data", "info", "/nonexistent/root"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "/nonexistent/root" in bad.stderr
 
 
@@ -95,7 +103,18 @@ def test_library_needs_neither_the_notebook_nor_the_test_stack():
     assert core.isdisjoint({"papermill", "jupyterlab", "ipykernel", "pytest", "nbval", "pytest-xdist"})
     assert set(project["optional-dependencies"]) >= {"notebooks", "dev"}
     assert "version" in project.get("dynamic", []) and "version" not in project
-    import adlib
     from importlib import metadata
 
+    import adlib
+
     assert metadata.version("adlib") == adlib.__version__
+
+
+def test_citation_and_changelog_name_the_version():
+    import adlib
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert str(cff["version"]) == adlib.__version__ and cff["license"] == "MIT"
+    assert {"GLASS", "POUTA", "ADL", "ADTR"} <= {r["notes"].split(";")[0] for r in cff["references"]}
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()

@@ -20,7 +20,9 @@ def test_protocol_per_level():
 
 def test_grid_jobs_share_clean_runs_and_separate_levels():
     p = Plan(categories={"synth": ["wood", "nut"]})
-    g = paper.grid_jobs(p, "smoke", {"PatchCore": ("patchcore", {}), "DRAEM / Vanilla": ("vanilla", {})}, (0.0, 0.1), seeds=(0, 1))
+    g = paper.grid_jobs(
+        p, "smoke", {"PatchCore": ("patchcore", {}), "DRAEM / Vanilla": ("vanilla", {})}, (0.0, 0.1), seeds=(0, 1)
+    )
     assert sorted(g) == [("DRAEM / Vanilla", 0.0), ("DRAEM / Vanilla", 0.1), ("PatchCore", 0.0), ("PatchCore", 0.1)]
     assert all(len(js) == 2 * 2 for js in g.values())
     assert g[("PatchCore", 0.0)][0] == Job.make("patchcore", "synth", "wood", "smoke", 0)  # the standard run
@@ -36,13 +38,31 @@ def test_grid_frame_and_curve_table_by_hand():
     p = Plan(categories={"synth": ["wood", "nut"]})
     g = paper.grid_jobs(p, "smoke", {"PatchCore": ("patchcore", {})}, (0.0, 0.1), seeds=(0, 1))
     rows = []
-    values = {(0.0, "wood", 0): 0.9, (0.0, "nut", 0): 0.7, (0.0, "wood", 1): 0.8, (0.0, "nut", 1): 0.6,
-              (0.1, "wood", 0): 0.5, (0.1, "nut", 0): 0.5, (0.1, "wood", 1): 0.7, (0.1, "nut", 1): 0.7}
+    values = {
+        (0.0, "wood", 0): 0.9,
+        (0.0, "nut", 0): 0.7,
+        (0.0, "wood", 1): 0.8,
+        (0.0, "nut", 1): 0.6,
+        (0.1, "wood", 0): 0.5,
+        (0.1, "nut", 0): 0.5,
+        (0.1, "wood", 1): 0.7,
+        (0.1, "nut", 1): 0.7,
+    }
     for (_, e), jobs in g.items():
         for j in jobs:
-            rows.append({"config_hash": j.key()["config_hash"], "dataset": j.dataset, "category": j.category, "seed": j.seed,
-                         "image_auroc": values[(e, j.category, j.seed)], "image_ap": 1.0})
-    rows.append({"config_hash": "other", "dataset": "synth", "category": "wood", "seed": 0, "image_auroc": 0.0, "image_ap": 0.0})
+            rows.append(
+                {
+                    "config_hash": j.key()["config_hash"],
+                    "dataset": j.dataset,
+                    "category": j.category,
+                    "seed": j.seed,
+                    "image_auroc": values[(e, j.category, j.seed)],
+                    "image_ap": 1.0,
+                }
+            )
+    rows.append(
+        {"config_hash": "other", "dataset": "synth", "category": "wood", "seed": 0, "image_auroc": 0.0, "image_ap": 0.0}
+    )
     f = paper.grid_frame(pd.DataFrame(rows), g)
     assert len(f) == 8 and set(f.eps) == {0.0, 0.1} and set(f.name) == {"PatchCore"}
     c = paper.curve_table(f)
@@ -55,11 +75,19 @@ def test_grid_frame_and_curve_table_by_hand():
 
 
 def test_rank_shifts_by_hand():
-    a = {"paths": np.array(["p1", "p2", "p3", "p4"]), "image_scores": np.array([0.1, 0.2, 0.3, 0.4]),
-         "labels": np.array([0, 0, 1, 1]), "defect_types": np.array(["good", "good", "crack", "hole"])}
+    a = {
+        "paths": np.array(["p1", "p2", "p3", "p4"]),
+        "image_scores": np.array([0.1, 0.2, 0.3, 0.4]),
+        "labels": np.array([0, 0, 1, 1]),
+        "defect_types": np.array(["good", "good", "crack", "hole"]),
+    }
     # p4 left the test set (leak-free); p1 jumps from lowest to highest among p1..p3
-    b = {"paths": np.array(["p3", "p1", "p2"]), "image_scores": np.array([0.5, 0.9, 0.1]),
-         "labels": np.array([1, 0, 0]), "defect_types": np.array(["crack", "good", "good"])}
+    b = {
+        "paths": np.array(["p3", "p1", "p2"]),
+        "image_scores": np.array([0.5, 0.9, 0.1]),
+        "labels": np.array([1, 0, 0]),
+        "defect_types": np.array(["crack", "good", "good"]),
+    }
     m = paper.rank_shifts(a, b, top=3)
     # common p1, p2, p3: ranks in a 0, .5, 1; in b 1, 0, .5
     assert list(m.path) == ["p1", "p2", "p3"]

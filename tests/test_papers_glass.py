@@ -14,17 +14,18 @@ from adlib.models import build
 from adlib.papers import glass as paper
 
 TINY = dict(
-    backbone="resnet18", pretrained=False, resize=64, crop=64, pretrain_embed_dim=32, target_embed_dim=32,
-    dsc_hidden=32, batch_size=4, samples_per_epoch=4, epochs=1, cache_features=False,
+    backbone="resnet18",
+    pretrained=False,
+    resize=64,
+    crop=64,
+    pretrain_embed_dim=32,
+    target_embed_dim=32,
+    dsc_hidden=32,
+    batch_size=4,
+    samples_per_epoch=4,
+    epochs=1,
+    cache_features=False,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +54,15 @@ def test_main_jobs_cover_every_label_category_and_seed(root):
 
 
 def test_glass_j_rows_are_the_chosen_variant_rows():
-    f = pd.DataFrame({
-        "label": ["glass-m", "glass-h", "glass-m", "glass-h"], "variant": ["m", "h", "m", "h"],
-        "dataset": ["d"] * 4, "category": ["a", "a", "b", "b"], "image_auroc": [0.1, 0.2, 0.3, 0.4],
-    })
+    f = pd.DataFrame(
+        {
+            "label": ["glass-m", "glass-h", "glass-m", "glass-h"],
+            "variant": ["m", "h", "m", "h"],
+            "dataset": ["d"] * 4,
+            "category": ["a", "a", "b", "b"],
+            "image_auroc": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
     out = paper.add_glass_j(f, {("d", "a"): "manifold", ("d", "b"): "hypersphere"})
     j = out[out.label == "glass-j"].set_index("category")
     assert j.loc["a", "image_auroc"] == 0.1 and j.loc["b", "image_auroc"] == 0.4
@@ -116,13 +122,24 @@ def test_tsne_feature_sets_follow_their_stated_distributions(root):
     assert abs(np.median(shift) - 0.015 * np.sqrt(32)) < 0.015
     dist = paper.nearest_normal_distance(sets)
     assert set(dist) == {"LAS", "GN", "GAS"} and all(v >= 0 for v in dist.values())
-    np.testing.assert_array_equal(paper.tsne_feature_sets(model, train, n_images=4, seed=0, max_points=50)["GAS"], sets["GAS"])
+    np.testing.assert_array_equal(
+        paper.tsne_feature_sets(model, train, n_images=4, seed=0, max_points=50)["GAS"], sets["GAS"]
+    )
 
 
 def test_dataset_level_means_and_markdown_flattening():
-    f = pd.DataFrame({"label": ["x", "x", "y"], "dataset": ["d", "d", "d"], "category": ["a", "b", "a"],
-                      "image_auroc": [0.5, 0.7, 0.9], "profile": ["smoke"] * 3, "weights": ["w"] * 3,
-                      "seed": [0] * 3, "config_hash": ["h", "h", "k"]})
+    f = pd.DataFrame(
+        {
+            "label": ["x", "x", "y"],
+            "dataset": ["d", "d", "d"],
+            "category": ["a", "b", "a"],
+            "image_auroc": [0.5, 0.7, 0.9],
+            "profile": ["smoke"] * 3,
+            "weights": ["w"] * 3,
+            "seed": [0] * 3,
+            "config_hash": ["h", "h", "k"],
+        }
+    )
     lvl = tables.dataset_level(f, ("image_auroc",)).set_index("label")
     assert lvl.loc["x", "image_auroc"] == pytest.approx(0.6) and lvl.loc["x", "category"] == "all"
     t = pd.concat({"image_auroc": pd.DataFrame({"x ours": [60.0]}, index=["d"])}, axis=1)

@@ -13,14 +13,6 @@ from adlib.models import build
 from adlib.papers import pouta as paper
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     r = tmp_path_factory.mktemp("pp_data")
@@ -48,8 +40,16 @@ def test_job_grids(root):
 def test_label_rows_picks_each_groups_runs():
     jobs = {"a": [paper.Job.make("pouta", "d", "c", hsg=False)], "b": [paper.Job.make("pouta", "d", "c")]}
     h = {n: js[0].key()["config_hash"] for n, js in jobs.items()}
-    f = pd.DataFrame({"config_hash": [h["a"], h["b"], "other"], "dataset": ["d"] * 3, "category": ["c"] * 3,
-                      "seed": [0, 0, 0], "label": ["pouta"] * 3, "image_auroc": [0.1, 0.2, 0.3]})
+    f = pd.DataFrame(
+        {
+            "config_hash": [h["a"], h["b"], "other"],
+            "dataset": ["d"] * 3,
+            "category": ["c"] * 3,
+            "seed": [0, 0, 0],
+            "label": ["pouta"] * 3,
+            "image_auroc": [0.1, 0.2, 0.3],
+        }
+    )
     out = paper.label_rows(f, jobs)
     assert list(out.label) == ["a", "b"] and list(out.image_auroc) == [0.1, 0.2]
 
@@ -69,7 +69,7 @@ def test_discrepancy_map_is_the_scaled_l2_distance():
     enc = torch.zeros(1, 2, 2, 2)
     dec = torch.zeros(1, 2, 2, 2)
     enc[0, :, 0, 0] = torch.tensor([3.0, 4.0])  # distance 5 at (0, 0)
-    enc[0, 0, 1, 1] = 1.0                       # distance 1 at (1, 1)
+    enc[0, 0, 1, 1] = 1.0  # distance 1 at (1, 1)
     m = paper.discrepancy_map(_Fixed(enc, dec), torch.zeros(1, 3, 2, 2))
     assert torch.allclose(m[0], torch.tensor([[1.0, 0.0], [0.0, 0.2]]))
     up = paper.discrepancy_map(_Fixed(enc, dec), torch.zeros(1, 3, 8, 8))
@@ -80,8 +80,8 @@ def test_representations_label_positions_by_mask_area():
     class _DS:
         def __init__(self):
             mask = torch.zeros(1, 4, 4)
-            mask[0, 0, 0] = 1          # 1/4 of cell (0, 0)
-            mask[0, 2:, 2:] = 1        # all of cell (1, 1)
+            mask[0, 0, 0] = 1  # 1/4 of cell (0, 0)
+            mask[0, 2:, 2:] = 1  # all of cell (1, 1)
             self.item = type("S", (), {"image": torch.zeros(3, 4, 4), "mask": mask})()
 
         def __getitem__(self, i):
@@ -113,4 +113,6 @@ def test_gradcam_maps_through_the_package(root, name):
     maps = paper.gradcam_maps(model, images)
     assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1 + 1e-6
     layer = paper.gradcam_layer(model)
-    assert layer is (model.net.discriminative.aggregate.body if name == "pouta" else model.net.discriminative.decoder[-1])
+    assert layer is (
+        model.net.discriminative.aggregate.body if name == "pouta" else model.net.discriminative.decoder[-1]
+    )

@@ -27,16 +27,6 @@ from adlib.models.patchcore import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tests run many small ops, which OpenMP barriers slow down badly
-    when the 2 cores are shared with other work; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _brute_radius(x: torch.Tensor, idx) -> float:
     x = x.double()
     return float(torch.cdist(x, x[torch.as_tensor(idx)]).min(dim=1).values.max())

@@ -45,22 +45,22 @@ from adlib.models.pouta import (
 
 CATEGORY = "wood"
 #: a tiny, fast configuration for the checkpoint / determinism tests (32 px, narrow networks)
-TINY = dict(image_size=32, widths=(4, 8, 8, 8), mapping_width=8, batch_size=4, epochs=3, lr=2e-3, lr_gamma=0.2,
-            lr_milestones=(2,), anomaly_prob=0.5, score_pool=7)
+TINY = dict(
+    image_size=32,
+    widths=(4, 8, 8, 8),
+    mapping_width=8,
+    batch_size=4,
+    epochs=3,
+    lr=2e-3,
+    lr_gamma=0.2,
+    lr_milestones=(2,),
+    anomaly_prob=0.5,
+    score_pool=7,
+)
 TINY_EXTRA = {
     "pouta": dict(fcm_widths=(4, 4, 8, 8), aggregate_width=4),
     "vanilla": dict(disc_widths=(4, 4, 8, 8), disc_bottleneck=8),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the machine's 2 cores are shared: torch's intra-op threads spinning against another process
-    # cost far more than they gain on these tiny networks
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -257,11 +257,11 @@ def _score_brute_force(heat: np.ndarray, pool: int) -> np.ndarray:
     out = []
     for h in heat:
         padded = np.zeros((h.shape[0] + 2 * r, h.shape[1] + 2 * r))
-        padded[r:r + h.shape[0], r:r + h.shape[1]] = h
+        padded[r : r + h.shape[0], r : r + h.shape[1]] = h
         best = -np.inf
         for i in range(h.shape[0]):
             for j in range(h.shape[1]):
-                best = max(best, padded[i:i + pool, j:j + pool].sum() / pool**2)
+                best = max(best, padded[i : i + pool, j : j + pool].sum() / pool**2)
         out.append(best)
     return np.array(out)
 
@@ -287,7 +287,13 @@ def test_image_score_by_hand_and_brute_force():
 def test_learning_rate_steps_of_the_paper_config():
     cfg = POUTAConfig.for_profile("paper")
     assert (cfg.lr, cfg.lr_milestones, cfg.lr_gamma, cfg.epochs, cfg.batch_size, cfg.image_size) == (
-        2e-4, (480, 540), 0.2, 600, 8, 224)
+        2e-4,
+        (480, 540),
+        0.2,
+        600,
+        8,
+        224,
+    )
     assert learning_rate(cfg, 0) == pytest.approx(2e-4)
     assert learning_rate(cfg, 479) == pytest.approx(2e-4)
     assert learning_rate(cfg, 480) == pytest.approx(4e-5)  # 2e-4 * 0.2
@@ -597,9 +603,22 @@ def test_same_seed_same_history(bench):
 #: x0.2 at epochs 7 and 9, every training image made a synthetic anomaly (``anomaly_prob=1``: with
 #: DRAEM's 0.5 the discriminator needs about twice the steps; at 0.5, 12 epochs, 6 seeds gave pixel
 #: AUROC 0.79 - 0.96 but also collapsed runs at lower learning rates / fewer steps).
-SEPARATION = dict(image_size=64, widths=(8, 16, 32, 48), mapping_width=48, fcm_widths=(8, 16, 32, 48),
-                  aggregate_width=16, epochs=10, batch_size=4, lr=2e-3, lr_gamma=0.2, lr_milestones=(7, 9),
-                  anomaly_prob=1.0, score_pool=7, bn_recalibration=0, seed=0)
+SEPARATION = dict(
+    image_size=64,
+    widths=(8, 16, 32, 48),
+    mapping_width=48,
+    fcm_widths=(8, 16, 32, 48),
+    aggregate_width=16,
+    epochs=10,
+    batch_size=4,
+    lr=2e-3,
+    lr_gamma=0.2,
+    lr_milestones=(7, 9),
+    anomaly_prob=1.0,
+    score_pool=7,
+    bn_recalibration=0,
+    seed=0,
+)
 #: Calibration (synth/wood, benchmark seed 0 at 128 px, 1 torch thread), training seeds 0 - 15:
 #:   connected:    pixel AUROC 0.97 0.92 0.96 0.96 0.98 0.95 0.96 0.92 0.91 0.86 0.95 0.88 0.96 0.85 0.92 0.67
 #:                 image AUROC 0.84 0.80 0.80 0.85 0.89 0.77 0.91 0.87 0.74 0.83 0.95 0.94 0.91 0.53 0.88 0.65

@@ -80,8 +80,31 @@ def test_cli_train_with_shots(data_root, tmp_path):
     from adlib.cli import main
 
     out = tmp_path / "models"
-    assert main(["train", "patchcore", "--dataset", "synth", "--category", "wood", "--data-root", str(data_root),
-                 "--out", str(out), "--shots", "2", "--seed", "1", "--set", "resize=64", "--set", "crop=64"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "patchcore",
+                "--dataset",
+                "synth",
+                "--category",
+                "wood",
+                "--data-root",
+                str(data_root),
+                "--out",
+                str(out),
+                "--shots",
+                "2",
+                "--seed",
+                "1",
+                "--set",
+                "resize=64",
+                "--set",
+                "crop=64",
+            ]
+        )
+        == 0
+    )
     rec = json.loads((out / "patchcore" / "synth" / "wood" / "shots2-seed1" / "train.json").read_text())
     assert rec["train_images"] == 2 and rec["protocol"]["shots"] == 2
 
@@ -91,8 +114,14 @@ def test_cli_train_with_shots(data_root, tmp_path):
 
 def test_check_protocol_contamination_defaults_and_errors():
     assert check_protocol({"contamination": 0.1}) == {"contamination": 0.1, "contamination_protocol": "leak-free"}
-    assert check_protocol({"contamination": 0.2, "contamination_protocol": "released"})["contamination_protocol"] == "released"
-    assert check_protocol({"contamination": 0}) == {} and check_protocol({"contamination": 0.0, "contamination_protocol": "released"}) == {}
+    assert (
+        check_protocol({"contamination": 0.2, "contamination_protocol": "released"})["contamination_protocol"]
+        == "released"
+    )
+    assert (
+        check_protocol({"contamination": 0}) == {}
+        and check_protocol({"contamination": 0.0, "contamination_protocol": "released"}) == {}
+    )
     for bad in (1.0, -0.1, float("nan"), "0.1", True):
         with pytest.raises(ValueError, match="contamination must be a number in \\[0, 1\\)"):
             check_protocol({"contamination": bad})
@@ -132,12 +161,13 @@ def test_contaminated_split_counts_noise_and_protocols(data_root):
     assert len(others) > 1
 
 
-
 def test_a_contaminated_job_runs_through_the_store_and_cli(data_root, tmp_path):
     job = Job.make("patchcore", "synth", "wood", protocol={"contamination": 0.2}, **FAST)
     assert job.key()["protocol"] == {"contamination": 0.2, "contamination_protocol": "leak-free"}
-    assert Job.make("patchcore", "synth", "wood", protocol={"contamination": 0.0}, **FAST).key() == \
-        Job.make("patchcore", "synth", "wood", **FAST).key()
+    assert (
+        Job.make("patchcore", "synth", "wood", protocol={"contamination": 0.0}, **FAST).key()
+        == Job.make("patchcore", "synth", "wood", **FAST).key()
+    )
     store = ResultsStore(tmp_path / "store", data_root=str(data_root), progress=False)
     rec = store.run(job)
     full_test = len(get_dataset("synth", "wood", "test", root=data_root))
@@ -149,8 +179,25 @@ def test_a_contaminated_job_runs_through_the_store_and_cli(data_root, tmp_path):
     from adlib.cli import main
 
     out = tmp_path / "models"
-    args = ["patchcore", "--dataset", "synth", "--category", "wood", "--data-root", str(data_root), "--out", str(out),
-            "--contamination", "0.2", "--seed", "3", "--set", "resize=64", "--set", "crop=64"]
+    args = [
+        "patchcore",
+        "--dataset",
+        "synth",
+        "--category",
+        "wood",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(out),
+        "--contamination",
+        "0.2",
+        "--seed",
+        "3",
+        "--set",
+        "resize=64",
+        "--set",
+        "crop=64",
+    ]
     assert main(["train", *args]) == 0 and main(["test", *args]) == 0
     run = out / "patchcore" / "synth" / "wood" / "eps0.2-seed3"
     assert json.loads((run / "train.json").read_text())["train_images"] == 10
@@ -172,8 +219,10 @@ def _splits(root, size=32):
     from adlib.data import ImageTransform
 
     tf = ImageTransform(resize=size, crop=None, normalize=False)
-    return (get_dataset("synth", "wood", "train", root=root, transform=tf),
-            get_dataset("synth", "wood", "test", root=root, transform=tf))
+    return (
+        get_dataset("synth", "wood", "train", root=root, transform=tf),
+        get_dataset("synth", "wood", "test", root=root, transform=tf),
+    )
 
 
 def _anomaly_counts(ds):
@@ -182,11 +231,19 @@ def _anomaly_counts(ds):
 
 def test_check_protocol_real_anomalies_normalisation_and_errors():
     assert check_protocol({"real_anomalies": 2}) == {"real_anomalies": 2, "real_holdout": 2}
-    assert check_protocol({"real_anomalies": np.int64(1), "real_holdout": 4}) == {"real_anomalies": 1, "real_holdout": 4}
+    assert check_protocol({"real_anomalies": np.int64(1), "real_holdout": 4}) == {
+        "real_anomalies": 1,
+        "real_holdout": 4,
+    }
     assert check_protocol({"real_holdout": 3}) == {"real_anomalies": 0, "real_holdout": 3}  # holdout alone: N = 0
     assert check_protocol({"real_anomalies": 0, "real_holdout": 3}) == {"real_anomalies": 0, "real_holdout": 3}
-    for trivial in ({"real_anomalies": 0}, {"real_holdout": 0}, {"real_anomalies": 0, "real_holdout": 0},
-                    {"real_anomalies": None, "real_holdout": None}, {"real_anomalies": 0, "real_holdout": None}):
+    for trivial in (
+        {"real_anomalies": 0},
+        {"real_holdout": 0},
+        {"real_anomalies": 0, "real_holdout": 0},
+        {"real_anomalies": None, "real_holdout": None},
+        {"real_anomalies": 0, "real_holdout": None},
+    ):
         assert check_protocol(trivial) == {}, trivial
     with pytest.raises(ValueError, match=r"real_holdout \(2\) must be at least real_anomalies \(3\)"):
         check_protocol({"real_anomalies": 3, "real_holdout": 2})
@@ -201,7 +258,10 @@ def test_check_protocol_real_anomalies_normalisation_and_errors():
     with pytest.raises(ValueError, match="cannot be combined with contamination"):
         check_protocol({"contamination": 0.1, "real_holdout": 2})
     assert check_protocol({"contamination": 0.0, "real_anomalies": 1}) == {"real_anomalies": 1, "real_holdout": 1}
-    assert check_protocol({"contamination": 0.1, "real_anomalies": 0}) == {"contamination": 0.1, "contamination_protocol": "leak-free"}
+    assert check_protocol({"contamination": 0.1, "real_anomalies": 0}) == {
+        "contamination": 0.1,
+        "contamination_protocol": "leak-free",
+    }
 
 
 def test_real_anomalies_are_added_labelled_with_their_masks(data_root, caplog):
@@ -215,7 +275,7 @@ def test_real_anomalies_are_added_labelled_with_their_masks(data_root, caplog):
     assert sum("none is left in the test set" in r.getMessage() for r in caplog.records) == 4
     assert len(tr) == len(train) + 4 and _anomaly_counts(tr) == {t: 1 for t in types}
     assert len(te) == len(test) - 8 and _anomaly_counts(te) == {} and te.labels.tolist() == [0] * 4
-    assert tr.records[:len(train)] == train.records and train.labels.sum() == 0 and len(test) == 12  # inputs untouched
+    assert tr.records[: len(train)] == train.records and train.labels.sum() == 0 and len(test) == 12  # inputs untouched
     assert d["n_real_anomalies"] == 4 and d["n_held_out"] == 8 and d["test_images"] == len(te)
     assert len(d["real_anomaly_files"]) == 4 and set(d["real_anomaly_files"]) <= set(d["held_out_files"])
     assert all(f.split("/")[0] == "wood" and f.split("/")[1] == "test" for f in d["held_out_files"])
@@ -239,7 +299,7 @@ def test_real_anomaly_draw_is_nested_seeded_order_free_and_leak_free(data_root5)
     assert set(_anomaly_counts(test).values()) == {5}
     runs = {n: real_anomalies(train, test, n, seed=7, holdout=4) for n in range(5)}
     test_sets = {n: [str(r.image_path) for r in te.records] for n, (_, te, _) in runs.items()}
-    added = {n: {str(r.image_path) for r in tr.records[len(train):]} for n, (tr, _, _) in runs.items()}
+    added = {n: {str(r.image_path) for r in tr.records[len(train) :]} for n, (tr, _, _) in runs.items()}
     for n, (tr, te, d) in runs.items():
         assert test_sets[n] == test_sets[0]  # every N is evaluated on the same images
         assert _anomaly_counts(te) == {t: 1 for t in types} and len(te) == len(test) - 16
@@ -255,7 +315,7 @@ def test_real_anomaly_draw_is_nested_seeded_order_free_and_leak_free(data_root5)
 
     rev = dataclasses.replace(test, records=test.records[::-1])
     tr_rev, te_rev, _ = real_anomalies(train, rev, 2, seed=7, holdout=4)
-    assert {str(r.image_path) for r in tr_rev.records[len(train):]} == added[2]
+    assert {str(r.image_path) for r in tr_rev.records[len(train) :]} == added[2]
     assert {str(r.image_path) for r in te_rev.records} == set(test_sets[2])
     # other seeds draw other anomalies
     draws = {tuple(real_anomalies(train, test, 2, seed=s, holdout=4)[2]["real_anomaly_files"]) for s in range(6)}
@@ -272,8 +332,11 @@ def test_real_anomalies_too_few_names_the_defect_type(data_root):
     from adlib.protocols import real_anomalies
 
     train, test = _splits(data_root)
-    with pytest.raises(DataError, match=r"synth/wood/test: defect type 'color' has 2 anomalous test images, "
-                                        r"fewer than real_holdout = 3 \(real_anomalies = 1\)"):
+    with pytest.raises(
+        DataError,
+        match=r"synth/wood/test: defect type 'color' has 2 anomalous test images, "
+        r"fewer than real_holdout = 3 \(real_anomalies = 1\)",
+    ):
         real_anomalies(train, test, 1, seed=0, holdout=3)
     with pytest.raises(DataError, match="fewer than real_holdout = 3"):
         apply_protocol({"real_anomalies": 3}, train, test, seed=0)
@@ -295,7 +358,9 @@ def test_real_anomalies_run_dir_and_job_key(tmp_path):
     from adlib.runner import RunSpec
 
     def name(protocol):
-        return RunSpec("patchcore", "synth", "wood", out=str(tmp_path), overrides={"seed": 3}, protocol=protocol).run_dir()
+        return RunSpec(
+            "patchcore", "synth", "wood", out=str(tmp_path), overrides={"seed": 3}, protocol=protocol
+        ).run_dir()
 
     base = name({})
     assert base == tmp_path / "patchcore" / "synth" / "wood"
@@ -309,8 +374,12 @@ def test_real_anomalies_run_dir_and_job_key(tmp_path):
     job = Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 1, "real_holdout": 2}, **FAST)
     assert job.key()["protocol"] == {"real_anomalies": 1, "real_holdout": 2}
     assert job.key()["config_hash"] != full.key()["config_hash"]
-    assert job.key()["config_hash"] != Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 1}, **FAST).key()["config_hash"]
-    assert Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 2}, **FAST) == \
-        Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 2, "real_holdout": 2}, **FAST)
+    assert (
+        job.key()["config_hash"]
+        != Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 1}, **FAST).key()["config_hash"]
+    )
+    assert Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 2}, **FAST) == Job.make(
+        "patchcore", "synth", "wood", protocol={"real_anomalies": 2, "real_holdout": 2}, **FAST
+    )
     assert Job.make("patchcore", "synth", "wood", protocol={"real_anomalies": 0}, **FAST).key() == full.key()
     assert "real_anomalies=1" in str(job) and "real_holdout=2" in str(job)

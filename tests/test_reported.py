@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from importlib.resources import files
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import tomllib
 
 from adlib import reported as R
 
@@ -21,10 +21,37 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ("glass", "pouta", "adl", "adtr")
 KEY = ["paper", "table", "method", "dataset", "category", "metric", "setting"]
 
-MVTEC = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
-         "toothbrush", "transistor", "wood", "zipper")
-VISA = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4",
-        "pipe_fryum")
+MVTEC = (
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+)
+VISA = (
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+)
 DAGM = tuple(f"class{i}" for i in range(1, 11))
 CATEGORIES = {"mvtec": set(MVTEC), "visa": set(VISA), "dagm": set(DAGM)}
 DATASETS = {"mvtec", "visa", "mpdd", "wfdd", "mad-man", "mad-sys", "dagm", "cifar10", "all"}
@@ -132,7 +159,7 @@ def test_load_types_and_ranges(df):
     assert list(df.columns[: len(R.COLUMNS)]) == R.COLUMNS
     assert df["value"].dtype == float
     assert df["value"].map(math.isfinite).all()
-    assert (df["setting"].map(type) == str).all() and (df["note"].map(type) == str).all()
+    assert df["setting"].map(lambda v: isinstance(v, str)).all() and df["note"].map(lambda v: isinstance(v, str)).all()
     assert not df.duplicated(KEY).any()
     pct = df[df["metric"].isin(PERCENT)]
     assert pct["value"].between(0, 100).all()
@@ -179,9 +206,14 @@ def test_glass_tables_2_to_5_coverage(df):
     t2 = g[g["table"] == "Table 2"]
     for m, d in t2.groupby("method"):
         assert set(zip(d["dataset"], d["category"], d["metric"])) == (
-            {(ds, "all", mt) for ds in ("mvtec", "visa", "mpdd", "wfdd") for mt in ("image_auroc", "pixel_auroc", "au_pro")}
+            {
+                (ds, "all", mt)
+                for ds in ("mvtec", "visa", "mpdd", "wfdd")
+                for mt in ("image_auroc", "pixel_auroc", "au_pro")
+            }
             | {("all", "average", mt) for mt in ("image_auroc", "pixel_auroc", "au_pro")}
-            | {("all", "all", "fps")}), m
+            | {("all", "all", "fps")}
+        ), m
     t3 = g[g["table"] == "Table 3"]
     assert sorted(set(t3["method"])) == sorted(["DSR", "PatchCore", "BGAD", "RD++", "SimpleNet", "GLASS"])
     assert set(t3["dataset"]) == {"mad-man", "mad-sys", "all"}
@@ -202,8 +234,14 @@ def test_pouta_coverage(df):
     t1 = p[p["table"] == "Table I"]
     per = t1.groupby(["method", "metric"]).size().unstack(fill_value=0)
     expected = {  # rows per method and metric, 16 = 15 categories + avg
-        "DRAEM": (16, 16, 16), "RSTD": (16, 16, 0), "ReContrast": (16, 1, 0), "DeSTSeg": (0, 16, 16),
-        "DBPI": (16, 16, 16), "PatchCore": (16, 16, 16), "POUTA": (16, 16, 16)}
+        "DRAEM": (16, 16, 16),
+        "RSTD": (16, 16, 0),
+        "ReContrast": (16, 1, 0),
+        "DeSTSeg": (0, 16, 16),
+        "DBPI": (16, 16, 16),
+        "PatchCore": (16, 16, 16),
+        "POUTA": (16, 16, 16),
+    }
     for m, (cls, auroc, ap) in expected.items():
         row = per.loc[m]
         assert (row.get("image_auroc", 0), row.get("pixel_auroc", 0), row.get("pixel_ap", 0)) == (cls, auroc, ap), m
@@ -223,13 +261,20 @@ def test_pouta_coverage(df):
     assert set(t3.loc[t3["method"].isin(["CCNN", "MS"]), "note"]) == {"supervised method"}
     t4 = p[p["table"] == "Table IV"]
     assert set(zip(t4["method"], t4["setting"])) == {
-        (m, f"k={k}") for m in ("TDG", "DifferNet", "RegAD", "POUTA") for k in (2, 4, 8)}
+        (m, f"k={k}") for m in ("TDG", "DifferNet", "RegAD", "POUTA") for k in (2, 4, 8)
+    }
     t5 = p[p["table"] == "Table V"]
     assert list(dict.fromkeys(t5["method"])) == ["Vanilla", "POUTA-base", "POUTA-base+HSG", "POUTA-base+MSS", "POUTA"]
     t6 = p[p["table"] == "Table VI"]
     assert set(zip(t6["method"], t6["metric"])) == {
-        ("POUTA", "flops_g"), ("Vanilla", "flops_g"), ("POUTA", "params_m"), ("Vanilla", "params_m"),
-        ("POUTA", "ms_per_img"), ("Vanilla", "ms_per_img"), ("PatchCore", "ms_per_img")}
+        ("POUTA", "flops_g"),
+        ("Vanilla", "flops_g"),
+        ("POUTA", "params_m"),
+        ("Vanilla", "params_m"),
+        ("POUTA", "ms_per_img"),
+        ("Vanilla", "ms_per_img"),
+        ("PatchCore", "ms_per_img"),
+    }
 
 
 def test_adl_coverage(df):
@@ -244,8 +289,10 @@ def test_adl_coverage(df):
     assert set(t1["method"]) == {"PatchCore", "DestSeg", "DRAEM", "LOE", "ADL"}
     t2 = a[a["table"] == "Table 2"]
     assert set(zip(t2["method"], t2["dataset"], t2["category"], t2["setting"])) == {
-        (m, ds, "all", "noise=0.1") for m in ("DL", "Wt-DL", "DL-CE", "SoftDL-CE", "Wt-SoftDL-CE", "ADL")
-        for ds in ("mvtec", "visa")}
+        (m, ds, "all", "noise=0.1")
+        for m in ("DL", "Wt-DL", "DL-CE", "SoftDL-CE", "Wt-SoftDL-CE", "ADL")
+        for ds in ("mvtec", "visa")
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,27 +306,71 @@ SPOT = [
     (dict(paper="glass", table="Table 1", method="DSR", category="transistor", metric="pixel_auroc"), 80.3),
     (dict(paper="glass", table="Table 1", method="GLASS-h", category="screw", metric="image_auroc"), 100),
     (dict(paper="glass", table="Table 1", method="GLASS-m", category="cable", metric="image_auroc"), 98.2),
-    (dict(paper="glass", table="Table 1", method="SimpleNet", category="average", metric="pixel_auroc",
-          setting="subset=object"), 98.3),
-    (dict(paper="glass", table="Table 1", method="RD++", category="average", metric="image_auroc",
-          setting="subset=texture"), 99.8),
+    (
+        dict(
+            paper="glass",
+            table="Table 1",
+            method="SimpleNet",
+            category="average",
+            metric="pixel_auroc",
+            setting="subset=object",
+        ),
+        98.3,
+    ),
+    (
+        dict(
+            paper="glass",
+            table="Table 1",
+            method="RD++",
+            category="average",
+            metric="image_auroc",
+            setting="subset=texture",
+        ),
+        99.8,
+    ),
     (dict(paper="glass", table="Table 1", method="GLASS-j", category="average", metric="pixel_auroc"), 99.3),
     # GLASS Table 2
     (dict(paper="glass", table="Table 2", method="DSR", dataset="visa", category="all", metric="au_pro"), 61.9),
     (dict(paper="glass", table="Table 2", method="SimpleNet", dataset="all", category="all", metric="fps"), 1306),
     (dict(paper="glass", table="Table 2", method="PatchCore", dataset="all", category="all", metric="fps"), 31),
-    (dict(paper="glass", table="Table 2", method="GLASS-h", dataset="mpdd", category="all", metric="image_auroc"), 96.7),
+    (
+        dict(paper="glass", table="Table 2", method="GLASS-h", dataset="mpdd", category="all", metric="image_auroc"),
+        96.7,
+    ),
     (dict(paper="glass", table="Table 2", method="GLASS-j", dataset="all", category="average", metric="au_pro"), 95.7),
     (dict(paper="glass", table="Table 2", method="BGAD", dataset="wfdd", category="all", metric="au_pro"), 88.5),
     # GLASS Tables 3-5
-    (dict(paper="glass", table="Table 3", method="RD++", dataset="mad-sys", category="all", metric="image_auroc"), 83.9),
+    (
+        dict(paper="glass", table="Table 3", method="RD++", dataset="mad-sys", category="all", metric="image_auroc"),
+        83.9,
+    ),
     (dict(paper="glass", table="Table 3", method="GLASS", dataset="all", category="average", metric="au_pro"), 88.9),
     (dict(paper="glass", table="Table 4", method="GAS(GN)", dataset="mad-sys", category="all", metric="au_pro"), 60.6),
     (dict(paper="glass", table="Table 4", method="LAS", dataset="mvtec", category="all", metric="pixel_auroc"), 95.4),
-    (dict(paper="glass", table="Table 5", method="GLASS-m", dataset="mvtec", category="all", metric="au_pro",
-          setting="backbone=resnet18;levels=unknown;row=8"), 94.7),
-    (dict(paper="glass", table="Table 5", method="GLASS-m", dataset="mvtec", category="all", metric="image_auroc",
-          setting="backbone=wide_resnet50_2;levels=unknown;row=1"), 96.7),
+    (
+        dict(
+            paper="glass",
+            table="Table 5",
+            method="GLASS-m",
+            dataset="mvtec",
+            category="all",
+            metric="au_pro",
+            setting="backbone=resnet18;levels=unknown;row=8",
+        ),
+        94.7,
+    ),
+    (
+        dict(
+            paper="glass",
+            table="Table 5",
+            method="GLASS-m",
+            dataset="mvtec",
+            category="all",
+            metric="image_auroc",
+            setting="backbone=wide_resnet50_2;levels=unknown;row=1",
+        ),
+        96.7,
+    ),
     # POUTA Table I (the DBPI carpet cell is printed "98.7/ 80.6")
     (dict(paper="pouta", table="Table I", method="DBPI", category="carpet", metric="pixel_ap"), 80.6),
     (dict(paper="pouta", table="Table I", method="DBPI", category="carpet", metric="image_auroc"), 99.7),
@@ -307,20 +398,37 @@ SPOT = [
     (dict(paper="adl", table="Table 1", method="DRAEM", dataset="visa", category="pcb1", setting="noise=0.1"), 0.21),
     (dict(paper="adl", table="Table 1", method="LOE", dataset="mvtec", category="grid", setting="noise=0.2"), 0.4),
     (dict(paper="adl", table="Table 1", method="ADL", dataset="mvtec", category="wood", setting="noise=0.2"), 0.997),
-    (dict(paper="adl", table="Table 1", method="PatchCore", dataset="mvtec", category="hazelnut",
-          setting="noise=0.2"), 0.651),
-    (dict(paper="adl", table="Table 1", method="DestSeg", dataset="visa", category="average", setting="noise=0.15"),
-     0.816),
-    (dict(paper="adl", table="Table 1", method="DRAEM", dataset="mvtec", category="average", setting="noise=0.1"), 0.879),
-    (dict(paper="adl", table="Table 2", method="Wt-SoftDL-CE", dataset="visa", category="all", setting="noise=0.1"),
-     0.821),
+    (
+        dict(
+            paper="adl", table="Table 1", method="PatchCore", dataset="mvtec", category="hazelnut", setting="noise=0.2"
+        ),
+        0.651,
+    ),
+    (
+        dict(paper="adl", table="Table 1", method="DestSeg", dataset="visa", category="average", setting="noise=0.15"),
+        0.816,
+    ),
+    (
+        dict(paper="adl", table="Table 1", method="DRAEM", dataset="mvtec", category="average", setting="noise=0.1"),
+        0.879,
+    ),
+    (
+        dict(paper="adl", table="Table 2", method="Wt-SoftDL-CE", dataset="visa", category="all", setting="noise=0.1"),
+        0.821,
+    ),
     (dict(paper="adl", table="Table 2", method="ADL", dataset="mvtec", category="all", setting="noise=0.1"), 0.924),
 ]
 
 
-DEFAULT_DATASET = {("glass", "Table 1"): "mvtec", ("pouta", "Table I"): "mvtec", ("pouta", "Table II"): "visa",
-                   ("pouta", "Table III"): "dagm", ("pouta", "Table IV"): "mvtec", ("pouta", "Table V"): "mvtec",
-                   ("pouta", "Table VI"): "all"}
+DEFAULT_DATASET = {
+    ("glass", "Table 1"): "mvtec",
+    ("pouta", "Table I"): "mvtec",
+    ("pouta", "Table II"): "visa",
+    ("pouta", "Table III"): "dagm",
+    ("pouta", "Table IV"): "mvtec",
+    ("pouta", "Table V"): "mvtec",
+    ("pouta", "Table VI"): "all",
+}
 
 
 @pytest.mark.parametrize("filters,value", SPOT, ids=[f"{f['paper']}-{f['table']}-{i}" for i, (f, _) in enumerate(SPOT)])
@@ -338,10 +446,15 @@ def test_notes():
     bottle = a[(a["method"] == "DestSeg") & (a["category"] == "bottle")]
     assert set(bottle["note"]) == {"bold in paper"}
     assert set(a.loc[(a["table"] == "Table 1") & (a["method"] == "ADL"), "note"]) >= {'printed as "Ours"'}
-    assert set(a.loc[(a["table"] == "Table 2") & (a["method"] == "ADL"), "note"]) == {'printed as "Proposed"; bold in paper'}
+    assert set(a.loc[(a["table"] == "Table 2") & (a["method"] == "ADL"), "note"]) == {
+        'printed as "Proposed"; bold in paper'
+    }
     p = raw("pouta")
     assert set(p.loc[(p["table"] == "Table VI") & (p["method"] == "POUTA"), "note"]) == {
-        "printed 35.37G", "printed 15.02M", "printed 32ms"}
+        "printed 35.37G",
+        "printed 15.02M",
+        "printed 32ms",
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,7 +505,9 @@ def test_claims_in_pouta_text(df):
     own, other = best_other(t3[t3["method"].isin(["POUTA", "PatchCore"])], "POUTA", category="class8")
     assert round(own - other, 1) == 38.6
     unsup = t3[t3["note"] == "unsupervised method"]
-    beaten = [c for c in DAGM if cell(unsup, method="POUTA", category=c) < unsup.loc[unsup["category"] == c, "value"].max()]
+    beaten = [
+        c for c in DAGM if cell(unsup, method="POUTA", category=c) < unsup.loc[unsup["category"] == c, "value"].max()
+    ]
     assert beaten == ["class4"]  # "outperforms all the unsupervised methods on all the categories except for Class4"
 
 
@@ -400,27 +515,40 @@ def test_cross_table_identities(df):
     g = df[df["paper"] == "glass"]
     for m in ("DSR", "PatchCore", "BGAD", "RD++", "SimpleNet", "GLASS-m", "GLASS-h", "GLASS-j"):
         for metric in ("image_auroc", "pixel_auroc"):
-            assert cell(g, table="Table 2", method=m, dataset="mvtec", category="all", metric=metric) == \
-                cell(g, table="Table 1", method=m, dataset="mvtec", category="average", metric=metric)
+            assert cell(g, table="Table 2", method=m, dataset="mvtec", category="all", metric=metric) == cell(
+                g, table="Table 1", method=m, dataset="mvtec", category="average", metric=metric
+            )
     for metric in ("image_auroc", "pixel_auroc", "au_pro"):
         full = cell(g, table="Table 4", method="LAS+GAS(GN+GA+TP)", dataset="mvtec", category="all", metric=metric)
         assert full == cell(g, table="Table 2", method="GLASS-m", dataset="mvtec", category="all", metric=metric)
-        assert full == cell(g, table="Table 5", method="GLASS-m", dataset="mvtec", category="all", metric=metric,
-                            setting="backbone=wide_resnet50_2;levels=2+3;row=4")
+        assert full == cell(
+            g,
+            table="Table 5",
+            method="GLASS-m",
+            dataset="mvtec",
+            category="all",
+            metric=metric,
+            setting="backbone=wide_resnet50_2;levels=2+3;row=4",
+        )
         for ds in ("mad-man", "mad-sys"):
-            assert cell(g, table="Table 4", method="LAS+GAS(GN+GA+TP)", dataset=ds, category="all", metric=metric) == \
-                cell(g, table="Table 3", method="GLASS", dataset=ds, category="all", metric=metric)
+            assert cell(
+                g, table="Table 4", method="LAS+GAS(GN+GA+TP)", dataset=ds, category="all", metric=metric
+            ) == cell(g, table="Table 3", method="GLASS", dataset=ds, category="all", metric=metric)
     p = df[df["paper"] == "pouta"]
     for metric in ("image_auroc", "pixel_auroc", "pixel_ap"):
-        assert cell(p, table="Table V", method="POUTA", dataset="mvtec", category="all", metric=metric) == \
-            cell(p, table="Table I", method="POUTA", dataset="mvtec", category="average", metric=metric)
+        assert cell(p, table="Table V", method="POUTA", dataset="mvtec", category="all", metric=metric) == cell(
+            p, table="Table I", method="POUTA", dataset="mvtec", category="average", metric=metric
+        )
     a = df[df["paper"] == "adl"]
     kw = dict(method="ADL", metric="image_auroc", setting="noise=0.1")
-    assert cell(a, table="Table 2", dataset="mvtec", category="all", **kw) == \
-        cell(a, table="Table 1", dataset="mvtec", category="average", **kw)
+    assert cell(a, table="Table 2", dataset="mvtec", category="all", **kw) == cell(
+        a, table="Table 1", dataset="mvtec", category="average", **kw
+    )
     # VisA: Table 2 prints 0.843, Table 1's average row 0.844; both are within rounding of the mean of
     # Table 1's twelve categories (10.123 / 12 = 0.84358), so neither is a transcription error.
-    t1 = a[(a["table"] == "Table 1") & (a["dataset"] == "visa") & (a["method"] == "ADL") & (a["setting"] == "noise=0.1")]
+    t1 = a[
+        (a["table"] == "Table 1") & (a["dataset"] == "visa") & (a["method"] == "ADL") & (a["setting"] == "noise=0.1")
+    ]
     mean = t1.loc[t1["category"] != "average", "value"].mean()
     assert cell(a, table="Table 2", dataset="visa", category="all", **kw) == 0.843
     assert cell(a, table="Table 1", dataset="visa", category="average", **kw) == 0.844
@@ -443,9 +571,16 @@ def test_check_averages_covers_every_checkable_average(checks):
         ("pouta", "Table III", "categories"): 3,
         ("adl", "Table 1", "categories"): 5 * 2 * 3,
     }
-    n = {("glass", "Table 1", ""): 15, ("glass", "Table 1", "subset=texture"): 5, ("glass", "Table 1", "subset=object"): 10,
-         ("glass", "Table 2", ""): 4, ("glass", "Table 3", ""): 2, ("pouta", "Table I", ""): 15,
-         ("pouta", "Table II", ""): 12, ("pouta", "Table III", ""): 10}
+    n = {
+        ("glass", "Table 1", ""): 15,
+        ("glass", "Table 1", "subset=texture"): 5,
+        ("glass", "Table 1", "subset=object"): 10,
+        ("glass", "Table 2", ""): 4,
+        ("glass", "Table 3", ""): 2,
+        ("pouta", "Table I", ""): 15,
+        ("pouta", "Table II", ""): 12,
+        ("pouta", "Table III", ""): 10,
+    }
     for _, r in checks.iterrows():
         if r["paper"] == "adl":
             assert r["n"] == (15 if r["dataset"] == "mvtec" else 12)
@@ -476,8 +611,13 @@ def test_discrepancies_file():
     assert (d["note"] != "").all()
     assert len(d) == 1
     r = d.iloc[0]
-    assert (r["paper"], r["table"], r["method"], r["dataset"], r["setting"]) == ("adl", "Table 1", "DRAEM", "mvtec",
-                                                                                  "noise=0.1")
+    assert (r["paper"], r["table"], r["method"], r["dataset"], r["setting"]) == (
+        "adl",
+        "Table 1",
+        "DRAEM",
+        "mvtec",
+        "noise=0.1",
+    )
     assert r["printed"] == 0.879 and r["recomputed"] == pytest.approx(13.113 / 15)
 
 
@@ -503,14 +643,20 @@ def test_check_averages_catches_a_corrupted_value(df):
 
     cases = [
         # a texture category of GLASS Table 1 (5 categories: mean moves by 0.2, slack 0.1)
-        (dict(paper="glass", table="Table 1", method="GLASS-j", category="wood", metric="image_auroc"),
-         dict(paper="glass", table="Table 1", method="GLASS-j", metric="image_auroc", setting="subset=texture")),
+        (
+            dict(paper="glass", table="Table 1", method="GLASS-j", category="wood", metric="image_auroc"),
+            dict(paper="glass", table="Table 1", method="GLASS-j", metric="image_auroc", setting="subset=texture"),
+        ),
         # a VisA category of ADL Table 1 (3 decimals)
-        (dict(paper="adl", table="Table 1", method="ADL", category="pcb1", setting="noise=0.15"),
-         dict(paper="adl", table="Table 1", method="ADL", dataset="visa", setting="noise=0.15")),
+        (
+            dict(paper="adl", table="Table 1", method="ADL", category="pcb1", setting="noise=0.15"),
+            dict(paper="adl", table="Table 1", method="ADL", dataset="visa", setting="noise=0.15"),
+        ),
         # one dataset of GLASS Table 3 (average of two)
-        (dict(paper="glass", table="Table 3", method="PatchCore", dataset="mad-man", metric="au_pro"),
-         dict(paper="glass", table="Table 3", method="PatchCore", dataset="all", metric="au_pro")),
+        (
+            dict(paper="glass", table="Table 3", method="PatchCore", dataset="mad-man", metric="au_pro"),
+            dict(paper="glass", table="Table 3", method="PatchCore", dataset="all", metric="au_pro"),
+        ),
     ]
     for where, group in cases:
         assert status(df, **group)["ok"].all(), group
@@ -528,7 +674,12 @@ def test_check_averages_catches_a_corrupted_value(df):
         assert len(rest[~rest["ok"]]) == len(R.discrepancies())
     # also without the decimals column (decimals then come from the float values)
     bad = df.drop(columns="decimals")
-    mask = (bad["paper"] == "pouta") & (bad["table"] == "Table III") & (bad["method"] == "CCNN") & (bad["category"] == "class1")
+    mask = (
+        (bad["paper"] == "pouta")
+        & (bad["table"] == "Table III")
+        & (bad["method"] == "CCNN")
+        & (bad["category"] == "class1")
+    )
     bad.loc[mask, "value"] += 2.0
     after = status(bad, paper="pouta", table="Table III", method="CCNN")
     assert len(after) == 1 and not after["ok"].iloc[0]
@@ -544,13 +695,18 @@ def test_load_filters(df):
     g1 = R.load("glass", table="Table 1", method="GLASS-m")
     assert len(g1) == 18 * 2
     assert set(g1["paper"]) == {"glass"} and set(g1["method"]) == {"GLASS-m"}
-    assert len(R.load(table="Table 1")) == ROWS[("glass", "Table 1")] + ROWS[("adl", "Table 1")] + ROWS[("adtr", "Table 1")]
+    assert (
+        len(R.load(table="Table 1"))
+        == ROWS[("glass", "Table 1")] + ROWS[("adl", "Table 1")] + ROWS[("adtr", "Table 1")]
+    )
     assert len(R.load(dataset="mvtec", metric="pixel_ap")) == 5 * 16 + 5  # Table I (no RSTD/ReContrast AP) + V
     assert len(R.load("pouta", value=100.0)) == len(df[(df["paper"] == "pouta") & (df["value"] == 100)])
     assert len(R.load("adtr")) == 9 and list(R.load("adtr").columns[:9]) == R.COLUMNS
     assert len(R.load("glass", method="no-such-method")) == 0
-    pd.testing.assert_frame_equal(R.load("pouta").drop(columns="decimals"),
-                                  df[df["paper"] == "pouta"].drop(columns="decimals").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        R.load("pouta").drop(columns="decimals"),
+        df[df["paper"] == "pouta"].drop(columns="decimals").reset_index(drop=True),
+    )
 
 
 def test_load_rejects_unknown_names():
@@ -573,8 +729,16 @@ def test_adtr_rows_are_the_s3_means_with_their_tag():
     a = raw("adtr")
     assert (a["category"] == "average").all() and a["note"].str.startswith("tag=S3").all()
     got = {(r.table, r.method): r.value for r in a.itertuples()}
-    assert got == {("Table 1", "SPADE"): "96.0", ("Table 1", "ADTR"): "97.2", ("Table 1", "ADTR+"): "97.5",
-                   ("Table 2", "TS"): "92.5", ("Table 2", "ADTR"): "96.4", ("Table 2", "ADTR+"): "96.9",
-                   ("Table 3", "KDAD"): "87.2", ("Table 3", "ADTR"): "94.7", ("Table 3", "ADTR+"): "96.1"}
+    assert got == {
+        ("Table 1", "SPADE"): "96.0",
+        ("Table 1", "ADTR"): "97.2",
+        ("Table 1", "ADTR+"): "97.5",
+        ("Table 2", "TS"): "92.5",
+        ("Table 2", "ADTR"): "96.4",
+        ("Table 2", "ADTR+"): "96.9",
+        ("Table 3", "KDAD"): "87.2",
+        ("Table 3", "ADTR"): "94.7",
+        ("Table 3", "ADTR+"): "96.1",
+    }
     # S2/S1 numbers (Table 4, PSVDD, FCDD, ...) are not reported numbers
     assert not a["method"].isin(["PSVDD", "FCDD", "CNN"]).any() and "Table 4" not in set(a["table"])

@@ -23,7 +23,9 @@ FAST = dict(resize=64, crop=64)
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("rs_data")
-    generate_benchmark(root, categories=["wood", "grass", "nut"], n_train=8, n_test_good=4, n_per_defect=2, size=64, progress=False)
+    generate_benchmark(
+        root, categories=["wood", "grass", "nut"], n_train=8, n_test_good=4, n_per_defect=2, size=64, progress=False
+    )
     return root
 
 
@@ -34,7 +36,9 @@ def test_job_key_tracks_every_setting_but_not_the_data_root():
     assert a.key()["config_hash"] != Job.make("glass", "synth", "wood", epochs=3).key()["config_hash"]
     assert a.key()["config_hash"] != Job.make("glass", "synth", "wood", seed=1).key()["config_hash"]
     assert Job.make("glass", "synth", "wood", data_root="/x").key() == a.key()
-    assert Job.make("glass", "synth", "wood", layers=["layer2"]) == Job.make("glass", "synth", "wood", layers=("layer2",))
+    assert Job.make("glass", "synth", "wood", layers=["layer2"]) == Job.make(
+        "glass", "synth", "wood", layers=("layer2",)
+    )
     assert a.key()["weights"] == "random-init:resnet18 seed=0"
     assert Job.make("glass", "synth", "wood", profile="paper").key()["weights"] == "timm:wide_resnet50_2.tv_in1k"
     with pytest.raises(ValueError, match="unknown method 'nope'"):
@@ -49,7 +53,10 @@ def test_config_hash_and_weights_id_by_hand():
     assert config_hash({"a": 1, "data_root": "/p"}) == config_hash({"a": 1, "data_root": "/q"})
     assert weights_id({}) == "none"
     assert weights_id({"backbone": "resnet18", "pretrained": True, "weights_file": "/w/r18.pth"}) == "file:r18.pth"
-    assert weights_id({"backbone": "resnet18", "pretrained": True, "backbone_tag": "resnet18.a1_in1k"}) == "timm:resnet18.a1_in1k"
+    assert (
+        weights_id({"backbone": "resnet18", "pretrained": True, "backbone_tag": "resnet18.a1_in1k"})
+        == "timm:resnet18.a1_in1k"
+    )
 
 
 def test_run_writes_a_record_with_provenance_and_is_cached(data_root, tmp_path):
@@ -72,7 +79,11 @@ def test_run_writes_a_record_with_provenance_and_is_cached(data_root, tmp_path):
     assert store.run(job) == rec  # cache hit: nothing re-run or rewritten
     assert (d / "record.json").stat().st_mtime_ns == mtime
     frame = store.frame()
-    assert len(frame) == 1 and frame.loc[0, "label"] == "patchcore" and frame.loc[0, "image_auroc"] == rec["metrics"]["image_auroc"]
+    assert (
+        len(frame) == 1
+        and frame.loc[0, "label"] == "patchcore"
+        and frame.loc[0, "image_auroc"] == rec["metrics"]["image_auroc"]
+    )
     model = store.model(job)
     assert model.memory_bank is not None
 
@@ -122,7 +133,9 @@ def test_a_killed_batch_restarts_where_it_stopped(data_root, tmp_path):
     # no temporary files left behind by the atomic writes that did finish
     assert not [p for p in root.rglob("record.json*") if p.name != "record.json"]
     fresh = ResultsStore(tmp_path / "fresh", data_root=str(data_root), progress=False).run_many(jobs)
-    pd.testing.assert_series_equal(frame.set_index("category")["image_auroc"], fresh.set_index("category")["image_auroc"])
+    pd.testing.assert_series_equal(
+        frame.set_index("category")["image_auroc"], fresh.set_index("category")["image_auroc"]
+    )
 
 
 def test_worker_processes_give_the_same_numbers(data_root, tmp_path):
@@ -134,7 +147,9 @@ def test_worker_processes_give_the_same_numbers(data_root, tmp_path):
 
 
 def test_summarize_means_and_sds_over_seeds():
-    f = pd.DataFrame({"label": ["x", "x", "y"], "dataset": ["d"] * 3, "category": ["c"] * 3, "image_auroc": [0.6, 0.8, 0.5]})
+    f = pd.DataFrame(
+        {"label": ["x", "x", "y"], "dataset": ["d"] * 3, "category": ["c"] * 3, "image_auroc": [0.6, 0.8, 0.5]}
+    )
     s = summarize(f, metrics=("image_auroc",)).set_index("label")
     assert s.loc["x", "image_auroc"] == pytest.approx(0.7) and s.loc["x", "image_auroc_sd"] == pytest.approx(0.1)
     assert s.loc["x", "n"] == 2 and s.loc["y", "n"] == 1
@@ -142,18 +157,32 @@ def test_summarize_means_and_sds_over_seeds():
 
 def test_side_by_side_aligns_reported_and_reproduced_and_averages():
     rep = reported.load("glass", table="Table 1", dataset="mvtec")
-    ours = pd.DataFrame({
-        "label": ["glass-m", "glass-m", "glass-m"], "dataset": ["mvtec", "mvtec", "synth"],
-        "category": ["carpet", "grid", "wood"], "image_auroc": [0.9, 0.8, 0.5],
-        "profile": ["paper", "paper", "smoke"], "weights": ["w"] * 3, "seed": [0] * 3, "config_hash": ["h"] * 3,
-    })
-    t = tables.side_by_side(rep, ours, metric="image_auroc", methods=[("GLASS-m", "GLASS-m", "glass-m"), ("DSR", "DSR", None)],
-                            missing={"visa": "missing under data root"})
+    ours = pd.DataFrame(
+        {
+            "label": ["glass-m", "glass-m", "glass-m"],
+            "dataset": ["mvtec", "mvtec", "synth"],
+            "category": ["carpet", "grid", "wood"],
+            "image_auroc": [0.9, 0.8, 0.5],
+            "profile": ["paper", "paper", "smoke"],
+            "weights": ["w"] * 3,
+            "seed": [0] * 3,
+            "config_hash": ["h"] * 3,
+        }
+    )
+    t = tables.side_by_side(
+        rep,
+        ours,
+        metric="image_auroc",
+        methods=[("GLASS-m", "GLASS-m", "glass-m"), ("DSR", "DSR", None)],
+        missing={"visa": "missing under data root"},
+    )
     carpet = rep[(rep.method == "GLASS-m") & (rep.category == "carpet") & (rep.metric == "image_auroc")].value.item()
     assert t.loc[("mvtec", "carpet"), "GLASS-m paper"] == carpet
     assert t.loc[("mvtec", "carpet"), "GLASS-m ours"] == pytest.approx(90.0)
     assert t.loc[("mvtec", "average"), "GLASS-m ours"] == pytest.approx(85.0)  # mean of carpet and grid
-    assert t.loc[("synth", "average"), "GLASS-m ours"] == pytest.approx(50.0) and np.isnan(t.loc[("synth", "wood"), "GLASS-m paper"])
+    assert t.loc[("synth", "average"), "GLASS-m ours"] == pytest.approx(50.0) and np.isnan(
+        t.loc[("synth", "wood"), "GLASS-m paper"]
+    )
     assert t.loc[("visa", "average"), "status"] == "missing under data root"
     assert t["DSR ours"].isna().all() and t.loc[("mvtec", "average"), "DSR paper"] > 0
     cats = [c for d, c in t.index if d == "mvtec"]
@@ -180,8 +209,15 @@ def test_save_table_writes_csv_and_markdown(tmp_path):
 
 
 def test_side_by_side_gives_sd_over_seeds_and_format_prints_mean_pm_sd():
-    ours = pd.DataFrame({"label": ["m"] * 4, "dataset": ["d"] * 4, "category": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
-                         "image_auroc": [0.9, 0.8, 0.7, 0.5]})
+    ours = pd.DataFrame(
+        {
+            "label": ["m"] * 4,
+            "dataset": ["d"] * 4,
+            "category": ["a", "a", "b", "b"],
+            "seed": [0, 1, 0, 1],
+            "image_auroc": [0.9, 0.8, 0.7, 0.5],
+        }
+    )
     rep = pd.DataFrame(columns=["dataset", "category", "method", "metric", "value"])
     t = tables.side_by_side(rep, ours, metric="image_auroc", methods=[("M", None, "m")])
     assert t.loc[("d", "a"), "M ours"] == pytest.approx(85.0)
@@ -196,9 +232,18 @@ def test_side_by_side_gives_sd_over_seeds_and_format_prints_mean_pm_sd():
 
 
 def test_provenance_names_mixed_numerics():
-    base = {"label": "m", "dataset": "d", "category": "a", "profile": "smoke", "weights": "w", "config_hash": "h",
-            "image_auroc": 0.9}
-    same = pd.DataFrame([{**base, "seed": s, "numerics": "reference/AVX2/cpu/1t torch 2.14.1 numpy 2.4.6"} for s in (0, 1)])
+    base = {
+        "label": "m",
+        "dataset": "d",
+        "category": "a",
+        "profile": "smoke",
+        "weights": "w",
+        "config_hash": "h",
+        "image_auroc": 0.9,
+    }
+    same = pd.DataFrame(
+        [{**base, "seed": s, "numerics": "reference/AVX2/cpu/1t torch 2.14.1 numpy 2.4.6"} for s in (0, 1)]
+    )
     assert "WARNING" not in tables.provenance(same) and "numerics reference/AVX2" in tables.provenance(same)
     mixed = same.copy()
     mixed.loc[1, "numerics"] = "native/AVX512/cpu/2t torch 2.14.1 numpy 2.4.6"

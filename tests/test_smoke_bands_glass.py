@@ -43,10 +43,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from adlib.data.synth import generate_benchmark
+
+pytestmark = pytest.mark.slow  # minutes: trainings over seeds and numerics (make test-fast skips them)
 
 CATEGORY = "wood"
 BENCH = dict(n_train=8, n_test_good=8, n_per_defect=3, size=128)
@@ -62,6 +63,7 @@ import adlib
 from adlib import numerics
 from adlib.data import get_dataset
 from adlib.models import build, evaluate
+
 
 numerics.configure_torch("cpu")
 torch.set_num_threads(1)  # both settings share the 2 cores side by side
@@ -81,8 +83,10 @@ print("RESULT " + json.dumps(out))
 
 
 #: broken variants: one per process, so that the two processes take about the same time
-BROKEN = {"native": ["glass", 0, {"variant": "m", "swap_labels": True}],
-          "reference": ["simplenet", 0, {"swap_labels": True}]}
+BROKEN = {
+    "native": ["glass", 0, {"variant": "m", "swap_labels": True}],
+    "reference": ["simplenet", 0, {"swap_labels": True}],
+}
 
 
 def _jobs(mode: str) -> list:
@@ -100,13 +104,15 @@ def runs(tmp_path_factory):
         args = [sys.executable, "-c", SCRIPT, str(root), CATEGORY, json.dumps(_jobs(mode))]
         procs[mode] = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = []
-    for mode, p in procs.items():
+    for p in procs.values():
         stdout, stderr = p.communicate(timeout=600)
         assert p.returncode == 0, stderr[-3000:]
         line = [l for l in stdout.splitlines() if l.startswith("RESULT ")][-1]
-        out += json.loads(line[len("RESULT "):])
+        out += json.loads(line[len("RESULT ") :])
     for r in out:  # shown with pytest -s
-        print(f"{r['numerics']:9s} {r['method']:9s} seed {r['seed']} {r['kw']}: image AUROC {r['image_auroc']:.3f} ({r['seconds']} s)")
+        print(
+            f"{r['numerics']:9s} {r['method']:9s} seed {r['seed']} {r['kw']}: image AUROC {r['image_auroc']:.3f} ({r['seconds']} s)"
+        )
     return out
 
 

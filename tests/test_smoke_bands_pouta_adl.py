@@ -26,9 +26,10 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # minutes: trainings over seeds and numerics (make test-fast skips them)
 
 CATEGORY = "wood"
 BENCH_SEED = 7
@@ -84,6 +85,7 @@ from adlib import numerics
 from adlib.data import get_dataset
 from adlib.models import build, evaluate
 
+
 root, specs = sys.argv[1], json.loads(sys.argv[2])
 numerics.configure_torch("cpu")
 torch.set_num_threads(1)  # native too: only the kernels differ between the two settings
@@ -117,8 +119,13 @@ def results(tmp_path_factory):
         if mode == "native":  # importing adlib here wrote the reference variables into os.environ
             for k in numerics.REFERENCE_ENV:
                 env.pop(k, None)
-        return subprocess.Popen([sys.executable, "-c", WORKER, str(root), json.dumps(jobs[mode])], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(root), json.dumps(jobs[mode])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     out = []
     t0 = time.perf_counter()

@@ -250,7 +250,7 @@ def test_rerun_skipped_and_interrupted_regenerated(tmp_path):
     S.generate_benchmark(tmp_path, seed=0, **kw)
     assert (tmp_path / "synth" / "manifest.json").is_file() and not stray.exists()
     after = _mtimes(tmp_path / "synth")
-    old = {k[len("synth/"):]: v for k, v in before.items() if k.startswith("synth/")}
+    old = {k[len("synth/") :]: v for k, v in before.items() if k.startswith("synth/")}
     assert after.keys() == old.keys()
     assert all(after[k] != old[k] for k in after), "every synth file must have been rewritten"
     assert _mtimes(tmp_path / "synth-weak") == weak_before, "the complete weak folder is kept"

@@ -1,7 +1,7 @@
 """FCDD confetti noise (ADTR+ synthetic anomalies) and ADL training-set contamination."""
 
-from pathlib import Path
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,10 +113,12 @@ def test_grid_label_modes_by_hand():
     m[0, 0, 0] = True  # one pixel in the top-left cell
     m[0, 2:, 2:] = True  # the whole bottom-right cell
     assert torch.equal(confetti_grid_label(m, 2), torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]]))
-    assert torch.equal(confetti_grid_label(m, 2, mode="area"),
-                       torch.tensor([[[0.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]]))
-    assert torch.equal(confetti_grid_label(m, 2, mode="area", area_threshold=0.25)[0],
-                       torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert torch.equal(
+        confetti_grid_label(m, 2, mode="area"), torch.tensor([[[0.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    )
+    assert torch.equal(
+        confetti_grid_label(m, 2, mode="area", area_threshold=0.25)[0], torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    )
     assert torch.equal(confetti_grid_label(m, (1, 2), mode="image"), torch.tensor([[[1.0, 1.0]], [[0.0, 0.0]]]))
     both = torch.tensor([True, True])
     assert torch.equal(confetti_grid_label(m, 2, mode="image", replaced=both), torch.ones(2, 2, 2))
@@ -133,8 +135,14 @@ def _records():
     test = [Record(Path(f"/d/bottle/test/good/{i:03d}.png"), 0, "good", None, "bottle", "test") for i in range(20)]
     for d in ("broken_large", "broken_small", "contamination"):
         test += [
-            Record(Path(f"/d/bottle/test/{d}/{i:03d}.png"), 1, d, Path(f"/d/bottle/ground_truth/{d}/{i:03d}_mask.png"),
-                   "bottle", "test")
+            Record(
+                Path(f"/d/bottle/test/{d}/{i:03d}.png"),
+                1,
+                d,
+                Path(f"/d/bottle/ground_truth/{d}/{i:03d}_mask.png"),
+                "bottle",
+                "test",
+            )
             for i in range(15)
         ]
     return train, test

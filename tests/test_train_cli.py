@@ -14,7 +14,9 @@ from adlib.models import available_models
 def mvtec_root(tmp_path_factory):
     """A tiny built-in benchmark exposed under the name `mvtec` (same layout as MVTec AD)."""
     root = tmp_path_factory.mktemp("data")
-    generate_benchmark(root, seed=2, categories=["wood"], n_train=4, n_test_good=3, n_per_defect=1, size=64, progress=False)
+    generate_benchmark(
+        root, seed=2, categories=["wood"], n_train=4, n_test_good=3, n_per_defect=1, size=64, progress=False
+    )
     shutil.copytree(root / "synth", root / "mvtec")
     return root
 
@@ -23,7 +25,10 @@ def _args(method, root, out, *extra):
     return [method, "--dataset", "mvtec", "--category", "wood", "--data-root", str(root), "--out", str(out), *extra]
 
 
-@pytest.mark.parametrize("method,extra", [("glass", ["--variant", "m", "--epochs", "1"]), ("simplenet", ["--epochs", "1"]), ("patchcore", [])])
+@pytest.mark.parametrize(
+    "method,extra",
+    [("glass", ["--variant", "m", "--epochs", "1"]), ("simplenet", ["--epochs", "1"]), ("patchcore", [])],
+)
 def test_train_then_test_writes_metrics_with_provenance(mvtec_root, tmp_path, method, extra):
     if method not in available_models():
         pytest.fail(f"method {method} is not registered")
@@ -83,8 +88,21 @@ def layouts_root(tmp_path_factory, mvtec_root):
 @pytest.mark.parametrize("dataset,category", [("mvtec", "wood"), ("visa", "candle"), ("dagm", "Class1")])
 def test_reconstruction_methods_train_and_test_on_each_layout(layouts_root, tmp_path, method, dataset, category):
     out = tmp_path / "runs"
-    args = [method, "--dataset", dataset, "--category", category, "--data-root", str(layouts_root), "--out", str(out),
-            "--epochs", "1", "--set", "image_size=32"]
+    args = [
+        method,
+        "--dataset",
+        dataset,
+        "--category",
+        category,
+        "--data-root",
+        str(layouts_root),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--set",
+        "image_size=32",
+    ]
     assert main(["train", *args]) == 0 and main(["test", *args]) == 0
     rec = json.loads((out / method / dataset / category / "metrics.json").read_text())
     assert rec["dataset"] == dataset and rec["model"]["weights"] == "none (trained from scratch)"
@@ -97,8 +115,25 @@ def test_reconstruction_methods_train_and_test_on_each_layout(layouts_root, tmp_
 @pytest.mark.parametrize("dataset,category,eps,hidden", [("mvtec", "wood", 0.4, 2), ("visa", "candle", 0.25, 1)])
 def test_adl_trains_and_tests_under_contamination(layouts_root, tmp_path, dataset, category, eps, hidden):
     out = tmp_path / "runs"
-    args = ["adl", "--dataset", dataset, "--category", category, "--data-root", str(layouts_root), "--out", str(out),
-            "--contamination", str(eps), "--epochs", "1", "--set", "steps_per_epoch=1", "--set", "batch_size=2"]
+    args = [
+        "adl",
+        "--dataset",
+        dataset,
+        "--category",
+        category,
+        "--data-root",
+        str(layouts_root),
+        "--out",
+        str(out),
+        "--contamination",
+        str(eps),
+        "--epochs",
+        "1",
+        "--set",
+        "steps_per_epoch=1",
+        "--set",
+        "batch_size=2",
+    ]
     assert main(["train", *args]) == 0 and main(["test", *args]) == 0
     run = out / "adl-proposed" / dataset / category / f"eps{eps:g}-seed0"
     train = json.loads((run / "train.json").read_text())

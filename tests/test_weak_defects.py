@@ -16,9 +16,20 @@ from adlib.synthesis.weak import weak_defect, write_weak_defect_sets
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
-    generate_benchmark(root, seed=5, categories=["brick", "wood", "nut"], n_train=2, n_test_good=6, n_per_defect=1, size=96, progress=False)
+    generate_benchmark(
+        root,
+        seed=5,
+        categories=["brick", "wood", "nut"],
+        n_train=2,
+        n_test_good=6,
+        n_per_defect=1,
+        size=96,
+        progress=False,
+    )
     out = root / "weak"
-    manifest = write_weak_defect_sets(root / "synth", out, texture_source(root), dataset="synth", betas=(0.1, 0.7), seed=1, progress=False)
+    manifest = write_weak_defect_sets(
+        root / "synth", out, texture_source(root), dataset="synth", betas=(0.1, 0.7), seed=1, progress=False
+    )
     return root, out, manifest
 
 

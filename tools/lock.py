@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the extras make installs (and the lock covers)
@@ -47,7 +48,9 @@ def read_lock(path: Path = ROOT / "requirements.lock") -> dict[str, str]:
 def all_dependencies(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     """The requirements of pyproject.toml: ``dependencies`` and every optional extra."""
     project = tomllib.loads(pyproject.read_text())["project"]
-    return list(project["dependencies"]) + [d for extra in project.get("optional-dependencies", {}).values() for d in extra]
+    return list(project["dependencies"]) + [
+        d for extra in project.get("optional-dependencies", {}).values() for d in extra
+    ]
 
 
 def write_environment_pins(lock: dict[str, str], path: Path = ROOT / "environment.yml") -> None:
@@ -68,8 +71,12 @@ def main() -> int:
     try:
         subprocess.run([args.python, "-m", "venv", str(tmp / "venv")], check=True)
         pip = [str(tmp / "venv" / "bin" / "python"), "-m", "pip"]
-        subprocess.run([*pip, "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[{','.join(EXTRAS)}]"], check=True)
-        frozen = subprocess.run([*pip, "freeze", "--exclude-editable"], check=True, capture_output=True, text=True).stdout
+        subprocess.run(
+            [*pip, "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[{','.join(EXTRAS)}]"], check=True
+        )
+        frozen = subprocess.run(
+            [*pip, "freeze", "--exclude-editable"], check=True, capture_output=True, text=True
+        ).stdout
         lines = [ln for ln in frozen.splitlines() if ln and not ln.startswith(("-e", "adlib"))]
         (ROOT / "requirements.lock").write_text(HEADER + "\n".join(lines) + "\n")
         write_environment_pins(read_lock())

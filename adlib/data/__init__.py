@@ -69,10 +69,18 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("visa", "visa", ("visa", "VisA", "VisA_20220922"), "VisA"),
         DatasetSpec("dagm", "dagm", ("dagm", "DAGM", "DAGM2007", "DAGM_KaggleUpload"), "DAGM 2007"),
         DatasetSpec("dtd", "dtd", ("dtd", "DTD"), "Describable Textures Dataset (texture source)"),
-        DatasetSpec("cifar10", "cifar:cifar10", ("cifar-10-batches-py", "cifar10", "CIFAR10", "cifar-10"),
-                    "CIFAR-10 (one class normal, the nine others anomalous)"),
-        DatasetSpec("cifar100", "cifar:cifar100", ("cifar-100-python", "cifar100", "CIFAR100"),
-                    "CIFAR-100 (outlier source for outlier exposure)"),
+        DatasetSpec(
+            "cifar10",
+            "cifar:cifar10",
+            ("cifar-10-batches-py", "cifar10", "CIFAR10", "cifar-10"),
+            "CIFAR-10 (one class normal, the nine others anomalous)",
+        ),
+        DatasetSpec(
+            "cifar100",
+            "cifar:cifar100",
+            ("cifar-100-python", "cifar100", "CIFAR100"),
+            "CIFAR-100 (outlier source for outlier exposure)",
+        ),
         DatasetSpec(
             "synth",
             "mvtec",

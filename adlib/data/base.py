@@ -22,9 +22,10 @@ masks), optional centre crop, optional ImageNet normalisation. Errors name the f
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch

@@ -80,8 +80,13 @@ class CifarDataset(AnomalyDataset):
         if not isinstance(rec, CifarRecord):
             return super().__getitem__(index)
         x = self.transform.image(Image.fromarray(image_array(rec.file, rec.row)))
-        return Sample(x, torch.zeros((1, *x.shape[-2:]), dtype=torch.float32), int(rec.label), rec.defect_type,
-                      str(rec.image_path))
+        return Sample(
+            x,
+            torch.zeros((1, *x.shape[-2:]), dtype=torch.float32),
+            int(rec.label),
+            rec.defect_type,
+            str(rec.image_path),
+        )
 
 
 def _get(d: dict, key: str):
@@ -113,8 +118,10 @@ def _batch(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, np.ndarray]
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"CIFAR file {path} lacks b'data' or b'labels' / b'fine_labels': {exc!r}") from exc
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or labels.shape != (len(data),):
-        raise DataError(f"CIFAR file {path}: expected uint8 data N x {3 * SIDE * SIDE} and N labels, got data "
-                        f"{data.dtype} {data.shape} and labels {labels.shape}")
+        raise DataError(
+            f"CIFAR file {path}: expected uint8 data N x {3 * SIDE * SIDE} and N labels, got data "
+            f"{data.dtype} {data.shape} and labels {labels.shape}"
+        )
     log.debug("decoded %s: %d images", path, len(data))
     return data.reshape(-1, 3, SIDE, SIDE), labels
 
@@ -173,12 +180,16 @@ class CifarLayout:
             f = path / name
             _, labels = read_batch(f)
             if self.name == "cifar100":
-                records += [CifarRecord(Path(f"{f}#{i}"), 1, OUTLIER, None, category, split, file=f, row=i)
-                            for i in range(len(labels))]
+                records += [
+                    CifarRecord(Path(f"{f}#{i}"), 1, OUTLIER, None, category, split, file=f, row=i)
+                    for i in range(len(labels))
+                ]
                 continue
             if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-                raise DataError(f"CIFAR file {f}: label {int(labels.max())} outside the {len(classes)} classes "
-                                f"of {path / self.meta}")
+                raise DataError(
+                    f"CIFAR file {f}: label {int(labels.max())} outside the {len(classes)} classes "
+                    f"of {path / self.meta}"
+                )
             target = classes.index(category)
             for i, y in enumerate(labels.tolist()):
                 if y == target:
@@ -190,6 +201,7 @@ class CifarLayout:
         return records
 
 
-cifar10 = CifarLayout("cifar10", {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-                      "batches.meta")
+cifar10 = CifarLayout(
+    "cifar10", {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}, "batches.meta"
+)
 cifar100 = CifarLayout("cifar100", {"train": ("train",), "test": ("test",)}, "meta")

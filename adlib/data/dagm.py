@@ -36,7 +36,7 @@ import logging
 import re
 from pathlib import Path
 
-from .base import DataError, Record, list_images, check_category_split
+from .base import DataError, Record, check_category_split, list_images
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,13 @@ def index(path: Path, category: str, split: str) -> list[Record]:
         records.append(Record(image, 1, DEFECT_TYPE, mask, category, split))
     unlisted = [p.name for p in list_images(split_dir) if p.name not in listed]
     if unlisted:
-        log.warning("%s: %d image(s) not listed in %s are left out (e.g. %s)",
-                    split_dir, len(unlisted), labels_path, unlisted[0])
+        log.warning(
+            "%s: %d image(s) not listed in %s are left out (e.g. %s)",
+            split_dir,
+            len(unlisted),
+            labels_path,
+            unlisted[0],
+        )
     if not records:
         raise DataError(f"no {split} images of category {category!r} listed in {labels_path} (category is empty)")
     return records

@@ -31,7 +31,9 @@ def category_table(name: str, root: str | os.PathLike | None = None) -> pd.DataF
                 defect_types=", ".join(f"{d} ({counts[d]})" for d in defects),
             )
         )
-    return pd.DataFrame(rows, columns=["dataset", "category", "train_good", "test_good", "test_anomalous", "defect_types"])
+    return pd.DataFrame(
+        rows, columns=["dataset", "category", "train_good", "test_good", "test_anomalous", "defect_types"]
+    )
 
 
 def describe_root(root: str | os.PathLike) -> dict[str, pd.DataFrame | list[str]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, Record, list_images, check_category_split
+from .base import DataError, Record, check_category_split, list_images
 
 SPLITS = ("train", "test")
 

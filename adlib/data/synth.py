@@ -110,10 +110,11 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -239,7 +240,7 @@ class _Scene:
     rerender: Callable | None = None  # geometry -> (image, fg) for objects
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(name: str) -> np.ndarray:
     from skimage import data as skdata
 
@@ -1118,7 +1119,7 @@ def _category_job(args) -> tuple[str, int]:
             (t / cat / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
         for i in range(n_per_defect):
             N, D, mask, _ = _render(cat, "test", defect, i, seed, size)
-            m = (mask.astype(np.uint8) * 255)
+            m = mask.astype(np.uint8) * 255
             for t, c in targets:
                 dr.save_png(t / cat / "test" / defect / f"{i:03d}.png", _blend(N, D, c))
                 dr.save_png(t / cat / "ground_truth" / defect / f"{i:03d}_mask.png", m)
@@ -1213,24 +1214,42 @@ def generate_benchmark(
     sdir, wdir = out / SYNTH_DIR, out / WEAK_DIR
     need_s = force or not _up_to_date(sdir, strong_m)
     need_w = force or not _up_to_date(wdir, weak_m)
-    result = dict(strong_m, weak_contrast=float(weak_contrast), paths={
-        "synth": str(sdir), "synth-weak": str(wdir), "builtin-textures": str(out / BANK_DIR)
-    })
+    result = dict(
+        strong_m,
+        weak_contrast=float(weak_contrast),
+        paths={"synth": str(sdir), "synth-weak": str(wdir), "builtin-textures": str(out / BANK_DIR)},
+    )
     if not (need_s or need_w):
         log.info("synth benchmark up to date in %s (seed %d), skipped", out, seed)
         return result
     log.info(
         "generating %s into %s: %d categories, seed %d, %dx%d, %d train / %d test good / %d per defect",
         " and ".join(n for n, f in ((SYNTH_DIR, need_s), (WEAK_DIR, need_w)) if f),
-        out, len(cats), seed, size, size, n_train, n_test_good, n_per_defect,
+        out,
+        len(cats),
+        seed,
+        size,
+        size,
+        n_train,
+        n_test_good,
+        n_per_defect,
     )
     if need_s:
         _prepare(sdir, set(CATEGORIES))
     if need_w:
         _prepare(wdir, set(CATEGORIES))
     jobs = [
-        (c, int(seed), int(size), int(n_train), int(n_test_good), int(n_per_defect), float(weak_contrast),
-         str(sdir) if need_s else None, str(wdir) if need_w else None)
+        (
+            c,
+            int(seed),
+            int(size),
+            int(n_train),
+            int(n_test_good),
+            int(n_per_defect),
+            float(weak_contrast),
+            str(sdir) if need_s else None,
+            str(wdir) if need_w else None,
+        )
         for c in cats
     ]
     n_def = sum(len(CATEGORIES[c]["defects"]) for c in cats) * n_per_defect

@@ -25,9 +25,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,7 +115,10 @@ def texture_source(root: str | os.PathLike | None = None) -> TextureSource:
             level,
             "DTD not found under %s (looked for %s): using the %s at %s. Results with it are not "
             "comparable to papers that paste DTD textures.",
-            base, ", ".join(DATASETS["dtd"].dirnames), STAND_IN_DESCRIPTION, bank,
+            base,
+            ", ".join(DATASETS["dtd"].dirnames),
+            STAND_IN_DESCRIPTION,
+            bank,
         )
         return _from_folder(bank, BUILTIN_TEXTURES_DIRNAME, True, STAND_IN_DESCRIPTION)
     looked = ", ".join(str(base / d) for d in DATASETS["dtd"].dirnames)

@@ -92,8 +92,7 @@ def _read_split_csv(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
             reader.fieldnames = header
             # DictReader line numbers: header is line 1.
             return [
-                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None})
-                for row in reader
+                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
             ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read VisA split CSV {csv_path}: {exc}") from exc
@@ -137,8 +136,12 @@ def index(path: Path, category: str, split: str) -> list[Record]:
             raise DataError(f"mask missing for defect image {image}: expected {mask} (from {where})")
         records.append(Record(image, 1, DEFECT_TYPE, mask, category, split))
     if skipped:
-        log.warning("%s: skipped %d anomalous row(s) of %s/train (training uses normal images only)",
-                    csv_path, skipped, category)
+        log.warning(
+            "%s: skipped %d anomalous row(s) of %s/train (training uses normal images only)",
+            csv_path,
+            skipped,
+            category,
+        )
     if not records:
         raise DataError(f"no {split} images of category {category!r} listed in {csv_path} (category is empty)")
     return records

@@ -258,7 +258,6 @@ from .scores import top_k_mean
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Components:
     """Which terms of Eq. 11 a variant trains with (Table 2's rows)."""
@@ -284,13 +283,21 @@ VARIANTS: dict[str, Components] = {
 }
 #: variant -> Table 2 column name
 TABLE2_NAMES: dict[str, str] = {
-    "dl": "DL", "wt-dl": "Wt-DL", "dl-ce": "DL-CE", "softdl-ce": "SoftDL-CE", "wt-softdl-ce": "Wt-SoftDL-CE",
+    "dl": "DL",
+    "wt-dl": "Wt-DL",
+    "dl-ce": "DL-CE",
+    "softdl-ce": "SoftDL-CE",
+    "wt-softdl-ce": "Wt-SoftDL-CE",
     "proposed": "Proposed",
 }
 #: variant -> (MVTec AD, VisA) average image AUROC at eps = 10 % printed in Table 2
 TABLE2_REPORTED: dict[str, tuple[float, float]] = {
-    "dl": (0.842, 0.788), "wt-dl": (0.851, 0.791), "dl-ce": (0.865, 0.795), "softdl-ce": (0.881, 0.805),
-    "wt-softdl-ce": (0.892, 0.821), "proposed": (0.924, 0.843),
+    "dl": (0.842, 0.788),
+    "wt-dl": (0.851, 0.791),
+    "dl-ce": (0.865, 0.795),
+    "softdl-ce": (0.881, 0.805),
+    "wt-softdl-ce": (0.892, 0.821),
+    "proposed": (0.924, 0.843),
 }
 BURN_IN_MODES = ("released", "paper")
 PSEUDO_LABEL_RULES = ("or", "kmeans")
@@ -315,8 +322,13 @@ def top_k_score(score_map: torch.Tensor, k_ratio: float = 0.1) -> torch.Tensor:
     return top_k_mean(score_map, max(int(n * k_ratio), 1))
 
 
-def reference_scores(generator: torch.Generator | None, m: int = 5000, mean: float = 0.0, std: float = 1.0,
-                     samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_scores(
+    generator: torch.Generator | None,
+    m: int = 5000,
+    mean: float = 0.0,
+    std: float = 1.0,
+    samples: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``mu_S = (1/m) sum_j s_j`` with ``s_j ~ N(mean, std)`` (ADL, Eq. 3), and ``sigma_S``.
 
     Draws ``m`` reference scores from ``generator`` (float32, CPU) unless ``samples`` are given
@@ -333,7 +345,8 @@ def reference_scores(generator: torch.Generator | None, m: int = 5000, mean: flo
 
 def _z_score(score: torch.Tensor, mu_s, sigma_s) -> torch.Tensor:
     return (score - torch.as_tensor(mu_s, dtype=score.dtype, device=score.device)) / torch.as_tensor(
-        sigma_s, dtype=score.dtype, device=score.device)
+        sigma_s, dtype=score.dtype, device=score.device
+    )
 
 
 def deviation_loss(score: torch.Tensor, y, mu_s, sigma_s, margin: float = 10.0) -> torch.Tensor:
@@ -400,8 +413,9 @@ def bce_loss(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return losses.bce(p.reshape(-1), target.reshape(-1).to(p.dtype), reduction="none")
 
 
-def segmentation_loss(p: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0,
-                      smoothing: float = 1e-5) -> torch.Tensor:
+def segmentation_loss(
+    p: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0, smoothing: float = 1e-5
+) -> torch.Tensor:
     """``l_seg`` (ADL, Sec. 3.4): the focal loss (Lin et al. 2017; :func:`adlib.losses.focal_loss`,
     ``gamma = 2``, the released DRAEM focal loss with smoothing ``1e-5``) between the segmentation
     network's anomaly probability ``M_o`` (``B x H x W``) and the synthetic mask ``M_p``, averaged
@@ -448,8 +462,11 @@ def alpha_divergence_weights(loss_values: torch.Tensor, alpha: float = 0.1, lam:
     if alpha == 1.0:
         return kl_weights(L, lam)
     base = (1.0 - alpha) * L + lam
-    logits = torch.where(base > 0, torch.log(base.clamp_min(torch.finfo(torch.float64).tiny)) / (alpha - 1.0),
-                         torch.full_like(base, -math.inf))
+    logits = torch.where(
+        base > 0,
+        torch.log(base.clamp_min(torch.finfo(torch.float64).tiny)) / (alpha - 1.0),
+        torch.full_like(base, -math.inf),
+    )
     if not bool(torch.isfinite(logits).any()):
         return torch.full(L.shape, 1.0 / L.numel(), dtype=torch.float32)
     return torch.softmax(logits, dim=0).to(torch.float32)
@@ -473,8 +490,14 @@ def reweighted_loss(loss_values: torch.Tensor, weights: torch.Tensor, reduction:
     raise ValueError(f"reduction must be one of {REWEIGHT_REDUCTIONS}, got {reduction!r}")
 
 
-def adl_objective(l_dev: torch.Tensor, l_bce: torch.Tensor | None, l_seg: torch.Tensor | float,
-                  w1: torch.Tensor, w2: torch.Tensor | None, reduction: str = "sum") -> torch.Tensor:
+def adl_objective(
+    l_dev: torch.Tensor,
+    l_bce: torch.Tensor | None,
+    l_seg: torch.Tensor | float,
+    w1: torch.Tensor,
+    w2: torch.Tensor | None,
+    reduction: str = "sum",
+) -> torch.Tensor:
     """``sum_i w1_i l_soft(x_i) + w2_i l_bce(x_i) + l_seg`` (ADL, Eq. 11).
 
     ``l_dev``: the per-sample deviation losses (soft, Eq. 5, or hard, Eq. 4, per variant and
@@ -498,7 +521,7 @@ def in_burn_in(iteration: int, total_iterations: int, fraction: float = 0.06) ->
     return int(iteration) < burn_in_iterations(total_iterations, fraction)
 
 
-def learning_rate(cfg: "ADLConfig", epoch: int) -> float:
+def learning_rate(cfg: ADLConfig, epoch: int) -> float:
     """Learning rate of 0-based ``epoch``: ``lr * lr_gamma ** (epoch // lr_step)`` (released
     ``StepLR(step_size=10, gamma=0.1)``, stepped after every epoch)."""
     return float(cfg.lr * cfg.lr_gamma ** (int(epoch) // int(cfg.lr_step)))
@@ -555,8 +578,15 @@ class ADLNet(nn.Module):
     heads. ``forward(x, seg=True)`` -> dict: ``score_map`` (``|psi|``, ``B x h x w``), ``score``
     (``psi_K``, ``B``), ``prob`` (``p``, ``B``), ``seg`` (``M_o``, ``B x H x W``, or None)."""
 
-    def __init__(self, encoder: nn.Module, channels: tuple[int, int, int], top_k: float = 0.1,
-                 upsample_kernel: int = 3, seg_width: int = 64, normalize: bool = False) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        channels: tuple[int, int, int],
+        top_k: float = 0.1,
+        upsample_kernel: int = 3,
+        seg_width: int = 64,
+        normalize: bool = False,
+    ) -> None:
         super().__init__()
         c2, c3, c4 = channels
         self.encoder = encoder
@@ -593,7 +623,7 @@ class ADLNet(nn.Module):
 ENCODER_LAYERS = ("layer2", "layer3", "layer4")
 
 
-def build_encoder(cfg: "ADLConfig") -> tuple[nn.Module, BackboneInfo]:
+def build_encoder(cfg: ADLConfig) -> tuple[nn.Module, BackboneInfo]:
     """The trainable encoder (timm, ``features_only``: ``layer2``, ``layer3``, ``layer4``) and its
     :class:`~adlib.backbones.BackboneInfo`.
 
@@ -604,8 +634,14 @@ def build_encoder(cfg: "ADLConfig") -> tuple[nn.Module, BackboneInfo]:
     stage's channels (and the stem) scaled by ``encoder_width``, seeded random initialisation.
     """
     if cfg.encoder_width == 1.0:
-        fx = FeatureExtractor(cfg.backbone, ENCODER_LAYERS, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
-                              weights_file=cfg.weights_file, seed=cfg.backbone_seed)
+        fx = FeatureExtractor(
+            cfg.backbone,
+            ENCODER_LAYERS,
+            pretrained=cfg.pretrained,
+            tag=cfg.backbone_tag,
+            weights_file=cfg.weights_file,
+            seed=cfg.backbone_seed,
+        )
         encoder, info = fx.model, fx.info
     else:
         import timm
@@ -619,12 +655,24 @@ def build_encoder(cfg: "ADLConfig") -> tuple[nn.Module, BackboneInfo]:
         widths = tuple(max(int(round(c * w)), 1) for c in (64, 128, 256, 512))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.backbone_seed)
-            encoder = timm.create_model(arch, pretrained=False, features_only=True, out_indices=tuple(idx),
-                                        channels=widths, stem_width=widths[0])
+            encoder = timm.create_model(
+                arch,
+                pretrained=False,
+                features_only=True,
+                out_indices=tuple(idx),
+                channels=widths,
+                stem_width=widths[0],
+            )
         fi = encoder.feature_info
-        info = BackboneInfo(name=cfg.backbone, tag=f"{arch} (channels x{w:g})", pretrained=False,
-                            weights=f"random-init seed={cfg.backbone_seed}", layers=tuple(names),
-                            channels=tuple(int(c) for c in fi.channels()), strides=tuple(int(r) for r in fi.reduction()))
+        info = BackboneInfo(
+            name=cfg.backbone,
+            tag=f"{arch} (channels x{w:g})",
+            pretrained=False,
+            weights=f"random-init seed={cfg.backbone_seed}",
+            layers=tuple(names),
+            channels=tuple(int(c) for c in fi.channels()),
+            strides=tuple(int(r) for r in fi.reduction()),
+        )
     for p in encoder.parameters():  # ADL fine-tunes the encoder (Sec. 3.3.2)
         p.requires_grad_(True)
     encoder.train()
@@ -708,9 +756,21 @@ class ADLConfig(MethodConfig):
     #: the decayed learning rate, and inference uses normalisation statistics of the final weights.
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "smoke": dict(pretrained=False, encoder_width=0.25, resize=64, crop=None, upsample_kernel=1, seg_width=16,
-                      batch_size=8, steps_per_epoch=8, epochs=10, lr=2e-3, lr_step=8, burn_in=0.8,
-                      bn_recalibration=16),
+        "smoke": dict(
+            pretrained=False,
+            encoder_width=0.25,
+            resize=64,
+            crop=None,
+            upsample_kernel=1,
+            seg_width=16,
+            batch_size=8,
+            steps_per_epoch=8,
+            epochs=10,
+            lr=2e-3,
+            lr_step=8,
+            burn_in=0.8,
+            bn_recalibration=16,
+        ),
     }
 
     @property
@@ -728,11 +788,15 @@ class ADLConfig(MethodConfig):
         if not 0.0 < self.encoder_width <= 1.0:
             raise ValueError(f"encoder_width must lie in (0, 1], got {self.encoder_width}")
         if self.encoder_width != 1.0 and self.pretrained:
-            raise ValueError("encoder_width < 1 needs pretrained=False (there are no pretrained weights for a narrower ResNet)")
+            raise ValueError(
+                "encoder_width < 1 needs pretrained=False (there are no pretrained weights for a narrower ResNet)"
+            )
         if self.crop is not None and self.crop > self.resize:
             raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
         if self.input_size < 32 or self.input_size % 32:
-            raise ValueError(f"the input size (crop, else resize) must be a multiple of 32 (layer4 up x4 meets layer2), got {self.input_size}")
+            raise ValueError(
+                f"the input size (crop, else resize) must be a multiple of 32 (layer4 up x4 meets layer2), got {self.input_size}"
+            )
         if self.upsample_kernel not in (1, 3, 5):
             raise ValueError(f"upsample_kernel must be 1, 3 or 5, got {self.upsample_kernel}")
         if self.seg_width < 1:
@@ -754,16 +818,22 @@ class ADLConfig(MethodConfig):
         if self.pseudo_label_rule not in PSEUDO_LABEL_RULES:
             raise ValueError(f"pseudo_label_rule must be one of {PSEUDO_LABEL_RULES}, got {self.pseudo_label_rule!r}")
         if self.reweight_reduction not in REWEIGHT_REDUCTIONS:
-            raise ValueError(f"reweight_reduction must be one of {REWEIGHT_REDUCTIONS}, got {self.reweight_reduction!r}")
+            raise ValueError(
+                f"reweight_reduction must be one of {REWEIGHT_REDUCTIONS}, got {self.reweight_reduction!r}"
+            )
         if self.pseudo_label_schedule not in PSEUDO_LABEL_SCHEDULES:
-            raise ValueError(f"pseudo_label_schedule must be one of {PSEUDO_LABEL_SCHEDULES}, got {self.pseudo_label_schedule!r}")
+            raise ValueError(
+                f"pseudo_label_schedule must be one of {PSEUDO_LABEL_SCHEDULES}, got {self.pseudo_label_schedule!r}"
+            )
         if not 0.0 <= self.pseudo_label_prob <= 1.0:
             raise ValueError(f"pseudo_label_prob must lie in [0, 1], got {self.pseudo_label_prob}")
         if not 0.0 <= self.rotate_prob <= 1.0:
             raise ValueError(f"rotate_prob must lie in [0, 1], got {self.rotate_prob}")
         if self.batch_size < 1 or self.steps_per_epoch < 1 or self.epochs < 0:
-            raise ValueError(f"need batch_size >= 1, steps_per_epoch >= 1 and epochs >= 0, got "
-                             f"{self.batch_size}, {self.steps_per_epoch}, {self.epochs}")
+            raise ValueError(
+                f"need batch_size >= 1, steps_per_epoch >= 1 and epochs >= 0, got "
+                f"{self.batch_size}, {self.steps_per_epoch}, {self.epochs}"
+            )
         if not self.lr > 0 or self.weight_decay < 0 or self.lr_step < 1 or not self.lr_gamma > 0:
             raise ValueError("need lr > 0, weight_decay >= 0, lr_step >= 1 and lr_gamma > 0")
         if self.bn_recalibration < 0:
@@ -799,8 +869,14 @@ class ADL(EpochMethod):
         self._weights_loaded = load_weights
         encoder, self.backbone_info = build_encoder(cfg if load_weights else dataclasses.replace(cfg, pretrained=False))
         with self._seeded_init():
-            self.net = ADLNet(encoder, tuple(self.backbone_info.channels), cfg.top_k, cfg.upsample_kernel,
-                              cfg.seg_width, cfg.normalize)
+            self.net = ADLNet(
+                encoder,
+                tuple(self.backbone_info.channels),
+                cfg.top_k,
+                cfg.upsample_kernel,
+                cfg.seg_width,
+                cfg.normalize,
+            )
         self.iteration = 0
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.texture_description: str | None = None
@@ -845,16 +921,19 @@ class ADL(EpochMethod):
         samples = self._load_samples(ds, progress)
         n_labelled = sum(int(s.label) != 0 for s in samples)
         if n_labelled:
-            log.warning("%s: %d training image(s) carry label 1; ADL treats every training image as unlabelled "
-                        "'normal' (label 0)", self.label, n_labelled)
+            log.warning(
+                "%s: %d training image(s) carry label 1; ADL treats every training image as unlabelled "
+                "'normal' (label 0)",
+                self.label,
+                n_labelled,
+            )
         return torch.stack([s.image for s in samples])
 
     def _prepare(self) -> None:
         if self.synthesizer is not None:
             return
-        from ..data.textures import texture_source
+        from ..data.textures import CachedTextures, texture_source
         from ..synthesis.draem import DraemSynthesizer, preset
-        from ..data.textures import CachedTextures
 
         textures = texture_source(self.cfg.data_root)
         self.texture_description = textures.description
@@ -870,8 +949,13 @@ class ADL(EpochMethod):
             return rotate_fields(x[None].float(), torch.tensor([angle]))[0].to(x.dtype)
         return x
 
-    def make_batch(self, images: torch.Tensor, normal_idx: torch.Tensor, synth_idx: torch.Tensor,
-                   generator: torch.Generator | None = None):
+    def make_batch(
+        self,
+        images: torch.Tensor,
+        normal_idx: torch.Tensor,
+        synth_idx: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ):
         """One training batch: the normal half (``images[normal_idx]``, each rotated with
         probability ``rotate_prob``; label 0, empty mask) followed by the pseudo-anomalies made
         from ``images[synth_idx]`` (label 1, Perlin mask). Returns ``(x 2B x 3 x H x W,
@@ -903,7 +987,9 @@ class ADL(EpochMethod):
         return stream(), stream()
 
     # -- losses --------------------------------------------------------------------------------
-    def compute_losses(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, iteration: int) -> dict[str, torch.Tensor]:
+    def compute_losses(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, iteration: int
+    ) -> dict[str, torch.Tensor]:
         """The losses of one batch at 0-based ``iteration`` (burn-in, labels, weights as in the
         module docstring). Keys: ``loss`` (Eq. 11), ``dev`` (weighted deviation term), ``bce``,
         ``seg``, ``burn_in`` (1.0 in burn-in), ``soft`` (1.0 if the soft deviation was used),
@@ -935,8 +1021,11 @@ class ADL(EpochMethod):
         else:
             w1 = uniform_weights(n, score.device)
             w2 = uniform_weights(n, score.device) if l_bce is not None else None
-        l_seg = segmentation_loss(out["seg"], mask, cfg.focal_gamma, cfg.focal_alpha, cfg.focal_smoothing) if comp.seg \
+        l_seg = (
+            segmentation_loss(out["seg"], mask, cfg.focal_gamma, cfg.focal_alpha, cfg.focal_smoothing)
+            if comp.seg
             else torch.zeros((), device=score.device)
+        )
         loss = adl_objective(l_dev, l_bce, l_seg, w1, w2, cfg.reweight_reduction)
         ess = lambda w: 1.0 / (float((w.double() ** 2).sum()) * n) if w is not None else 1.0  # noqa: E731
         zero = torch.zeros((), device=score.device)
@@ -979,8 +1068,10 @@ class ADL(EpochMethod):
         return images
 
     def _fit_description(self, train_ds, images) -> str:
-        return (f"{len(images)} images; burn-in: {burn_in_iterations(self.total_iterations, self.cfg.burn_in)} of "
-                f"{self.total_iterations} iterations")
+        return (
+            f"{len(images)} images; burn-in: {burn_in_iterations(self.total_iterations, self.cfg.burn_in)} of "
+            f"{self.total_iterations} iterations"
+        )
 
     def _epoch_end(self, images: torch.Tensor, stats: dict[str, Any]) -> None:
         if self.epoch == self.cfg.epochs and self.cfg.bn_recalibration:
@@ -1021,7 +1112,7 @@ class ADL(EpochMethod):
         def draws():
             for _ in range(n):
                 idx = torch.cat([torch.randperm(len(images), generator=g) for _ in range(-(-2 * b // len(images)))])
-                yield self.make_batch(images, idx[:b], idx[b:2 * b], generator=g)[0]
+                yield self.make_batch(images, idx[:b], idx[b : 2 * b], generator=g)[0]
 
         recalibrate_batchnorm(self.net, draws(), lambda x: self.net(x.to(self.device), seg=self.components.seg))
 
@@ -1047,8 +1138,13 @@ class ADL(EpochMethod):
             s, m = self.score(batch.image)
             return s, _resize(m, tuple(batch.mask.shape[-2:])).float().cpu().numpy()
 
-        return predict_dataset(test_ds, score_batch, batch_size=batch_size or 2 * self.cfg.batch_size,
-                               desc=f"{self.label} predict", progress=progress)
+        return predict_dataset(
+            test_ds,
+            score_batch,
+            batch_size=batch_size or 2 * self.cfg.batch_size,
+            desc=f"{self.label} predict",
+            progress=progress,
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -1070,12 +1166,13 @@ class ADL(EpochMethod):
         self.texture_description = state.get("texture_description")
         self.texture_is_stand_in = state.get("texture_is_stand_in")
         if state.get("backbone") and not self._weights_loaded:  # built without its weights: the checkpoint's record
-            self.backbone_info = BackboneInfo(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in state["backbone"].items()})
+            self.backbone_info = BackboneInfo(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in state["backbone"].items()}
+            )
         self.to(self.device)
 
     @classmethod
-    def _from_config(cls, cfg: ADLConfig) -> "ADL":
+    def _from_config(cls, cfg: ADLConfig) -> ADL:
         return cls(cfg, load_weights=False)
 
     # -- provenance ----------------------------------------------------------------------------
@@ -1094,8 +1191,11 @@ class ADL(EpochMethod):
             "texture_is_stand_in": self.texture_is_stand_in,
             "iterations_trained": self.iteration,
             "burn_in_iterations": burn_in_iterations(self.total_iterations, self.cfg.burn_in),
-            "batchnorm_statistics": (f"recalibrated on {self.cfg.bn_recalibration} training batches after the last epoch"
-                                     if self.cfg.bn_recalibration else "running averages of training"),
+            "batchnorm_statistics": (
+                f"recalibrated on {self.cfg.bn_recalibration} training batches after the last epoch"
+                if self.cfg.bn_recalibration
+                else "running averages of training"
+            ),
         }
 
 
@@ -1103,7 +1203,6 @@ def _resize(m: torch.Tensor, size) -> torch.Tensor:
     if tuple(m.shape[-2:]) == tuple(size):
         return m
     return F.interpolate(m[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-
 
 
 __all__ = [

@@ -103,7 +103,7 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -148,8 +148,9 @@ def _push(mean_anomalous: torch.Tensor, eps: float) -> torch.Tensor:
     return -torch.log(-torch.expm1(-mean_anomalous) + eps)
 
 
-def push_pull_pixel_loss(phi: torch.Tensor, y: torch.Tensor, alpha: float = 0.003, guard: str = "skip",
-                         eps: float = LOG_EPS) -> torch.Tensor:
+def push_pull_pixel_loss(
+    phi: torch.Tensor, y: torch.Tensor, alpha: float = 0.003, guard: str = "skip", eps: float = LOG_EPS
+) -> torch.Tensor:
     """ADTR Eq. 7, the pixel-level push-pull loss, averaged over the batch::
 
         L_px = 1/HW sum_u (1 - y(u)) phi(u) - alpha log(1 - exp(-1/HW sum_u y(u) phi(u)))
@@ -245,7 +246,9 @@ class PositionEmbedding(nn.Module):
         if self.kind == "table":
             return self.table
         g = self.grid
-        return torch.cat([self.row[:, None, :].expand(g, g, -1), self.col[None, :, :].expand(g, g, -1)], dim=-1).reshape(g * g, -1)
+        return torch.cat(
+            [self.row[:, None, :].expand(g, g, -1), self.col[None, :, :].expand(g, g, -1)], dim=-1
+        ).reshape(g * g, -1)
 
 
 class _FFN(nn.Module):
@@ -287,8 +290,9 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, stream: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                query: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, stream: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if query is None:  # ADTR reading: self-attention on the stream, then cross-attention
             qk = stream + pos
             t = self.norm1(stream + self.drop(self.attn1(qk, qk, stream, need_weights=False)[0]))
@@ -316,9 +320,20 @@ class TokenMLPLayer(nn.Module):
 class ADTRNet(nn.Module):
     """The reconstructor: ``f`` (B x C x H x W) -> ``f_hat`` (same shape); see the module docstring."""
 
-    def __init__(self, channels: int, grid: int, width: int = 256, heads: int = 8, ffn: int = 1024,
-                 enc_layers: int = 4, dec_layers: int = 4, dropout: float = 0.1, reconstructor: str = "query",
-                 query: str = "input", pos_embed: str = "rowcol") -> None:
+    def __init__(
+        self,
+        channels: int,
+        grid: int,
+        width: int = 256,
+        heads: int = 8,
+        ffn: int = 1024,
+        enc_layers: int = 4,
+        dec_layers: int = 4,
+        dropout: float = 0.1,
+        reconstructor: str = "query",
+        query: str = "input",
+        pos_embed: str = "rowcol",
+    ) -> None:
         super().__init__()
         self.channels, self.grid, self.width = channels, grid, width
         self.reconstructor, self.query_mode = reconstructor, query
@@ -400,8 +415,14 @@ class FeatureTarget(nn.Module):
     ``"features"``: frozen backbone stages, each resized to the grid (bilinear, ``align_corners``)
     and concatenated; ``"pixels"``: the normalised image, each cell's pixels as channels."""
 
-    def __init__(self, target: str, grid: int, image_size: int, backbone: FeatureExtractor | None = None,
-                 align_corners: bool = True) -> None:
+    def __init__(
+        self,
+        target: str,
+        grid: int,
+        image_size: int,
+        backbone: FeatureExtractor | None = None,
+        align_corners: bool = True,
+    ) -> None:
         super().__init__()
         self.target, self.grid, self.image_size, self.align_corners = target, grid, image_size, align_corners
         self.backbone = backbone
@@ -423,8 +444,13 @@ class FeatureTarget(nn.Module):
             return F.pixel_unshuffle(x, self.image_size // self.grid)
         feats = self.backbone(x)
         g = (self.grid, self.grid)
-        return torch.cat([F.interpolate(v, size=g, mode="bilinear", align_corners=self.align_corners)
-                          if v.shape[-2:] != g else v for v in feats.values()], dim=1)
+        return torch.cat(
+            [
+                F.interpolate(v, size=g, mode="bilinear", align_corners=self.align_corners) if v.shape[-2:] != g else v
+                for v in feats.values()
+            ],
+            dim=1,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -491,19 +517,45 @@ class ADTRConfig(MethodConfig):
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "smoke": dict(backbone="resnet18", layers=(1, 2, 3), pretrained=False, image_size=128, grid=8, width=64,
-                      heads=4, ffn=256, enc_layers=1, dec_layers=1, dropout=0.0, lr=2e-3, epochs=60,
-                      lr_milestones=(48,), adapt_epochs=20, adapt_lr=1e-3, batch_size=16, score_pool=16),
+        "smoke": dict(
+            backbone="resnet18",
+            layers=(1, 2, 3),
+            pretrained=False,
+            image_size=128,
+            grid=8,
+            width=64,
+            heads=4,
+            ffn=256,
+            enc_layers=1,
+            dec_layers=1,
+            dropout=0.0,
+            lr=2e-3,
+            epochs=60,
+            lr_milestones=(48,),
+            adapt_epochs=20,
+            adapt_lr=1e-3,
+            batch_size=16,
+            score_pool=16,
+        ),
     }
 
     def _validate(self) -> None:
         super()._validate()
         self.layers = tuple(self.layers)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
-        choices = {"variant": VARIANTS, "reconstructor": RECONSTRUCTORS, "query": ("input", "layerwise"),
-                   "pos_embed": ("rowcol", "table"), "target": ("features", "pixels"), "norm_loss": ("sum", "mse"),
-                   "anomalies": ("confetti", "real"), "adapt_from": ("normal", "scratch"), "mix": ("bernoulli", "fixed"),
-                   "grid_label": ("maxpool", "area", "image"), "guard": ("skip", "eps")}
+        choices = {
+            "variant": VARIANTS,
+            "reconstructor": RECONSTRUCTORS,
+            "query": ("input", "layerwise"),
+            "pos_embed": ("rowcol", "table"),
+            "target": ("features", "pixels"),
+            "norm_loss": ("sum", "mse"),
+            "anomalies": ("confetti", "real"),
+            "adapt_from": ("normal", "scratch"),
+            "mix": ("bernoulli", "fixed"),
+            "grid_label": ("maxpool", "area", "image"),
+            "guard": ("skip", "eps"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -512,7 +564,7 @@ class ADTRConfig(MethodConfig):
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
         if not 1 <= self.k <= self.grid * self.grid:
-            raise ValueError(f"k must be in [1, grid^2 = {self.grid ** 2}], got {self.k}")
+            raise ValueError(f"k must be in [1, grid^2 = {self.grid**2}], got {self.k}")
         if self.alpha < 0 or not 0.0 <= self.anomaly_prob <= 1.0:
             raise ValueError(f"need alpha >= 0 and anomaly_prob in [0, 1], got {self.alpha}, {self.anomaly_prob}")
         if min(self.epochs, self.adapt_epochs) < 0 or self.batch_size < 1 or self.score_pool < 1:
@@ -537,7 +589,7 @@ class ADTRConfig(MethodConfig):
 #: of the same seed (or another adapted run) may already have trained here. Every epoch's
 #: randomness is a function of (seed, epoch), so a cached stage is exactly the stage a fit would
 #: train: the numbers do not depend on whether the cache was hit (tested).
-_NORMAL_STAGES: "OrderedDict[str, dict[str, Any]]" = OrderedDict()
+_NORMAL_STAGES: OrderedDict[str, dict[str, Any]] = OrderedDict()
 _NORMAL_STAGES_MAX = 8
 
 
@@ -567,12 +619,29 @@ class ADTR(EpochMethod):
         cfg = self.cfg
         backbone = None
         if cfg.target == "features":
-            backbone = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
-                                        weights_file=cfg.weights_file, seed=cfg.backbone_seed)
+            backbone = FeatureExtractor(
+                cfg.backbone,
+                cfg.layers,
+                pretrained=cfg.pretrained,
+                tag=cfg.backbone_tag,
+                weights_file=cfg.weights_file,
+                seed=cfg.backbone_seed,
+            )
         self.features = FeatureTarget(cfg.target, cfg.grid, cfg.image_size, backbone, cfg.align_corners)
         with self._seeded_init():
-            self.net = ADTRNet(self.features.channels, cfg.grid, cfg.width, cfg.heads, cfg.ffn, cfg.enc_layers,
-                               cfg.dec_layers, cfg.dropout, cfg.reconstructor, cfg.query, cfg.pos_embed)
+            self.net = ADTRNet(
+                self.features.channels,
+                cfg.grid,
+                cfg.width,
+                cfg.heads,
+                cfg.ffn,
+                cfg.enc_layers,
+                cfg.dec_layers,
+                cfg.dropout,
+                cfg.reconstructor,
+                cfg.query,
+                cfg.pos_embed,
+            )
         self.net.eval()
         self.opt_stage = self._stage(0)
         self.optimizer = self._make_optimizer(self.opt_stage)
@@ -622,7 +691,7 @@ class ADTR(EpochMethod):
     @torch.no_grad()
     def extract(self, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """The target ``f`` of images in [0, 1] (B x 3 x S x S), on the model's device."""
-        out = [self.features(images[i:i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)]
+        out = [self.features(images[i : i + batch_size].to(self.device)) for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.empty(0)
 
     def reconstruct(self, f: torch.Tensor) -> torch.Tensor:
@@ -645,8 +714,11 @@ class ADTR(EpochMethod):
         if self.cfg.smooth_sigma > 0:
             from scipy import ndimage
 
-            up = torch.from_numpy(np.stack([ndimage.gaussian_filter(m, sigma=self.cfg.smooth_sigma)
-                                            for m in up.numpy()]).astype(np.float32))
+            up = torch.from_numpy(
+                np.stack([ndimage.gaussian_filter(m, sigma=self.cfg.smooth_sigma) for m in up.numpy()]).astype(
+                    np.float32
+                )
+            )
         return up
 
     # -- training ------------------------------------------------------------------------------
@@ -665,7 +737,7 @@ class ADTR(EpochMethod):
 
         return confetti_grid_label(masks, self.cfg.grid, mode=self.cfg.grid_label, replaced=replaced)
 
-    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None) -> "ADTR":
+    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None) -> ADTR:
         """Normal-only training, then (variant ``image`` / ``pixel``) push-pull adaptation.
 
         ``train_ds``: normal images (label 0) and, for ``anomalies="real"``, labelled anomalies
@@ -679,15 +751,24 @@ class ADTR(EpochMethod):
         images, masks, labels, paths = self._load(train_ds, progress)
         normal = labels == 0
         if not normal.any():
-            raise ValueError(f"{getattr(train_ds, 'name', '?')}/{getattr(train_ds, 'category', '?')}: no normal training image")
+            raise ValueError(
+                f"{getattr(train_ds, 'name', '?')}/{getattr(train_ds, 'category', '?')}: no normal training image"
+            )
         n_anom = int((~normal).sum())
         self.train_counts = {"normal": int(normal.sum()), "labelled_anomalies": n_anom}
         if cfg.adapting and cfg.anomalies == "real" and n_anom == 0:
-            raise ValueError(f"{self.label} with anomalies='real' needs labelled anomalies in the training set "
-                             "(protocol real_anomalies, CLI --anomalies real:N)")
+            raise ValueError(
+                f"{self.label} with anomalies='real' needs labelled anomalies in the training set "
+                "(protocol real_anomalies, CLI --anomalies real:N)"
+            )
         if n_anom and not (cfg.adapting and cfg.anomalies == "real"):
-            log.warning("%s: %d labelled anomalies in the training set are not used (variant %s, anomalies %s)",
-                        self.label, n_anom, cfg.variant, cfg.anomalies)
+            log.warning(
+                "%s: %d labelled anomalies in the training set are not used (variant %s, anomalies %s)",
+                self.label,
+                n_anom,
+                cfg.variant,
+                cfg.anomalies,
+            )
         normal_images = images[normal]
         f_normal = self.extract(normal_images)
         real = None
@@ -696,7 +777,11 @@ class ADTR(EpochMethod):
             empty = ~masks[~normal].flatten(1).any(1)
             if empty.any():  # a labelled anomaly without a mask (e.g. an outlier image): all of it is anomalous
                 y[empty] = 1.0
-                log.info("%s: %d labelled anomalies without a mask are labelled anomalous everywhere", self.label, int(empty.sum()))
+                log.info(
+                    "%s: %d labelled anomalies without a mask are labelled anomalous everywhere",
+                    self.label,
+                    int(empty.sum()),
+                )
             real = (self.extract(images[~normal]), y.to(self.device))
         uint8 = (normal_images * 255).round().clamp(0, 255).to(torch.uint8) if cfg.adapting else None
         stage_key = self._normal_stage_key(f_normal)
@@ -726,9 +811,25 @@ class ADTR(EpochMethod):
 
     # -- the normal-only stage cache ----------------------------------------------------------
     #: config fields that do not affect the normal-only stage
-    ADAPTATION_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "variant", "anomalies", "alpha", "k", "adapt_epochs", "adapt_lr", "adapt_from", "anomaly_prob", "mix", "grid_label",
-        "with_norm", "guard", "score_pool", "smooth_sigma", "data_root"})
+    ADAPTATION_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "variant",
+            "anomalies",
+            "alpha",
+            "k",
+            "adapt_epochs",
+            "adapt_lr",
+            "adapt_from",
+            "anomaly_prob",
+            "mix",
+            "grid_label",
+            "with_norm",
+            "guard",
+            "score_pool",
+            "smooth_sigma",
+            "data_root",
+        }
+    )
 
     def _normal_stage_key(self, f_normal: torch.Tensor) -> str:
         """What determines the normal-only stage: the other config fields, the device type and the
@@ -818,7 +919,9 @@ class ADTR(EpochMethod):
 
                 noisy, changed = confetti_noise(uint8[idx[rep]], self.generators["confetti"])
                 f[rep.to(f.device)] = self.extract(noisy.float() / 255.0)
-                y[rep.to(f.device)] = self._grid_labels(changed, replaced=torch.ones(len(rep), dtype=torch.bool)).to(f.device)
+                y[rep.to(f.device)] = self._grid_labels(changed, replaced=torch.ones(len(rep), dtype=torch.bool)).to(
+                    f.device
+                )
         return f, y, replaced.to(f.device).float()
 
     def adapt_step(self, f: torch.Tensor, y_grid: torch.Tensor, y_img: torch.Tensor) -> dict[str, float]:
@@ -853,8 +956,13 @@ class ADTR(EpochMethod):
             maps = self.score_maps(batch.image, tuple(batch.mask.shape[-2:]))
             return image_score(maps, self.cfg.score_pool), maps.numpy()
 
-        return predict_dataset(test_ds, score_batch, batch_size=batch_size or self.cfg.batch_size,
-                               desc=f"{self.label} predict", progress=progress)
+        return predict_dataset(
+            test_ds,
+            score_batch,
+            batch_size=batch_size or self.cfg.batch_size,
+            desc=f"{self.label} predict",
+            progress=progress,
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -887,8 +995,12 @@ class ADTR(EpochMethod):
             "backbone_fingerprint": self.backbone_fingerprint(),
             "feature_channels": int(self.features.channels),
             "parameters": int(sum(p.numel() for p in self.net.parameters())),
-            "losses": {"normal": "L_norm"} | ({"adapt": "L_px (Eq. 7)" if c.variant == "pixel" else "L_img (Eq. 9)",
-                                                "anomalies": c.anomalies} if c.adapting else {}),
+            "losses": {"normal": "L_norm"}
+            | (
+                {"adapt": "L_px (Eq. 7)" if c.variant == "pixel" else "L_img (Eq. 9)", "anomalies": c.anomalies}
+                if c.adapting
+                else {}
+            ),
             "train_counts": dict(self.train_counts),
             "normal_stage_cached": bool(self.normal_stage_cached),
         }

@@ -30,9 +30,10 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -150,7 +151,7 @@ def resolve_device(device=None) -> torch.device:
 
 @torch.no_grad()
 def recalibrate_batchnorm(net: torch.nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any]) -> None:
-    """"Precise BN": replace every BatchNorm layer's running mean / variance of ``net`` by their
+    """ "Precise BN": replace every BatchNorm layer's running mean / variance of ``net`` by their
     plain (cumulative) average over ``batches``, each passed to ``forward`` in train mode without
     gradients; the layers' momenta and the module's mode are restored afterwards.
 
@@ -201,7 +202,6 @@ def fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-
 def read_checkpoint(path: str | os.PathLike, name: str) -> dict[str, Any]:
     """A checkpoint written by a method's ``save`` (``torch.load(weights_only=True)``, on the
     CPU); ``ValueError`` naming the file unless it is a ``name`` checkpoint."""
@@ -216,12 +216,17 @@ def check_resumable(path: str | os.PathLike, mine: dict[str, Any], theirs: dict[
     """Raise ``ValueError`` (naming the file and the fields) unless a checkpoint's config
     ``theirs`` equals the resuming model's ``mine`` outside ``free_fields`` (tuples and lists
     compare equal: a config read back from a checkpoint has lists)."""
+
     def norm(v):
         return list(v) if isinstance(v, tuple) else v
 
-    diff = sorted(k for k in set(mine) | set(theirs) if k not in free_fields and norm(mine.get(k)) != norm(theirs.get(k)))
+    diff = sorted(
+        k for k in set(mine) | set(theirs) if k not in free_fields and norm(mine.get(k)) != norm(theirs.get(k))
+    )
     if diff:
-        raise ValueError(f"cannot resume from {path}: its config differs in {diff}; remove it or use another checkpoint_dir")
+        raise ValueError(
+            f"cannot resume from {path}: its config differs in {diff}; remove it or use another checkpoint_dir"
+        )
 
 
 def predict_dataset(
@@ -247,7 +252,9 @@ def predict_dataset(
             s = s.detach().cpu().numpy() if isinstance(s, torch.Tensor) else np.asarray(s)
             m = np.asarray(m, dtype=np.float32)
             if m.shape[-2:] != tuple(batch.mask.shape[-2:]):
-                raise ValueError(f"{desc}: maps of shape {m.shape[-2:]} for masks of shape {tuple(batch.mask.shape[-2:])}")
+                raise ValueError(
+                    f"{desc}: maps of shape {m.shape[-2:]} for masks of shape {tuple(batch.mask.shape[-2:])}"
+                )
             scores.append(s.reshape(-1))
             maps.append(m)
             labels.append(np.asarray(batch.label))
@@ -257,7 +264,10 @@ def predict_dataset(
     if not scores:
         raise ValueError(f"{desc}: the test set is empty")
     return Prediction(
-        image_scores=np.concatenate(scores).astype(np.float64), maps=np.concatenate(maps),
-        labels=np.concatenate(labels).astype(np.int64), masks=np.concatenate(masks),
-        paths=paths, defect_types=types,
+        image_scores=np.concatenate(scores).astype(np.float64),
+        maps=np.concatenate(maps),
+        labels=np.concatenate(labels).astype(np.int64),
+        masks=np.concatenate(masks),
+        paths=paths,
+        defect_types=types,
     )

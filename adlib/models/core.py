@@ -52,8 +52,9 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -193,8 +194,10 @@ class Method:
         if want is None or fp == want:
             return
         weights = getattr(getattr(self._backbone(), "info", None), "weights", "?")
-        msg = (f"{path}: the rebuilt backbone ({weights}, sha256 {fp}) differs from the one the checkpoint was "
-               f"made with (sha256 {want}); provide the same weights")
+        msg = (
+            f"{path}: the rebuilt backbone ({weights}, sha256 {fp}) differs from the one the checkpoint was "
+            f"made with (sha256 {want}); provide the same weights"
+        )
         if strict:
             raise ValueError(msg)
         log.warning(msg)
@@ -217,7 +220,9 @@ class Method:
         """A checkpoint of this method (:func:`read_checkpoint`) of the supported format."""
         state = read_checkpoint(path, cls.name)
         if state.get("format") != cls.CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r} (expected {cls.CHECKPOINT_FORMAT})")
+            raise ValueError(
+                f"{path}: unsupported checkpoint format {state.get('format')!r} (expected {cls.CHECKPOINT_FORMAT})"
+            )
         return state
 
     def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
@@ -305,9 +310,16 @@ class EpochMethod(Method):
             return self
         t0 = time.perf_counter()
         data = self._fit_start(train_ds, progress)
-        log.info("%s: training on %s/%s (%s) for epochs %d..%d on %s", self.label, getattr(train_ds, "name", "?"),
-                 getattr(train_ds, "category", "?"), self._fit_description(train_ds, data), self.epoch + 1, total,
-                 self.device)
+        log.info(
+            "%s: training on %s/%s (%s) for epochs %d..%d on %s",
+            self.label,
+            getattr(train_ds, "name", "?"),
+            getattr(train_ds, "category", "?"),
+            self._fit_description(train_ds, data),
+            self.epoch + 1,
+            total,
+            self.device,
+        )
         bar = tqdm(total=total, initial=self.epoch, desc=self.label, disable=not progress)
         try:
             while self.epoch < total:

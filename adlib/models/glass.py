@@ -129,24 +129,26 @@ from tqdm.auto import tqdm
 from .. import losses
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform, denormalize
+from ..synthesis.foreground import estimate_foreground, uses_foreground
 from ..synthesis.gas import (
     CENTER_MODES,
     HYPERSPHERE_GAS_BOUNDS,
     HYPERSPHERE_LAS_BOUNDS,
     MANIFOLD_RADII,
-    gas as gas_synthesis,
     gaussian_noise,
     hypersphere_center,
     hypersphere_radius,
     truncated_projection_hypersphere,
     truncated_projection_manifold,
 )
-from ..synthesis.foreground import estimate_foreground, uses_foreground
+from ..synthesis.gas import (
+    gas as gas_synthesis,
+)
 from ..synthesis.las import LocalAnomalySynthesizer
 from .base import Prediction, evaluate, predict_dataset, register, resolve_device
 from .core import EpochMethod, MethodConfig
-from .scores import max_score
 from .features import PatchFeatures
+from .scores import max_score
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +169,37 @@ RELEASED_HYPERSPHERE: dict[str, frozenset[str]] = {
     "wfdd": frozenset(),
 }
 _RELEASED_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "mvtec": ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
-              "tile", "toothbrush", "transistor", "wood", "zipper"),
-    "visa": ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
-             "pcb4", "pipe_fryum"),
+    "mvtec": (
+        "bottle",
+        "cable",
+        "capsule",
+        "carpet",
+        "grid",
+        "hazelnut",
+        "leather",
+        "metal_nut",
+        "pill",
+        "screw",
+        "tile",
+        "toothbrush",
+        "transistor",
+        "wood",
+        "zipper",
+    ),
+    "visa": (
+        "candle",
+        "capsules",
+        "cashew",
+        "chewinggum",
+        "fryum",
+        "macaroni1",
+        "macaroni2",
+        "pcb1",
+        "pcb2",
+        "pcb3",
+        "pcb4",
+        "pipe_fryum",
+    ),
     "mpdd": ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"),
     "wfdd": ("grey_cloth", "grid_cloth", "yellow_cloth", "pink_flower"),
 }
@@ -258,8 +287,18 @@ def spectrogram_judgement(
     d2 = n / max(in_disc, 1)
     hyper = (d1 > density or d2 > density) and radius > min_radius and n > min_points
     stats = dict(
-        side_x=side_x, side_y=side_y, radius=radius, n_points=n, d1=float(d1), d2=float(d2),
-        size=size, blur=blur, threshold=threshold, density=density, min_radius=min_radius, min_points=min_points,
+        side_x=side_x,
+        side_y=side_y,
+        radius=radius,
+        n_points=n,
+        d1=float(d1),
+        d2=float(d2),
+        size=size,
+        blur=blur,
+        threshold=threshold,
+        density=density,
+        min_radius=min_radius,
+        min_points=min_points,
     )
     return ("hypersphere" if hyper else "manifold"), stats
 
@@ -414,9 +453,16 @@ class _SharedConfig(MethodConfig):
 
 
 _SMOKE_FEATURES = dict(
-    backbone="resnet18", pretrained=False, resize=128, crop=128,
-    pretrain_embed_dim=256, target_embed_dim=256, dsc_hidden=256,
-    batch_size=8, samples_per_epoch=None, cache_features=True,
+    backbone="resnet18",
+    pretrained=False,
+    resize=128,
+    crop=128,
+    pretrain_embed_dim=256,
+    target_embed_dim=256,
+    dsc_hidden=256,
+    batch_size=8,
+    samples_per_epoch=None,
+    cache_features=True,
 )
 #: GLASS's smoke training budget (the normal images' patch features are computed once per fit,
 #: ``cache_features``). 8 epochs (32 Adam steps on a 32-image category) at 10x the papers' learning
@@ -500,7 +546,9 @@ class GLASSConfig(_SharedConfig):
             raise ValueError(f"GLASS variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         if isinstance(self.manifold_radii, str):
             if self.manifold_radii not in MANIFOLD_RADII:
-                raise ValueError(f"manifold_radii must be one of {sorted(MANIFOLD_RADII)} or (r1, r2), got {self.manifold_radii!r}")
+                raise ValueError(
+                    f"manifold_radii must be one of {sorted(MANIFOLD_RADII)} or (r1, r2), got {self.manifold_radii!r}"
+                )
         else:
             r1, r2 = (float(r) for r in self.manifold_radii)
             if not 0 <= r1 <= r2:
@@ -538,7 +586,10 @@ class SimpleNetConfig(_SharedConfig):
     th_pos: float = 0.5
     th_neg: float = -0.5
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}, "smoke": dict(_SMOKE_FEATURES, **_SIMPLENET_SMOKE_BUDGET)}
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "smoke": dict(_SMOKE_FEATURES, **_SIMPLENET_SMOKE_BUDGET),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -559,8 +610,14 @@ class _FeatureDiscriminatorModel(EpochMethod):
         super().__init__(cfg)
         cfg = self.cfg
         with self._seeded_init():
-            fx = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
-                                  weights_file=cfg.weights_file, seed=cfg.backbone_seed)
+            fx = FeatureExtractor(
+                cfg.backbone,
+                cfg.layers,
+                pretrained=cfg.pretrained,
+                tag=cfg.backbone_tag,
+                weights_file=cfg.weights_file,
+                seed=cfg.backbone_seed,
+            )
             self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
             dim = self.features.dim
             self.adaptor: nn.Module = Adaptor(dim) if cfg.adaptor else nn.Identity()
@@ -684,7 +741,9 @@ class _FeatureDiscriminatorModel(EpochMethod):
         if self.cfg.select_best_on_test and self.best is not None:
             self.adaptor.load_state_dict(self.best["adaptor"])
             self.discriminator.load_state_dict(self.best["discriminator"])
-            log.warning("%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True)", self.label, self.best["epoch"])
+            log.warning(
+                "%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True)", self.label, self.best["epoch"]
+            )
 
     def _train_batch(self, images: torch.Tensor, idx: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -704,7 +763,8 @@ class _FeatureDiscriminatorModel(EpochMethod):
         stats.update(test_image_auroc=m["image_auroc"], test_pixel_auroc=m.get("pixel_auroc", float("nan")))
         if self.best is None or score > self.best["score"]:
             self.best = {
-                "epoch": self.epoch, "score": float(score),
+                "epoch": self.epoch,
+                "score": float(score),
                 "adaptor": {k: v.detach().clone().cpu() for k, v in self.adaptor.state_dict().items()},
                 "discriminator": {k: v.detach().clone().cpu() for k, v in self.discriminator.state_dict().items()},
             }
@@ -722,8 +782,13 @@ class _FeatureDiscriminatorModel(EpochMethod):
             grid = self.score_grid(batch.image)
             return image_score(grid), smooth_map(grid, tuple(batch.mask.shape[-2:]), sigma)
 
-        return predict_dataset(test_ds, score_batch, batch_size=batch_size or self.cfg.batch_size,
-                               desc=f"{self.label} predict", progress=progress)
+        return predict_dataset(
+            test_ds,
+            score_batch,
+            batch_size=batch_size or self.cfg.batch_size,
+            desc=f"{self.label} predict",
+            progress=progress,
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
@@ -831,7 +896,9 @@ class GLASS(_FeatureDiscriminatorModel):
         cfg = self.cfg
         opt_a = None
         if cfg.adaptor:
-            opt_a = torch.optim.Adam(self.adaptor.parameters(), lr=cfg.adaptor_lr, weight_decay=cfg.adaptor_weight_decay)
+            opt_a = torch.optim.Adam(
+                self.adaptor.parameters(), lr=cfg.adaptor_lr, weight_decay=cfg.adaptor_weight_decay
+            )
         kw = {} if cfg.dsc_weight_decay is None else {"weight_decay": cfg.dsc_weight_decay}
         opt_cls = torch.optim.AdamW if cfg.dsc_optimizer == "adamw" else torch.optim.Adam
         return opt_a, opt_cls(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
@@ -865,9 +932,13 @@ class GLASS(_FeatureDiscriminatorModel):
         self.texture_description = textures.description
         hw = (int(images.shape[-2]), int(images.shape[-1]))
         self.las_synth = LocalAnomalySynthesizer(
-            image_size=hw, grid=self.grid_size(hw), beta_mode=cfg.beta_mode, textures=textures,
+            image_size=hw,
+            grid=self.grid_size(hw),
+            beta_mode=cfg.beta_mode,
+            textures=textures,
             texture_resize=cfg.texture_resize if cfg.texture_resize is not None else cfg.resize,
-            use_foreground=True, normalized=True,
+            use_foreground=True,
+            normalized=True,
         )
         use_fg = cfg.use_foreground if cfg.use_foreground is not None else uses_foreground(name or "", category or "")
         self.foreground_used = bool(use_fg)
@@ -897,8 +968,12 @@ class GLASS(_FeatureDiscriminatorModel):
         x_las, labels = self._las_batch(images, torch.arange(len(images))) if self.cfg.las else (None, None)
         out = self.compute_losses(feats, x_las, labels, return_features=True)
         detach = lambda t: t.detach() if t is not None else None  # noqa: E731
-        return {"u": detach(out["u"]), "v": detach(out["v"]), "u_plus": detach(out["u_plus"]),
-                "labels": labels.reshape(-1) if labels is not None else None}
+        return {
+            "u": detach(out["u"]),
+            "v": detach(out["v"]),
+            "u_plus": detach(out["u_plus"]),
+            "labels": labels.reshape(-1) if labels is not None else None,
+        }
 
     # -- hypersphere ---------------------------------------------------------------------------
     def _epoch_start(self, data) -> None:
@@ -917,7 +992,11 @@ class GLASS(_FeatureDiscriminatorModel):
         bs = self.cfg.batch_size
         out = []
         for i in range(0, n, bs):
-            f = feats[i : i + bs].to(self.device) if feats is not None else self.features(images[i : i + bs].to(self.device))
+            f = (
+                feats[i : i + bs].to(self.device)
+                if feats is not None
+                else self.features(images[i : i + bs].to(self.device))
+            )
             out.append(self._adapt(f).flatten(1, 2))
         self.center = hypersphere_center(torch.cat(out), mode=self.cfg.center_mode)
         return self.center
@@ -928,8 +1007,10 @@ class GLASS(_FeatureDiscriminatorModel):
             return partial(truncated_projection_manifold, radii=r)
         used = self.manifold_radii_used
         if used is None:
-            raise RuntimeError("radii_unit='feature_spread' needs the training features' spread "
-                               "(measured by fit(), or call measure_feature_spread())")
+            raise RuntimeError(
+                "radii_unit='feature_spread' needs the training features' spread "
+                "(measured by fit(), or call measure_feature_spread())"
+            )
         return partial(truncated_projection_manifold, r1=used[0], r2=used[1])
 
     def _center_rows(self, batch: int) -> torch.Tensor:
@@ -962,7 +1043,10 @@ class GLASS(_FeatureDiscriminatorModel):
         return {k: float(v.detach()) for k, v in losses_.items()}
 
     def compute_losses(
-        self, feats: torch.Tensor, x_las: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+        self,
+        feats: torch.Tensor,
+        x_las: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
         return_features: bool = False,
     ) -> dict[str, torch.Tensor]:
         """The three branches' losses for one batch (no optimiser step); see :meth:`train_step`.
@@ -1008,9 +1092,14 @@ class GLASS(_FeatureDiscriminatorModel):
                 lo, hi = HYPERSPHERE_GAS_BOUNDS
                 proj = lambda g, _u: truncated_projection_hypersphere(g, center_rows, radius, lo, hi)  # noqa: E731
             v = gas_synthesis(
-                u, self.discriminator, steps=cfg.gas_steps if cfg.gas_ascent else 0, eta=cfg.gas_eta,
-                noise_std=cfg.noise_std if cfg.gas_noise else 0.0, project_every=cfg.gas_project_every,
-                projection=proj if cfg.gas_projection else None, generator=self.generators["gas"],
+                u,
+                self.discriminator,
+                steps=cfg.gas_steps if cfg.gas_ascent else 0,
+                eta=cfg.gas_eta,
+                noise_std=cfg.noise_std if cfg.gas_noise else 0.0,
+                project_every=cfg.gas_project_every,
+                projection=proj if cfg.gas_projection else None,
+                generator=self.generators["gas"],
             )
             if cfg.gas_projection and not cfg.gas_ascent:
                 v = proj(v, u)
@@ -1027,7 +1116,11 @@ class GLASS(_FeatureDiscriminatorModel):
                 u_plus = torch.where(m[:, None] == 1, projected, u_plus)
             s_las = self.discriminator(u_plus)
             out["loss_las"] = losses.focal_loss_ohem(
-                s_las, 1.0 - m if cfg.swap_labels else m, quantile=cfg.ohem_quantile, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
+                s_las,
+                1.0 - m if cfg.swap_labels else m,
+                quantile=cfg.ohem_quantile,
+                gamma=cfg.focal_gamma,
+                alpha=cfg.focal_alpha,
                 smoothing=cfg.focal_smoothing,
             )
         else:

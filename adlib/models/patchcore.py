@@ -114,7 +114,9 @@ def _generator(generator: torch.Generator | int | None) -> torch.Generator:
     return torch.Generator().manual_seed(0 if generator is None else int(generator))
 
 
-def random_projection_matrix(dim: int, projection_dim: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
+def random_projection_matrix(
+    dim: int, projection_dim: int, generator: torch.Generator | int | None = None
+) -> torch.Tensor:
     """A ``dim x projection_dim`` Gaussian matrix with entries ``N(0, 1 / projection_dim)`` (CPU).
 
     Johnson-Lindenstrauss scaling: ``||x A - y A||`` estimates ``||x - y||``.
@@ -234,8 +236,12 @@ def approximate_greedy_coreset(
     return (idx, radius) if return_radius else idx
 
 
-def covering_radius(features: torch.Tensor, indices: torch.Tensor, query_chunk: int = DEFAULT_QUERY_CHUNK,
-                    bank_chunk: int = DEFAULT_BANK_CHUNK) -> float:
+def covering_radius(
+    features: torch.Tensor,
+    indices: torch.Tensor,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+    bank_chunk: int = DEFAULT_BANK_CHUNK,
+) -> float:
     """``max_m min_{c in C} ||m - c||_2`` of the rows ``indices`` of ``features`` (the minimax objective)."""
     d, _ = nearest_neighbors(features, features[indices], query_chunk, bank_chunk)
     return float(d.max())
@@ -399,8 +405,15 @@ class PatchCoreConfig(MethodConfig):
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "smoke": dict(backbone="resnet18", pretrained=False, resize=128, crop=128,
-                      pretrain_embed_dim=256, target_embed_dim=256, device="cpu"),
+        "smoke": dict(
+            backbone="resnet18",
+            pretrained=False,
+            resize=128,
+            crop=128,
+            pretrain_embed_dim=256,
+            target_embed_dim=256,
+            device="cpu",
+        ),
     }
 
     def _validate(self) -> None:
@@ -440,8 +453,14 @@ class PatchCore(Method):
     def __init__(self, cfg: PatchCoreConfig | None = None) -> None:
         super().__init__(cfg)
         cfg = self.cfg
-        fx = FeatureExtractor(cfg.backbone, cfg.layers, pretrained=cfg.pretrained, tag=cfg.backbone_tag,
-                              weights_file=cfg.weights_file, seed=cfg.backbone_seed)
+        fx = FeatureExtractor(
+            cfg.backbone,
+            cfg.layers,
+            pretrained=cfg.pretrained,
+            tag=cfg.backbone_tag,
+            weights_file=cfg.weights_file,
+            seed=cfg.backbone_seed,
+        )
         self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
         self.features.eval()
         self.memory_bank: torch.Tensor | None = None
@@ -460,7 +479,7 @@ class PatchCore(Method):
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"features": self.features}
 
-    def to(self, device) -> "PatchCore":
+    def to(self, device) -> PatchCore:
         super().to(device)
         if self.memory_bank is not None:
             self.memory_bank = self.memory_bank.to(self.device)
@@ -496,12 +515,13 @@ class PatchCore(Method):
             return torch.randperm(N, generator=g)[:n].to(feats.device), None
         if cfg.sampler == "exact":
             return exact_greedy_coreset(feats, n, g, cfg.coreset_chunk, return_radius=True, progress=progress)
-        return approximate_greedy_coreset(feats, n, cfg.projection_dim, g, cfg.coreset_chunk,
-                                          return_radius=True, progress=progress)
+        return approximate_greedy_coreset(
+            feats, n, cfg.projection_dim, g, cfg.coreset_chunk, return_radius=True, progress=progress
+        )
 
     # -- fit -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None) -> "PatchCore":
+    def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None) -> PatchCore:
         """Build the memory bank from the (normal) images of ``train_ds``.
 
         One pass: patch features of every training image (held once, ``N x D`` float32, in a
@@ -529,9 +549,20 @@ class PatchCore(Method):
         t_feat = time.perf_counter() - t0
         N = feats.shape[0]
         n = self.coreset_size(N)
-        log.info("patchcore: %d patches (%d images, grid %dx%d, %d-D) from %s/%s; coreset %s of %d (%.1f%%) on %s",
-                 N, len(train_ds), grid[0], grid[1], feats.shape[1], getattr(train_ds, "name", "?"),
-                 getattr(train_ds, "category", "?"), cfg.sampler, n, 100.0 * n / N, self.device)
+        log.info(
+            "patchcore: %d patches (%d images, grid %dx%d, %d-D) from %s/%s; coreset %s of %d (%.1f%%) on %s",
+            N,
+            len(train_ds),
+            grid[0],
+            grid[1],
+            feats.shape[1],
+            getattr(train_ds, "name", "?"),
+            getattr(train_ds, "category", "?"),
+            cfg.sampler,
+            n,
+            100.0 * n / N,
+            self.device,
+        )
         t1 = time.perf_counter()
         idx, radius = self.select_coreset(feats, progress)
         self.memory_bank = feats.index_select(0, idx.to(feats.device)).clone()
@@ -547,8 +578,13 @@ class PatchCore(Method):
             "feature_seconds": round(t_feat, 4),
             "coreset_seconds": round(t_core, 4),
         }
-        log.info("patchcore: memory bank %d x %d in %.1f s (features %.1f s, coreset %.1f s)",
-                 *self.memory_bank.shape, t_feat + t_core, t_feat, t_core)
+        log.info(
+            "patchcore: memory bank %d x %d in %.1f s (features %.1f s, coreset %.1f s)",
+            *self.memory_bank.shape,
+            t_feat + t_core,
+            t_feat,
+            t_core,
+        )
         return self
 
     # -- inference -----------------------------------------------------------------------------
@@ -584,8 +620,13 @@ class PatchCore(Method):
             s, grid = self.score(batch.image)
             return s, anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma)
 
-        return predict_dataset(test_ds, score_batch, batch_size=batch_size or self.cfg.batch_size,
-                               desc="patchcore predict", progress=progress)
+        return predict_dataset(
+            test_ds,
+            score_batch,
+            batch_size=batch_size or self.cfg.batch_size,
+            desc="patchcore predict",
+            progress=progress,
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

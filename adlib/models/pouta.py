@@ -153,8 +153,9 @@ Smoke profile: why ``anomaly_prob = 1`` and ``bn_recalibration = 16`` (the rule)
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -233,8 +234,9 @@ def _focal_plus_l1(p: torch.Tensor, mask: torch.Tensor, focal: dict[str, float],
     return out
 
 
-def semantic_supervision_loss(p: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0,
-                              smoothing: float = 1e-5) -> torch.Tensor:
+def semantic_supervision_loss(
+    p: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0, smoothing: float = 1e-5
+) -> torch.Tensor:
     """``L_SS(i) = L_focal(M_p(i), M) + L_1(M_p(i), M)`` (POUTA, Eq. 5).
 
     ``p``: the anomaly-channel probability of MSS head ``i`` (``B x H x W``); ``mask``: the
@@ -258,8 +260,14 @@ def mss_loss(ss_losses: Sequence[torch.Tensor], weights: Sequence[float]) -> tor
     return total
 
 
-def prediction_loss(p: torch.Tensor, mask: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0,
-                    smoothing: float = 1e-5, l1: bool = True) -> torch.Tensor:
+def prediction_loss(
+    p: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 2.0,
+    alpha: float = 1.0,
+    smoothing: float = 1e-5,
+    l1: bool = True,
+) -> torch.Tensor:
     """``L_pre = L_focal(M_p, M) + L_1(M_p, M)`` (POUTA, Eq. 7) on the final heat map ``M_p``.
 
     Same terms as :func:`semantic_supervision_loss`. ``l1=False`` keeps the focal term only
@@ -403,8 +411,9 @@ class Aggregation(nn.Module):
 class CoarseToFineDiscriminator(nn.Module):
     """POUTA's discriminative network (Sec. III-B): FCMs, optional HSGs and MSS heads, aggregation."""
 
-    def __init__(self, channels: Sequence[int], widths: Sequence[int], aggregate_width: int,
-                 hsg: bool = True, mss: bool = True) -> None:
+    def __init__(
+        self, channels: Sequence[int], widths: Sequence[int], aggregate_width: int, hsg: bool = True, mss: bool = True
+    ) -> None:
         super().__init__()
         self.fcm = nn.ModuleList(FeatureContrast(c, k) for c, k in zip(channels, widths))
         # HSG i (i = 1, 2, 3) refines F_Ci with the (refined) map of level i + 1
@@ -412,7 +421,9 @@ class CoarseToFineDiscriminator(nn.Module):
         self.side = nn.ModuleList(SideHead(k) for k in widths) if mss else None
         self.aggregate = Aggregation(widths, aggregate_width)
 
-    def forward(self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor], size, side: bool = True) -> dict[str, Any]:
+    def forward(
+        self, enc: Sequence[torch.Tensor], dec: Sequence[torch.Tensor], size, side: bool = True
+    ) -> dict[str, Any]:
         contrast = [fcm(e, d) for fcm, e, d in zip(self.fcm, enc, dec)]
         refined: list[torch.Tensor] = [None, None, None, contrast[3]]  # type: ignore[list-item]
         w_sp, w_cn = [None] * 3, [None] * 3
@@ -461,7 +472,9 @@ class POUTANet(nn.Module):
     ``contrast`` (``F_Ci``), ``refined`` (``F'_Ci``), ``w_sp``, ``w_cn``.
     ``disconnect``: zeros replace ``F_Ei`` / ``F_Di`` at the discriminator's input (test hook)."""
 
-    def __init__(self, widths, mapping_width, fcm_widths, aggregate_width, hsg=True, mss=True, disconnect=False) -> None:
+    def __init__(
+        self, widths, mapping_width, fcm_widths, aggregate_width, hsg=True, mss=True, disconnect=False
+    ) -> None:
         super().__init__()
         self.reconstructive = ReconstructiveNetwork(widths, mapping_width)
         self.discriminative = CoarseToFineDiscriminator(widths, fcm_widths, aggregate_width, hsg=hsg, mss=mss)
@@ -549,9 +562,13 @@ class _SharedConfig(MethodConfig):
         self.widths = tuple(int(w) for w in self.widths)
         self.lr_milestones = tuple(int(m) for m in self.lr_milestones)
         if len(self.widths) != 4 or min(self.widths) < 1 or self.mapping_width < 1:
-            raise ValueError(f"widths must be 4 positive ints (F_E1..F_E4) and mapping_width >= 1, got {self.widths}, {self.mapping_width}")
+            raise ValueError(
+                f"widths must be 4 positive ints (F_E1..F_E4) and mapping_width >= 1, got {self.widths}, {self.mapping_width}"
+            )
         if self.image_size < 16 or self.image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (four poolings and the mapping layer), got {self.image_size}")
+            raise ValueError(
+                f"image_size must be a multiple of 16 (four poolings and the mapping layer), got {self.image_size}"
+            )
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         if not 0.0 <= self.anomaly_prob <= 1.0:
@@ -572,8 +589,17 @@ class _SharedConfig(MethodConfig):
 #: statistics of the final weights), not from any category's result: every training image is made
 #: a synthetic anomaly (``anomaly_prob=1``), and BatchNorm statistics are recomputed on 16 training
 #: batches after the last epoch (``bn_recalibration=16``).
-_SMOKE = dict(image_size=64, widths=(8, 16, 32, 48), mapping_width=48, epochs=40, lr=2e-3, lr_milestones=(32, 36),
-              score_pool=7, anomaly_prob=1.0, bn_recalibration=16)
+_SMOKE = dict(
+    image_size=64,
+    widths=(8, 16, 32, 48),
+    mapping_width=48,
+    epochs=40,
+    lr=2e-3,
+    lr_milestones=(32, 36),
+    score_pool=7,
+    anomaly_prob=1.0,
+    bn_recalibration=16,
+)
 
 
 @dataclass
@@ -605,7 +631,9 @@ class POUTAConfig(_SharedConfig):
         self.fcm_widths = tuple(int(w) for w in self.fcm_widths)
         self.mss_weights = tuple(float(w) for w in self.mss_weights)
         if len(self.fcm_widths) != 4 or min(self.fcm_widths) < 1 or self.aggregate_width < 1:
-            raise ValueError(f"fcm_widths must be 4 positive ints and aggregate_width >= 1, got {self.fcm_widths}, {self.aggregate_width}")
+            raise ValueError(
+                f"fcm_widths must be 4 positive ints and aggregate_width >= 1, got {self.fcm_widths}, {self.aggregate_width}"
+            )
         if len(self.mss_weights) != 4:
             raise ValueError(f"mss_weights must hold lambda_1..lambda_4, got {self.mss_weights}")
 
@@ -632,7 +660,9 @@ class VanillaConfig(_SharedConfig):
         super()._validate()
         self.disc_widths = tuple(int(w) for w in self.disc_widths)
         if len(self.disc_widths) != 4 or min(self.disc_widths) < 1 or self.disc_bottleneck < 1:
-            raise ValueError(f"disc_widths must be 4 positive ints and disc_bottleneck >= 1, got {self.disc_widths}, {self.disc_bottleneck}")
+            raise ValueError(
+                f"disc_widths must be 4 positive ints and disc_bottleneck >= 1, got {self.disc_widths}, {self.disc_bottleneck}"
+            )
 
 
 def learning_rate(cfg: _SharedConfig, epoch: int) -> float:
@@ -707,7 +737,9 @@ class _ReconstructionMethod(EpochMethod):
         self.texture_is_stand_in = bool(textures.is_stand_in)
         self.synthesizer = DraemSynthesizer(preset(self.cfg.synthesis), textures=CachedTextures(textures))
 
-    def synthesize(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def synthesize(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Synthetic training inputs for normal images (``B x 3 x H x W`` in [0, 1]): each becomes
         an anomaly with probability ``anomaly_prob`` (DraemSynthesizer, POUTA preset), else stays
         normal. Returns ``(inputs, masks B x H x W)``; draws from ``generator`` (default: the
@@ -804,8 +836,13 @@ class _ReconstructionMethod(EpochMethod):
             maps = _up(heat[:, None], tuple(batch.mask.shape[-2:]))[:, 0]
             return image_score(heat, self.cfg.score_pool), maps.float().cpu().numpy()
 
-        return predict_dataset(test_ds, score_batch, batch_size=batch_size or self.cfg.batch_size,
-                               desc=f"{self.label} predict", progress=progress)
+        return predict_dataset(
+            test_ds,
+            score_batch,
+            batch_size=batch_size or self.cfg.batch_size,
+            desc=f"{self.label} predict",
+            progress=progress,
+        )
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -833,8 +870,11 @@ class _ReconstructionMethod(EpochMethod):
             "paper_parameters": PAPER_PARAMETERS.get(self.name),
             "texture_source": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
-            "batchnorm_statistics": (f"recalibrated on {self.cfg.bn_recalibration} training batches after the last epoch"
-                                     if self.cfg.bn_recalibration else "running averages of training"),
+            "batchnorm_statistics": (
+                f"recalibrated on {self.cfg.bn_recalibration} training batches after the last epoch"
+                if self.cfg.bn_recalibration
+                else "running averages of training"
+            ),
         }
 
 
@@ -846,8 +886,9 @@ class POUTA(_ReconstructionMethod):
 
     def _build_net(self) -> nn.Module:
         c = self.cfg
-        return POUTANet(c.widths, c.mapping_width, c.fcm_widths, c.aggregate_width, hsg=c.hsg, mss=c.mss,
-                        disconnect=c.disconnect)
+        return POUTANet(
+            c.widths, c.mapping_width, c.fcm_widths, c.aggregate_width, hsg=c.hsg, mss=c.mss, disconnect=c.disconnect
+        )
 
     @property
     def ablation(self) -> str:
@@ -873,8 +914,11 @@ class POUTA(_ReconstructionMethod):
     def info(self) -> dict[str, Any]:
         out = super().info()
         c = self.cfg
-        out.update(ablation=self.ablation, modules={"fcm": True, "hsg": bool(c.hsg), "mss": bool(c.mss)},
-                   disconnected=bool(c.disconnect))
+        out.update(
+            ablation=self.ablation,
+            modules={"fcm": True, "hsg": bool(c.hsg), "mss": bool(c.mss)},
+            disconnected=bool(c.disconnect),
+        )
         return out
 
 
@@ -898,8 +942,12 @@ class Vanilla(_ReconstructionMethod):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out.update(ablation="Vanilla", modules={"fcm": False, "hsg": False, "mss": False}, disconnected=bool(self.cfg.disconnect),
-                   draem_style=True)
+        out.update(
+            ablation="Vanilla",
+            modules={"fcm": False, "hsg": False, "mss": False},
+            disconnected=bool(self.cfg.disconnect),
+            draem_style=True,
+        )
         return out
 
 

@@ -82,9 +82,15 @@ def protocol(eps: float, contamination_protocol: str = "leak-free") -> dict[str,
     return {"contamination": float(eps), "contamination_protocol": contamination_protocol} if eps else {}
 
 
-def grid_jobs(p: Plan, profile: str, methods: dict[str, tuple[str, dict[str, Any]]], eps: Sequence[float],
-              seeds: Sequence[int] = (0,), contamination_protocol: str = "leak-free",
-              extra: dict[str, dict[str, Any]] | None = None) -> dict[tuple[str, float], list[Job]]:
+def grid_jobs(
+    p: Plan,
+    profile: str,
+    methods: dict[str, tuple[str, dict[str, Any]]],
+    eps: Sequence[float],
+    seeds: Sequence[int] = (0,),
+    contamination_protocol: str = "leak-free",
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> dict[tuple[str, float], list[Job]]:
     """``(name, eps)`` -> the jobs of that method at that contamination over the plan and seeds.
     ``extra``: registered method -> more overrides (e.g. a shorter smoke schedule)."""
     extra = extra or {}
@@ -92,8 +98,18 @@ def grid_jobs(p: Plan, profile: str, methods: dict[str, tuple[str, dict[str, Any
     for name, (method, opts) in methods.items():
         for e in eps:
             out[(name, float(e))] = [
-                Job.make(method, ds, c, profile, s, protocol=protocol(e, contamination_protocol), **{**opts, **extra.get(method, {})})
-                for ds, cats in p.categories.items() for c in cats for s in seeds
+                Job.make(
+                    method,
+                    ds,
+                    c,
+                    profile,
+                    s,
+                    protocol=protocol(e, contamination_protocol),
+                    **{**opts, **extra.get(method, {})},
+                )
+                for ds, cats in p.categories.items()
+                for c in cats
+                for s in seeds
             ]
     return out
 
@@ -138,19 +154,47 @@ def rank_shifts(a: dict[str, np.ndarray], b: dict[str, np.ndarray], top: int = 6
     n = len(common)
     ra = (rankdata(np.asarray(a["image_scores"])[ia]) - 1) / (n - 1)
     rb = (rankdata(np.asarray(b["image_scores"])[ib]) - 1) / (n - 1)
-    df = pd.DataFrame({"path": common, "label": np.asarray(a["labels"])[ia], "defect_type": np.asarray(a["defect_types"])[ia],
-                       "rank_a": ra, "rank_b": rb, "shift": rb - ra})
+    df = pd.DataFrame(
+        {
+            "path": common,
+            "label": np.asarray(a["labels"])[ia],
+            "defect_type": np.asarray(a["defect_types"])[ia],
+            "rank_a": ra,
+            "rank_b": rb,
+            "shift": rb - ra,
+        }
+    )
     order = np.argsort(-np.abs(df["shift"].to_numpy()), kind="stable")
     return df.iloc[order[:top]].reset_index(drop=True)
 
 
-def sensitivity_settings(lams: Sequence[float] = (0.1, 0.5, 1.0, 1.5),
-                         alphas: Sequence[float] = (0.0, 0.1, 0.5, 1.0)) -> dict[str, dict[float, dict[str, Any]]]:
+def sensitivity_settings(
+    lams: Sequence[float] = (0.1, 0.5, 1.0, 1.5), alphas: Sequence[float] = (0.0, 0.1, 0.5, 1.0)
+) -> dict[str, dict[float, dict[str, Any]]]:
     """Fig. 4: ``{"lambda": {value: overrides}, "alpha": {value: overrides}}`` (the other
     parameter at its default)."""
-    return {"lambda": {float(v): {"lam": float(v)} for v in lams}, "alpha": {float(v): {"alpha": float(v)} for v in alphas}}
+    return {
+        "lambda": {float(v): {"lam": float(v)} for v in lams},
+        "alpha": {float(v): {"alpha": float(v)} for v in alphas},
+    }
 
 
-__all__ = ["DATASETS", "EPS_GRID", "FIG2_EPS", "PROTOCOLS", "STUDY_METHODS", "TABLE1_EPS", "TABLE1_METHODS", "TABLE2",
-           "TRAINED", "Plan", "curve_table", "grid_frame", "grid_jobs", "plan", "protocol", "rank_shifts",
-           "sensitivity_settings"]
+__all__ = [
+    "DATASETS",
+    "EPS_GRID",
+    "FIG2_EPS",
+    "PROTOCOLS",
+    "STUDY_METHODS",
+    "TABLE1_EPS",
+    "TABLE1_METHODS",
+    "TABLE2",
+    "TRAINED",
+    "Plan",
+    "curve_table",
+    "grid_frame",
+    "grid_jobs",
+    "plan",
+    "protocol",
+    "rank_shifts",
+    "sensitivity_settings",
+]

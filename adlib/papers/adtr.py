@@ -86,10 +86,18 @@ STAGES = {"paper": (0, 1, 2, 3, 4), "smoke": (1, 2, 3)}
 #: Table 4 values (MVTec pixel AUROC mean, %) as two secondary summaries give them: tag S2 in
 #: adtr-facts.md, so NOT reported numbers; shown beside ours, labelled "summaries (S2)"
 SECONDARY: dict[tuple[str, str], float] = {
-    ("a", "CNN"): 94.4, ("a", "w/o attention"): 94.8, ("a", "w/o query"): 94.2, ("a", "attention + query"): 97.2,
-    ("b", "pixels"): 91.3, ("b", "features"): 97.2,
-    ("c", "ResNet-18"): 95.3, ("c", "ResNet-34"): 95.7, ("c", "EfficientNet-B0"): 96.4, ("c", "EfficientNet-B4"): 97.2,
-    ("d", "last layer"): 96.0, ("d", "multi-scale"): 97.2,
+    ("a", "CNN"): 94.4,
+    ("a", "w/o attention"): 94.8,
+    ("a", "w/o query"): 94.2,
+    ("a", "attention + query"): 97.2,
+    ("b", "pixels"): 91.3,
+    ("b", "features"): 97.2,
+    ("c", "ResNet-18"): 95.3,
+    ("c", "ResNet-34"): 95.7,
+    ("c", "EfficientNet-B0"): 96.4,
+    ("c", "EfficientNet-B4"): 97.2,
+    ("d", "last layer"): 96.0,
+    ("d", "multi-scale"): 97.2,
 }
 #: Table 4 rows the smoke profile runs (CPU budget): EfficientNet-B4 is the paper profile's backbone
 SMOKE_ABLATION_ROWS = tuple((t, r) for t, r, _ in ABLATIONS if r != "EfficientNet-B4")
@@ -110,8 +118,13 @@ def ablation_overrides(row_overrides: dict[str, Any], profile: str) -> dict[str,
 
 def main_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), labels: Sequence[str] = tuple(TRAINED)) -> list[Job]:
     """Runs of Tables 1-2: every label of :data:`TRAINED` on every planned category and seed."""
-    return [Job.make(TRAINED[label][0], ds, cat, profile, s, **TRAINED[label][1])
-            for ds, cats in p.categories.items() for cat in cats for label in labels for s in seeds]
+    return [
+        Job.make(TRAINED[label][0], ds, cat, profile, s, **TRAINED[label][1])
+        for ds, cats in p.categories.items()
+        for cat in cats
+        for label in labels
+        for s in seeds
+    ]
 
 
 def cifar_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), outliers: bool = True) -> dict[str, list[Job]]:
@@ -123,21 +136,40 @@ def cifar_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), outliers: boo
             for s in seeds:
                 out["adtr-normal"].append(Job.make("adtr", ds, cat, profile, s, variant="normal", **CIFAR_OVERRIDES))
                 if outliers:
-                    out["adtr-image"].append(Job.make("adtr", ds, cat, profile, s, protocol={"outliers": "cifar100"},
-                                                      variant="image", anomalies="real", **CIFAR_OVERRIDES))
+                    out["adtr-image"].append(
+                        Job.make(
+                            "adtr",
+                            ds,
+                            cat,
+                            profile,
+                            s,
+                            protocol={"outliers": "cifar100"},
+                            variant="image",
+                            anomalies="real",
+                            **CIFAR_OVERRIDES,
+                        )
+                    )
     return out
 
 
-def ablation_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,),
-                  rows: Sequence[tuple[str, str]] | None = None) -> dict[tuple[str, str], list[Job]]:
+def ablation_jobs(
+    p: Plan, profile: str, seeds: Sequence[int] = (0,), rows: Sequence[tuple[str, str]] | None = None
+) -> dict[tuple[str, str], list[Job]]:
     """Table 4 (sub-table, row) -> its jobs over the plan (ADTR normal-only)."""
     rows = list(rows) if rows is not None else [(t, r) for t, r, _ in ABLATIONS]
     spec = {(t, r): o for t, r, o in ABLATIONS}
     unknown = [r for r in rows if r not in spec]
     if unknown:
         raise ValueError(f"unknown Table 4 rows {unknown}; known: {list(spec)}")
-    return {row: [Job.make("adtr", ds, c, profile, s, variant="normal", **ablation_overrides(spec[row], profile))
-                  for ds, cats in p.categories.items() for c in cats for s in seeds] for row in rows}
+    return {
+        row: [
+            Job.make("adtr", ds, c, profile, s, variant="normal", **ablation_overrides(spec[row], profile))
+            for ds, cats in p.categories.items()
+            for c in cats
+            for s in seeds
+        ]
+        for row in rows
+    }
 
 
 def push_pull_runs(counts: Sequence[int] = REAL_COUNTS) -> dict[str, dict[str, Any]]:
@@ -152,33 +184,59 @@ def push_pull_runs(counts: Sequence[int] = REAL_COUNTS) -> dict[str, dict[str, A
 
 
 def _pp_job(ds, cat, profile, seed, labels, anomalies, n, holdout, **extra) -> Job:
-    return Job.make("adtr", ds, cat, profile, seed, protocol={"real_anomalies": n, "real_holdout": holdout},
-                    variant=labels, anomalies=anomalies, **extra)
+    return Job.make(
+        "adtr",
+        ds,
+        cat,
+        profile,
+        seed,
+        protocol={"real_anomalies": n, "real_holdout": holdout},
+        variant=labels,
+        anomalies=anomalies,
+        **extra,
+    )
 
 
-def push_pull_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0, 1), counts: Sequence[int] = REAL_COUNTS,
-                   holdout: int = HOLDOUT) -> dict[str, list[Job]]:
+def push_pull_jobs(
+    p: Plan, profile: str, seeds: Sequence[int] = (0, 1), counts: Sequence[int] = REAL_COUNTS, holdout: int = HOLDOUT
+) -> dict[str, list[Job]]:
     """Row of :func:`push_pull_runs` -> its jobs. Every run of a seed holds the same ``holdout``
     anomalies per defect type out of the test set (protocol ``real_holdout``; the real ones
     trained on are among them), so all rows of a seed are evaluated on the same images."""
     if max(counts, default=0) > holdout:
         raise ValueError(f"holdout ({holdout}) must be at least the largest count ({max(counts)})")
-    return {row: [_pp_job(ds, c, profile, s, r["labels"], r["anomalies"], r["n"], holdout)
-                  for ds, cats in p.categories.items() for c in cats for s in seeds]
-            for row, r in push_pull_runs(counts).items()}
+    return {
+        row: [
+            _pp_job(ds, c, profile, s, r["labels"], r["anomalies"], r["n"], holdout)
+            for ds, cats in p.categories.items()
+            for c in cats
+            for s in seeds
+        ]
+        for row, r in push_pull_runs(counts).items()
+    }
 
 
-def sensitivity_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), n: int = max(REAL_COUNTS),
-                     holdout: int = HOLDOUT, alphas: Sequence[float] = ALPHAS,
-                     ks: Sequence[int] = KS) -> dict[tuple[str, float], list[Job]]:
+def sensitivity_jobs(
+    p: Plan,
+    profile: str,
+    seeds: Sequence[int] = (0,),
+    n: int = max(REAL_COUNTS),
+    holdout: int = HOLDOUT,
+    alphas: Sequence[float] = ALPHAS,
+    ks: Sequence[int] = KS,
+) -> dict[tuple[str, float], list[Job]]:
     """``("alpha", a)`` -> pixel-label runs with ``n`` real anomalies and ``alpha = a``; ``("k", k)``
     -> image-label runs with ``k``. ``alpha = 0`` removes the push term."""
     out: dict[tuple[str, float], list[Job]] = {}
     cells = [(ds, c) for ds, cats in p.categories.items() for c in cats]
     for a in alphas:
-        out[("alpha", a)] = [_pp_job(ds, c, profile, s, "pixel", "real", n, holdout, alpha=float(a)) for ds, c in cells for s in seeds]
+        out[("alpha", a)] = [
+            _pp_job(ds, c, profile, s, "pixel", "real", n, holdout, alpha=float(a)) for ds, c in cells for s in seeds
+        ]
     for k in ks:
-        out[("k", k)] = [_pp_job(ds, c, profile, s, "image", "real", n, holdout, k=int(k)) for ds, c in cells for s in seeds]
+        out[("k", k)] = [
+            _pp_job(ds, c, profile, s, "image", "real", n, holdout, k=int(k)) for ds, c in cells for s in seeds
+        ]
     return out
 
 
@@ -231,8 +289,27 @@ def difference_vectors(model, ds, n_images: int | None = None, grid_label: str =
 
 
 __all__ = [
-    "ABLATIONS", "ALPHAS", "CIFAR_METHODS", "CIFAR_OVERRIDES", "DATASETS", "HOLDOUT", "KS", "MAIN_METHODS",
-    "REAL_COUNTS", "SECONDARY", "SMOKE_ABLATION_ROWS", "STAGES", "TRAINED", "ablation_jobs", "ablation_overrides",
-    "cifar_jobs", "difference_vectors", "main_jobs", "plan", "push_pull_jobs", "push_pull_runs", "sensitivity_jobs",
+    "ABLATIONS",
+    "ALPHAS",
+    "CIFAR_METHODS",
+    "CIFAR_OVERRIDES",
+    "DATASETS",
+    "HOLDOUT",
+    "KS",
+    "MAIN_METHODS",
+    "REAL_COUNTS",
+    "SECONDARY",
+    "SMOKE_ABLATION_ROWS",
+    "STAGES",
+    "TRAINED",
+    "ablation_jobs",
+    "ablation_overrides",
+    "cifar_jobs",
+    "difference_vectors",
+    "main_jobs",
+    "plan",
+    "push_pull_jobs",
+    "push_pull_runs",
+    "sensitivity_jobs",
     "summarise",
 ]

@@ -29,7 +29,7 @@ the categories found under the data root and marks missing datasets instead of d
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -91,8 +91,13 @@ ADAPTOR_REPORTED = {"pixel_auroc": -0.1, "au_pro": -0.5}
 _LEVELS = ("layer1", "layer2", "layer3")
 
 
-def main_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), labels: Sequence[str] = tuple(TRAINED),
-              overrides: dict[str, dict[str, Any]] | None = None) -> list[Job]:
+def main_jobs(
+    p: Plan,
+    profile: str,
+    seeds: Sequence[int] = (0,),
+    labels: Sequence[str] = tuple(TRAINED),
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[Job]:
     """Runs for Tables 1-3: every label of :data:`TRAINED` on every planned category and seed.
     ``overrides``: registered method -> extra config (e.g. ``{"glass": {"epochs": 4}}``)."""
     overrides = overrides or {}
@@ -106,7 +111,9 @@ def main_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), labels: Sequen
     return jobs
 
 
-def judge(dataset: str, category: str, profile: str = "smoke", data_root=None, **overrides: Any) -> tuple[str, dict[str, Any]]:
+def judge(
+    dataset: str, category: str, profile: str = "smoke", data_root=None, **overrides: Any
+) -> tuple[str, dict[str, Any]]:
     """GLASS-j's choice for one category: what ``build("glass", variant="j").fit`` decides
     (released choice where the config's ``j_rule`` is ``"released"`` and the category is listed,
     else the spectrogram judgement of the mean training image)."""
@@ -133,12 +140,21 @@ def add_glass_j(frame: pd.DataFrame, choices: dict[tuple[str, str], str]) -> pd.
     return pd.concat([frame, *rows], ignore_index=True) if rows else frame
 
 
-def table4_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), extra: dict[str, Any] | None = None,
-                rows: dict[str, dict[str, Any]] = TABLE4) -> dict[str, list[Job]]:
+def table4_jobs(
+    p: Plan,
+    profile: str,
+    seeds: Sequence[int] = (0,),
+    extra: dict[str, Any] | None = None,
+    rows: dict[str, dict[str, Any]] = TABLE4,
+) -> dict[str, list[Job]]:
     """Table 4 (or :data:`ADAPTOR`) name -> its GLASS-m jobs over the plan."""
     return {
-        name: [Job.make("glass", ds, c, profile, s, variant="m", **{**(extra or {}), **opts})
-               for ds, cats in p.categories.items() for c in cats for s in seeds]
+        name: [
+            Job.make("glass", ds, c, profile, s, variant="m", **{**(extra or {}), **opts})
+            for ds, cats in p.categories.items()
+            for c in cats
+            for s in seeds
+        ]
         for name, opts in rows.items()
     }
 
@@ -165,14 +181,16 @@ def r1_settings(profile: str, factors: Sequence[float] = (0.25, 0.5, 1.0, 1.5, 2
     """Fig. 8: ``r1`` -> GLASS-m overrides ``manifold_radii=(r1, 2 r1)``. ``factors`` multiply the
     profile's default ``r1`` (paper/released 0.5 -> r1 in {0.125 ... 1}; the paper's text puts
     the best range at [0.5, 1] with its default 1)."""
-    from ..models.glass import GLASSConfig, MANIFOLD_RADII
+    from ..models.glass import MANIFOLD_RADII, GLASSConfig
 
     radii = GLASSConfig.for_profile(profile).manifold_radii
     r1 = MANIFOLD_RADII[radii][0] if isinstance(radii, str) else radii[0]
     return {round(r1 * f, 6): dict(manifold_radii=(round(r1 * f, 6), round(2 * r1 * f, 6))) for f in factors}
 
 
-def tsne_feature_sets(model, train_ds, n_images: int = 8, seed: int = 0, max_points: int = 600) -> dict[str, np.ndarray]:
+def tsne_feature_sets(
+    model, train_ds, n_images: int = 8, seed: int = 0, max_points: int = 600
+) -> dict[str, np.ndarray]:
     """Fig. 1 (right): feature sets of a trained GLASS-m on ``n_images`` training images.
 
     ``normal``: adapted normal features ``u``; ``LAS``: adapted features of the LAS images at
@@ -213,6 +231,23 @@ def nearest_normal_distance(sets: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-__all__ = ["nearest_normal_distance", "MAIN_METHODS", "WEAK_METHODS", "TRAINED", "MAIN_DATASETS", "WEAK_DATASETS", "TABLE4", "ADAPTOR", "ADAPTOR_REPORTED",
-           "Plan", "plan", "main_jobs", "judge", "add_glass_j", "table4_jobs", "table5_settings", "r1_settings",
-           "tsne_feature_sets"]
+__all__ = [
+    "nearest_normal_distance",
+    "MAIN_METHODS",
+    "WEAK_METHODS",
+    "TRAINED",
+    "MAIN_DATASETS",
+    "WEAK_DATASETS",
+    "TABLE4",
+    "ADAPTOR",
+    "ADAPTOR_REPORTED",
+    "Plan",
+    "plan",
+    "main_jobs",
+    "judge",
+    "add_glass_j",
+    "table4_jobs",
+    "table5_settings",
+    "r1_settings",
+    "tsne_feature_sets",
+]

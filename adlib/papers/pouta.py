@@ -104,26 +104,55 @@ DATASETS = {
 SHOTS = (2, 4, 8)
 
 
-def main_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), labels: Sequence[str] = tuple(TRAINED),
-              overrides: dict[str, dict[str, Any]] | None = None) -> list[Job]:
+def main_jobs(
+    p: Plan,
+    profile: str,
+    seeds: Sequence[int] = (0,),
+    labels: Sequence[str] = tuple(TRAINED),
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[Job]:
     """Runs of Tables I-III: every label of :data:`TRAINED` on every planned category and seed.
     ``overrides``: registered method -> extra config."""
     overrides = overrides or {}
-    return [Job.make(TRAINED[label][0], ds, cat, profile, s, **{**TRAINED[label][1], **overrides.get(TRAINED[label][0], {})})
-            for ds, cats in p.categories.items() for cat in cats for label in labels for s in seeds]
+    return [
+        Job.make(
+            TRAINED[label][0], ds, cat, profile, s, **{**TRAINED[label][1], **overrides.get(TRAINED[label][0], {})}
+        )
+        for ds, cats in p.categories.items()
+        for cat in cats
+        for label in labels
+        for s in seeds
+    ]
 
 
-def ablation_jobs(p: Plan, profile: str, seeds: Sequence[int] = (0,), rows: Sequence[str] = tuple(ABLATIONS)) -> dict[str, list[Job]]:
+def ablation_jobs(
+    p: Plan, profile: str, seeds: Sequence[int] = (0,), rows: Sequence[str] = tuple(ABLATIONS)
+) -> dict[str, list[Job]]:
     """Table V row -> its jobs over the plan."""
-    return {row: [Job.make(ABLATIONS[row][0], ds, c, profile, s, **ABLATIONS[row][1])
-                  for ds, cats in p.categories.items() for c in cats for s in seeds] for row in rows}
+    return {
+        row: [
+            Job.make(ABLATIONS[row][0], ds, c, profile, s, **ABLATIONS[row][1])
+            for ds, cats in p.categories.items()
+            for c in cats
+            for s in seeds
+        ]
+        for row in rows
+    }
 
 
-def few_shot_jobs(p: Plan, profile: str, shots: Sequence[int] = SHOTS, seeds: Sequence[int] = (0, 1, 2),
-                  method: str = "pouta") -> dict[int, list[Job]]:
+def few_shot_jobs(
+    p: Plan, profile: str, shots: Sequence[int] = SHOTS, seeds: Sequence[int] = (0, 1, 2), method: str = "pouta"
+) -> dict[int, list[Job]]:
     """Table IV: ``k`` -> POUTA jobs trained on ``k`` normal images (one draw per seed)."""
-    return {int(k): [Job.make(method, ds, c, profile, s, protocol={"shots": int(k)})
-                     for ds, cats in p.categories.items() for c in cats for s in seeds] for k in shots}
+    return {
+        int(k): [
+            Job.make(method, ds, c, profile, s, protocol={"shots": int(k)})
+            for ds, cats in p.categories.items()
+            for c in cats
+            for s in seeds
+        ]
+        for k in shots
+    }
 
 
 def label_rows(frame, mapping: dict[str, list[Job]], column: str = "label"):
@@ -133,7 +162,9 @@ def label_rows(frame, mapping: dict[str, list[Job]], column: str = "label"):
     parts = []
     for name, jobs in mapping.items():
         keys = {(j.key()["config_hash"], j.dataset, j.category, j.seed) for j in jobs}
-        sub = frame[[(h, d, c, s) in keys for h, d, c, s in zip(frame.config_hash, frame.dataset, frame.category, frame.seed)]].copy()
+        sub = frame[
+            [(h, d, c, s) in keys for h, d, c, s in zip(frame.config_hash, frame.dataset, frame.category, frame.seed)]
+        ].copy()
         sub[column] = str(name)
         parts.append(sub)
     return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
@@ -147,8 +178,14 @@ def label_rows(frame, mapping: dict[str, list[Job]], column: str = "label"):
 PAPER_BANK_SIZE = int(0.1 * 242 * 28 * 28)
 
 
-def inference_path(name: str, profile: str = "paper", device="cpu", bank_size: int | None = None,
-                   bf16: bool = False, channels_last: bool = False) -> dict[str, Any]:
+def inference_path(
+    name: str,
+    profile: str = "paper",
+    device="cpu",
+    bank_size: int | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> dict[str, Any]:
     """What Table VI times for one method, built with random weights (speed and FLOPs do not
     depend on them): ``module`` (the network whose parameters are counted), ``infer(x)`` (image
     score and pixel map of a batch already on the device), ``normalize`` (whether ``x`` is
@@ -183,9 +220,18 @@ def inference_path(name: str, profile: str = "paper", device="cpu", bank_size: i
                 heat = model.heat_map(x)
             return image_score(heat.float(), model.cfg.score_pool)
 
-        what = "reconstructive net + coarse-to-fine discriminator (no MSS heads)" if name == "pouta" else "reconstructive net + U-Net discriminator"
-        return {"module": model.net, "infer": infer, "normalize": False, "image_size": model.cfg.image_size,
-                "notes": f"heat map ({what}) + image score"}
+        what = (
+            "reconstructive net + coarse-to-fine discriminator (no MSS heads)"
+            if name == "pouta"
+            else "reconstructive net + U-Net discriminator"
+        )
+        return {
+            "module": model.net,
+            "infer": infer,
+            "normalize": False,
+            "image_size": model.cfg.image_size,
+            "notes": f"heat map ({what}) + image score",
+        }
     if name == "patchcore":
         from ..models.patchcore import anomaly_maps
 
@@ -204,9 +250,14 @@ def inference_path(name: str, profile: str = "paper", device="cpu", bank_size: i
                 s, grid_scores = model.score(x)
             return s, anomaly_maps(grid_scores.float(), tuple(x.shape[-2:]), model.cfg.smooth_sigma)
 
-        return {"module": model.features, "infer": infer, "normalize": True, "image_size": size,
-                "notes": f"{model.cfg.backbone} features + exact kNN vs {bank_size} x {model.features.dim} bank + "
-                         f"reweighting + up-sampling + Gaussian filter"}
+        return {
+            "module": model.features,
+            "infer": infer,
+            "normalize": True,
+            "image_size": size,
+            "notes": f"{model.cfg.backbone} features + exact kNN vs {bank_size} x {model.features.dim} bank + "
+            f"reweighting + up-sampling + Gaussian filter",
+        }
     raise ValueError(f"no Table VI inference path for {name!r}; expected pouta, vanilla or patchcore")
 
 
@@ -219,8 +270,13 @@ def _example(path: dict[str, Any], batch: int, size: int, device) -> torch.Tenso
     return x.to(device)
 
 
-def complexity_table(profile: str = "smoke", device="cpu", repeats: int = 3, batch_size: int = 1,
-                     methods: dict[str, str] = COMPLEXITY_METHODS):
+def complexity_table(
+    profile: str = "smoke",
+    device="cpu",
+    repeats: int = 3,
+    batch_size: int = 1,
+    methods: dict[str, str] = COMPLEXITY_METHODS,
+):
     """Table VI: per method, ``params_m`` and ``flops_g`` / ``macs_g`` of the **paper-profile**
     architecture on one 224 x 224 image (``torch.utils.flop_counter``; a multiply-add counts 2
     FLOPs, ``macs_g`` = half), and ``ms_per_img`` of the ``profile``'s architecture at its own
@@ -241,9 +297,26 @@ def complexity_table(profile: str = "smoke", device="cpu", repeats: int = 3, bat
         timed = inference_path(name, profile, device)
         x = _example(timed, batch_size, timed["image_size"], device)
         ms = time_inference(timed["infer"], x, device, warmup=1, repeats=repeats)
-        rows.append({"method": label, "params_m": params / 1e6, "flops_g": flops / 1e9, "macs_g": flops_to_macs(flops) / 1e9,
-                     "ms_per_img": ms, "timed_profile": profile, "timed_size": timed["image_size"], "timed": timed["notes"]})
-        log.info("Table VI %s: %.2f M parameters, %.2f GFLOPs, %.1f ms/img (%s)", label, params / 1e6, flops / 1e9, ms, profile)
+        rows.append(
+            {
+                "method": label,
+                "params_m": params / 1e6,
+                "flops_g": flops / 1e9,
+                "macs_g": flops_to_macs(flops) / 1e9,
+                "ms_per_img": ms,
+                "timed_profile": profile,
+                "timed_size": timed["image_size"],
+                "timed": timed["notes"],
+            }
+        )
+        log.info(
+            "Table VI %s: %.2f M parameters, %.2f GFLOPs, %.1f ms/img (%s)",
+            label,
+            params / 1e6,
+            flops / 1e9,
+            ms,
+            profile,
+        )
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -252,8 +325,9 @@ def complexity_table(profile: str = "smoke", device="cpu", repeats: int = 3, bat
 
 
 @torch.no_grad()
-def representations(model, ds, indices: Sequence[int], level: int = 4, max_normal: int = 400,
-                    min_fraction: float = 0.25, seed: int = 0) -> dict[str, np.ndarray]:
+def representations(
+    model, ds, indices: Sequence[int], level: int = 4, max_normal: int = 400, min_fraction: float = 0.25, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Encoder ``F_E<level>`` and decoder ``F_D<level>`` representations of ``ds[indices]``, one row
     per position of the level's grid, with the position's label: 1 where at least
     ``min_fraction`` of its cell is anomalous in the ground-truth mask (area pooling; the
@@ -349,6 +423,28 @@ def gradcam_maps(model, images: torch.Tensor) -> np.ndarray:
     return np.asarray(maps, dtype=np.float32)
 
 
-__all__ = ["ABLATIONS", "COMPLEXITY_METHODS", "PAPER_BANK_SIZE", "complexity_table", "inference_path", "DATASETS", "SHOTS", "TABLE1_METHODS", "TABLE2_METHODS", "TABLE3_METHODS",
-           "TABLE4_METHODS", "TRAINED", "Plan", "ablation_jobs", "discrepancy_map", "few_shot_jobs", "gradcam_layer",
-           "gradcam_maps", "label_rows", "main_jobs", "plan", "representations", "separability"]
+__all__ = [
+    "ABLATIONS",
+    "COMPLEXITY_METHODS",
+    "PAPER_BANK_SIZE",
+    "complexity_table",
+    "inference_path",
+    "DATASETS",
+    "SHOTS",
+    "TABLE1_METHODS",
+    "TABLE2_METHODS",
+    "TABLE3_METHODS",
+    "TABLE4_METHODS",
+    "TRAINED",
+    "Plan",
+    "ablation_jobs",
+    "discrepancy_map",
+    "few_shot_jobs",
+    "gradcam_layer",
+    "gradcam_maps",
+    "label_rows",
+    "main_jobs",
+    "plan",
+    "representations",
+    "separability",
+]

@@ -89,8 +89,7 @@ from importlib.resources import files
 
 import pandas as pd
 
-__all__ = ["PAPERS", "COLUMNS", "DISCREPANCY_COLUMNS", "SUBSETS", "load", "discrepancies", "check_averages",
-           "decimals"]
+__all__ = ["PAPERS", "COLUMNS", "DISCREPANCY_COLUMNS", "SUBSETS", "load", "discrepancies", "check_averages", "decimals"]
 
 PAPERS = ("glass", "pouta", "adl", "adtr")
 COLUMNS = ["paper", "table", "method", "dataset", "category", "metric", "value", "setting", "note"]
@@ -101,8 +100,18 @@ KEY = ["paper", "table", "method", "dataset", "category", "metric", "setting"]
 SUBSETS = {
     "mvtec": {
         "texture": ("carpet", "grid", "leather", "tile", "wood"),
-        "object": ("bottle", "cable", "capsule", "hazelnut", "metal_nut", "pill", "screw", "toothbrush",
-                   "transistor", "zipper"),
+        "object": (
+            "bottle",
+            "cable",
+            "capsule",
+            "hazelnut",
+            "metal_nut",
+            "pill",
+            "screw",
+            "toothbrush",
+            "transistor",
+            "zipper",
+        ),
     },
 }
 
@@ -131,10 +140,11 @@ def load(paper: str | None = None, **filters) -> pd.DataFrame:
         raise ValueError(f"unknown paper {paper!r}; expected one of {', '.join(PAPERS)}")
     unknown = [k for k in filters if k not in COLUMNS]
     if unknown:
-        raise ValueError(f"unknown filter column(s) {', '.join(map(repr, unknown))}; expected one of "
-                         f"{', '.join(COLUMNS)}")
+        raise ValueError(
+            f"unknown filter column(s) {', '.join(map(repr, unknown))}; expected one of {', '.join(COLUMNS)}"
+        )
     frames = []
-    for p in (PAPERS if paper is None else (paper,)):
+    for p in PAPERS if paper is None else (paper,):
         d = _read(f"{p}.csv")
         if list(d.columns) != COLUMNS:
             raise ValueError(f"{p}.csv: columns {list(d.columns)} != {COLUMNS}")
@@ -219,11 +229,25 @@ def check_averages(df: pd.DataFrame | None = None, tol: float | None = None) -> 
         d_cat, d_avg = int(parts["decimals"].max()), int(avg["decimals"])
         if from_floats:  # trailing zeros are lost in floats: give every number the group's precision
             d_cat = d_avg = max(d_cat, d_avg)
-        slack = (0.5 * 10.0 ** -d_avg + 0.5 * 10.0 ** -d_cat) if tol is None else float(tol)
+        slack = (0.5 * 10.0**-d_avg + 0.5 * 10.0**-d_cat) if tol is None else float(tol)
         diff = float(avg["value"]) - recomputed
-        out.append(dict(paper=avg["paper"], table=avg["table"], method=avg["method"], dataset=avg["dataset"],
-                        setting=avg["setting"], metric=avg["metric"], kind=kind, printed=float(avg["value"]),
-                        recomputed=recomputed, n=n, diff=diff, tol=slack, ok=abs(diff) <= slack + 1e-9))
+        out.append(
+            dict(
+                paper=avg["paper"],
+                table=avg["table"],
+                method=avg["method"],
+                dataset=avg["dataset"],
+                setting=avg["setting"],
+                metric=avg["metric"],
+                kind=kind,
+                printed=float(avg["value"]),
+                recomputed=recomputed,
+                n=n,
+                diff=diff,
+                tol=slack,
+                ok=abs(diff) <= slack + 1e-9,
+            )
+        )
 
     same = ["paper", "table", "method", "metric"]
     averages = df[df["category"] == "average"]
@@ -245,6 +269,19 @@ def check_averages(df: pd.DataFrame | None = None, tol: float | None = None) -> 
                 raise ValueError(f"no category subset {subset!r} known for dataset {avg['dataset']!r}") from None
             parts = parts[parts["category"].isin(members)]
         record(avg, "categories", parts)
-    cols = ["paper", "table", "method", "dataset", "setting", "metric", "kind", "printed", "recomputed", "n", "diff",
-            "tol", "ok"]
+    cols = [
+        "paper",
+        "table",
+        "method",
+        "dataset",
+        "setting",
+        "metric",
+        "kind",
+        "printed",
+        "recomputed",
+        "n",
+        "diff",
+        "tol",
+        "ok",
+    ]
     return pd.DataFrame(out, columns=cols)

@@ -13,6 +13,8 @@
 Every generator takes an explicit ``torch.Generator``; none touches global RNG state.
 """
 
+from .confetti import confetti_grid_label, confetti_noise, replace_with_confetti
+from .contamination import ContaminatedSplit, add_contamination_noise, contaminate, contamination_count
 from .draem import (
     ADL_PAPER,
     ADL_RELEASED,
@@ -26,6 +28,13 @@ from .draem import (
     preset,
     sample_opacity,
 )
+from .gas import (
+    gas,
+    gradient_ascent_step,
+    hypersphere_radius,
+    truncated_projection_hypersphere,
+    truncated_projection_manifold,
+)
 from .las import (
     BETA_MODES,
     GLASS_TEXTURE_TRANSFORMS,
@@ -38,10 +47,6 @@ from .las import (
     texture_augment,
 )
 from .perlin import fade, perlin_mask, perlin_masks, perlin_noise, perlin_noise_batch, rotate_fields
-
-from .confetti import confetti_grid_label, confetti_noise, replace_with_confetti
-from .contamination import ContaminatedSplit, add_contamination_noise, contaminate, contamination_count
-from .gas import gas, gradient_ascent_step, hypersphere_radius, truncated_projection_hypersphere, truncated_projection_manifold
 
 __all__ = [
     "ContaminatedSplit",

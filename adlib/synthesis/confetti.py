@@ -271,10 +271,29 @@ def confetti_pattern(
 ) -> ConfettiPattern:
     """The blurred confetti noise (both layers, summed, blurred) for a B x C x H x W batch, with its blobs."""
     b, c, h, w = (int(s) for s in shape)
-    colour = sample_blobs(b, c, h, w, generator, colour_density, side_range=side_range,
-                          max_rotation=max_rotation, colour_range=colour_range)
-    grey = sample_blobs(b, c, h, w, generator, grey_density, side_range=side_range,
-                        max_rotation=max_rotation, colour_range=None, fill=grey_fill)
+    colour = sample_blobs(
+        b,
+        c,
+        h,
+        w,
+        generator,
+        colour_density,
+        side_range=side_range,
+        max_rotation=max_rotation,
+        colour_range=colour_range,
+    )
+    grey = sample_blobs(
+        b,
+        c,
+        h,
+        w,
+        generator,
+        grey_density,
+        side_range=side_range,
+        max_rotation=max_rotation,
+        colour_range=None,
+        fill=grey_fill,
+    )
     noise = render_blobs(colour, (b, c, h, w)) + render_blobs(grey, (b, c, h, w))
     return ConfettiPattern(blur_noise(noise, blur_kernel, blur_sigma), colour, grey)
 
@@ -327,9 +346,16 @@ def confetti_noise(
     """
     _check_images(images)
     pattern = confetti_pattern(
-        tuple(images.shape), generator, colour_density=colour_density, grey_density=grey_density,
-        side_range=side_range, max_rotation=max_rotation, colour_range=colour_range, grey_fill=grey_fill,
-        blur_kernel=blur_kernel, blur_sigma=blur_sigma,
+        tuple(images.shape),
+        generator,
+        colour_density=colour_density,
+        grey_density=grey_density,
+        side_range=side_range,
+        max_rotation=max_rotation,
+        colour_range=colour_range,
+        grey_fill=grey_fill,
+        blur_kernel=blur_kernel,
+        blur_sigma=blur_sigma,
     )
     return apply_confetti(images, pattern.noise, invert_threshold)
 

@@ -146,8 +146,13 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
 
 def _as_contaminating(rec: Record) -> ContaminatedRecord:
     base = {f.name: getattr(rec, f.name) for f in fields(Record)}
-    c = ContaminatedRecord(**base, true_label=int(rec.label), true_defect_type=rec.defect_type,
-                           true_mask_path=rec.mask_path, source_split=rec.split or "test")
+    c = ContaminatedRecord(
+        **base,
+        true_label=int(rec.label),
+        true_defect_type=rec.defect_type,
+        true_mask_path=rec.mask_path,
+        source_split=rec.split or "test",
+    )
     return replace(c, label=0, defect_type="good", mask_path=None, split="train")
 
 
@@ -205,7 +210,13 @@ def contaminate(
         test = list(test_records)
     log.info(
         "contaminate: eps=%s, %d normal + %d anomalies (%.3f of train), protocol=%s, test %d -> %d",
-        eps, n_normal, k, k / max(n_normal + k, 1), protocol, len(test_records), len(test),
+        eps,
+        n_normal,
+        k,
+        k / max(n_normal + k, 1),
+        protocol,
+        len(test_records),
+        len(test),
     )
     return ContaminatedSplit(train, test, chosen, protocol, float(eps), n_normal, float(noise_std), seeds)
 

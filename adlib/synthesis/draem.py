@@ -68,8 +68,9 @@ non-empty, else 0.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -290,8 +291,13 @@ def _apply_augmenter(name: str, x: torch.Tensor, g: torch.Generator) -> tuple[to
     if name == "rotate":
         a = _u(g, -45.0, 45.0)
         out = TF.affine(
-            x, angle=a, translate=[0, 0], scale=1.0, shear=[0.0, 0.0],
-            interpolation=TF.InterpolationMode.BILINEAR, fill=0.0,
+            x,
+            angle=a,
+            translate=[0, 0],
+            scale=1.0,
+            shear=[0.0, 0.0],
+            interpolation=TF.InterpolationMode.BILINEAR,
+            fill=0.0,
         )
         return out.clamp(0, 1), {"angle": a}
     raise ValueError(f"unknown augmenter {name!r}; known: {DRAEM_AUGMENTERS}")
@@ -337,8 +343,10 @@ class DraemSynthesizer:
         c = self.config
         augment = None
         if c.source == "texture" or c.n_augmenters:
+
             def augment(t: torch.Tensor, g: torch.Generator):
                 return draem_augment(t.float() / 255.0, g, c.n_augmenters, c.augmenters)
+
         drawn = draw_texture(self.textures, hw, generator, texture, augment=augment, owner="DraemSynthesizer")
         info.update(texture_index=drawn.index, texture_path=drawn.path)
         if augment is None:
@@ -384,8 +392,13 @@ class DraemSynthesizer:
             raise ValueError(f"image must be 3 x H x W, got {tuple(image.shape)}")
         hw = (int(image.shape[-2]), int(image.shape[-1]))
         info: dict[str, Any] = {
-            "preset": c.name, "texture_index": None, "texture_path": None, "augmenters": [],
-            "augmenter_params": [], "self_transform": None, "self_transform_params": {},
+            "preset": c.name,
+            "texture_index": None,
+            "texture_path": None,
+            "augmenters": [],
+            "augmenter_params": [],
+            "self_transform": None,
+            "self_transform_params": {},
         }
         x = image.float()
         fg = None
@@ -402,8 +415,14 @@ class DraemSynthesizer:
         info.update(rotated=rotated, rotation_angle=angle if rotated else 0.0)
         # 2. Perlin mask
         m, pinfo = perlin_masks(
-            1, hw, generator, c.perlin_min_scale_exp, c.perlin_max_scale_exp, c.perlin_rotate,
-            c.perlin_threshold, return_info=True,
+            1,
+            hw,
+            generator,
+            c.perlin_min_scale_exp,
+            c.perlin_max_scale_exp,
+            c.perlin_rotate,
+            c.perlin_threshold,
+            return_info=True,
         )
         mask = m[0]
         if fg is not None:

@@ -83,7 +83,9 @@ def estimate_foreground(
         x = x * 255.0
     h, w = x.shape[:2]
     b = max(2, int(round(border * min(h, w))))
-    band = np.concatenate([x[:b].reshape(-1, 3), x[-b:].reshape(-1, 3), x[:, :b].reshape(-1, 3), x[:, -b:].reshape(-1, 3)])
+    band = np.concatenate(
+        [x[:b].reshape(-1, 3), x[-b:].reshape(-1, 3), x[:, :b].reshape(-1, 3), x[:, -b:].reshape(-1, 3)]
+    )
     bg = np.median(band, axis=0)
     if blur > 0:
         x = ndimage.gaussian_filter(x, sigma=(blur, blur, 0))

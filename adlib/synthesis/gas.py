@@ -79,8 +79,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -110,6 +111,8 @@ class ContextScorer(Protocol):
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def bind_context(self, context: torch.Tensor) -> Scorer: ...
+
+
 Projection = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -233,8 +236,12 @@ def zero_distance_guard(
 
 
 def _truncate(
-    x: torch.Tensor, anchor: torch.Tensor, low: torch.Tensor | float, high: torch.Tensor | float,
-    eps: float, generator: torch.Generator | None,
+    x: torch.Tensor,
+    anchor: torch.Tensor,
+    low: torch.Tensor | float,
+    high: torch.Tensor | float,
+    eps: float,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     h = zero_distance_guard(x - anchor, generator=generator)
     norm = h.norm(dim=-1, keepdim=True)

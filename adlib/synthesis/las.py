@@ -66,8 +66,9 @@ is the ``1 x H x W`` layout of :class:`adlib.data.base.Sample`); grid labels ``g
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as nnf
@@ -192,8 +193,13 @@ def _apply_texture_transform(name: str, img: torch.Tensor, generator: torch.Gene
     if name == "affine":
         a = _uniform(generator, -45.0, 45.0)
         out = TF.affine(
-            img, angle=a, translate=[0, 0], scale=1.0, shear=[0.0, 0.0],
-            interpolation=TF.InterpolationMode.NEAREST, fill=0,
+            img,
+            angle=a,
+            translate=[0, 0],
+            scale=1.0,
+            shear=[0.0, 0.0],
+            interpolation=TF.InterpolationMode.NEAREST,
+            fill=0,
         )
         return out, {"angle": a}
     raise ValueError(f"unknown texture transform {name!r}; known: {GLASS_TEXTURE_TRANSFORMS}")
@@ -262,9 +268,7 @@ def sample_beta(
     return float(b) if size is None else b
 
 
-def las_blend(
-    x: torch.Tensor, texture: torch.Tensor, mask: torch.Tensor, beta: float | torch.Tensor
-) -> torch.Tensor:
+def las_blend(x: torch.Tensor, texture: torch.Tensor, mask: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
     """GLASS Eq. 4: ``x+ = x * (1 - m) + (1 - beta) * texture * m + beta * x * m``.
 
     Computed in whatever space the inputs are in (the released code: both ImageNet-normalised).
@@ -364,10 +368,16 @@ class LocalAnomalySynthesizer:
     def _draw_mask(self, hw: tuple[int, int], generator: torch.Generator, fg: torch.Tensor | None):
         info: dict[str, Any] = {"fallback": None}
         tries = 0
-        for tries in range(1, self.max_tries + 1):
+        for tries in range(1, self.max_tries + 1):  # noqa: B007 - the count is reported after the loop
             pair, pinfo = perlin_masks(
-                2, hw, generator, self.perlin_min_scale_exp, self.perlin_max_scale_exp,
-                self.perlin_rotate, self.perlin_threshold, return_info=True,
+                2,
+                hw,
+                generator,
+                self.perlin_min_scale_exp,
+                self.perlin_max_scale_exp,
+                self.perlin_rotate,
+                self.perlin_threshold,
+                return_info=True,
             )
             mask, rule = combine_masks(pair[0], pair[1], generator, self.alpha, fg)
             label = feature_label(mask, self.grid)
@@ -378,13 +388,17 @@ class LocalAnomalySynthesizer:
             info["fallback"] = "foreground-cell" if fg is not None else "grid-cell"
             log.warning(
                 "LAS: no non-empty anomaly mask after %d Perlin re-draws%s; using one %s instead",
-                self.max_tries, " inside the foreground" if fg is not None else "",
+                self.max_tries,
+                " inside the foreground" if fg is not None else "",
                 "foreground grid cell" if fg is not None else "grid cell",
             )
         info.update(
-            tries=tries, mask_rule=rule,
-            scale_exp=pinfo["scale_exp"].tolist(), angle=pinfo["angle"].tolist(),
-            m1=pair[0], m2=pair[1],  # the last Perlin pair drawn (for figures such as GLASS Fig. 4)
+            tries=tries,
+            mask_rule=rule,
+            scale_exp=pinfo["scale_exp"].tolist(),
+            angle=pinfo["angle"].tolist(),
+            m1=pair[0],
+            m2=pair[1],  # the last Perlin pair drawn (for figures such as GLASS Fig. 4)
         )
         return mask, label, info
 
@@ -408,7 +422,12 @@ class LocalAnomalySynthesizer:
     def _texture(self, hw: tuple[int, int], generator: torch.Generator, texture) -> tuple[torch.Tensor, dict]:
         # GLASS (released): resized to texture_resize, K_R of the 9 uint8 transforms, centre crop to hw
         drawn = draw_texture(
-            self.textures, hw, generator, texture, resize=self.texture_resize, owner="LocalAnomalySynthesizer",
+            self.textures,
+            hw,
+            generator,
+            texture,
+            resize=self.texture_resize,
+            owner="LocalAnomalySynthesizer",
             augment=lambda t, g: texture_augment(t, g, self.n_texture_transforms, self.texture_transforms),
         )
         img, names, params = drawn.image, drawn.augmentations, drawn.params

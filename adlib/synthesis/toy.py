@@ -93,7 +93,16 @@ def gas_toy(
 
     def run(projection, n_steps=steps):
         gen = torch.Generator().manual_seed(seed + 1)  # the same noise draw for every variant
-        out = gas(normal, scorer, steps=n_steps, eta=eta, noise_std=noise_std, projection=projection, generator=gen, joint_forward=False)
+        out = gas(
+            normal,
+            scorer,
+            steps=n_steps,
+            eta=eta,
+            noise_std=noise_std,
+            projection=projection,
+            generator=gen,
+            joint_forward=False,
+        )
         return out.detach()
 
     noisy = run(None, n_steps=0)

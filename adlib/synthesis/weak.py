@@ -36,8 +36,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -146,7 +146,9 @@ def write_weak_defect_sets(
                 arr = (x_plus.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
                 stem = goods[i].stem
                 _save_png(arr, root / "test" / DEFECT_NAME / f"{stem}.png")
-                _save_png((mask.numpy() * 255).astype(np.uint8), root / "ground_truth" / DEFECT_NAME / f"{stem}_mask.png")
+                _save_png(
+                    (mask.numpy() * 255).astype(np.uint8), root / "ground_truth" / DEFECT_NAME / f"{stem}_mask.png"
+                )
         counts[cat] = {"test_good": len(keep_good), "test_defective": len(to_defect)}
     manifest = {
         "kind": "weak-defect sets (MAD-sys manner, GLASS Eq. 4 at fixed beta)",

@@ -25,8 +25,9 @@ def parse_args(description: str, default_name: str) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--reference", required=True, type=Path, help="checkout of the reference repository")
     ap.add_argument("--out", required=True, type=Path, help="output folder (tests/golden/)")
-    ap.add_argument("--commit", default=None,
-                    help="commit of the checkout (default: git rev-parse HEAD in --reference)")
+    ap.add_argument(
+        "--commit", default=None, help="commit of the checkout (default: git rev-parse HEAD in --reference)"
+    )
     ap.add_argument("--name", default=default_name, help="file stem of the fixture (.npz/.json)")
     return ap.parse_args()
 
@@ -35,8 +36,9 @@ def commit_of(reference: Path, given: str | None) -> str:
     if given:
         return given
     try:
-        return subprocess.run(["git", "-C", str(reference), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(reference), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
     except Exception as exc:  # an exported checkout has no .git
         raise SystemExit(f"cannot read the commit of {reference} ({exc}); pass --commit") from None
 
@@ -67,7 +69,7 @@ def stub_module(name: str, **attrs) -> types.ModuleType:
             mod.__dict__["__golden_stub__"] = True
             sys.modules[sub] = mod
             if i > 1:
-                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], mod)
+                setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], mod)
     mod = sys.modules[name]
     for k, v in attrs.items():
         setattr(mod, k, v)

@@ -25,7 +25,7 @@ MAX_FIXTURE_BYTES = 300_000
 class RecordingWriter:
     """Stand-in for ``torch.utils.tensorboard.SummaryWriter``: keeps every ``add_scalar`` call."""
 
-    instances: list["RecordingWriter"] = []
+    instances: list[RecordingWriter] = []
 
     def __init__(self, *args, **kwargs) -> None:
         self.scalars: list[tuple[str, float, int]] = []
@@ -87,8 +87,9 @@ def import_reference(reference: Path) -> None:
 
 def git_commit(reference: Path) -> str:
     try:
-        return subprocess.check_output(["git", "-C", str(reference), "rev-parse", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
+        return subprocess.check_output(
+            ["git", "-C", str(reference), "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL
+        ).strip()
     except Exception:
         return "unknown (not a git work tree; pass --commit)"
 

@@ -56,8 +56,7 @@ def make_inputs() -> dict[str, torch.Tensor]:
     seg_logits = torch.randn(2, 2, 32, 32, generator=g) * 2.0
     mask = (torch.rand(2, 1, 32, 32, generator=g) < 0.2).float()
     feat = torch.randn(4, 8, 10, 10, generator=g)
-    return {"scores": scores, "labels": labels, "prob": prob, "seg_logits": seg_logits, "mask": mask,
-            "features": feat}
+    return {"scores": scores, "labels": labels, "prob": prob, "seg_logits": seg_logits, "mask": mask, "features": feat}
 
 
 def main() -> None:
@@ -136,11 +135,21 @@ def main() -> None:
         "commit": commit,
         "generator": "tools/golden/make_adl.py",
         "versions": _common.versions("sklearn", "scipy"),
-        "seeds": {"inputs_torch_generator": SEED, "reference_scores_torch_manual_seed": REF_SEED,
-                  "plainhead_init_torch_manual_seed": SEED},
-        "settings": {"batch": B, "margin": MARGIN, "alphas": list(ALPHAS), "lambda": LAMBDA,
-                     "weights_iteration_burnin": [10, 5], "burnin_weights_iteration_burnin": [5, 5],
-                     "topk_rate": 0.1, "focal": "loss.FocalLoss() defaults (gamma 2, smooth 1e-5, alpha None)"},
+        "seeds": {
+            "inputs_torch_generator": SEED,
+            "reference_scores_torch_manual_seed": REF_SEED,
+            "plainhead_init_torch_manual_seed": SEED,
+        },
+        "settings": {
+            "batch": B,
+            "margin": MARGIN,
+            "alphas": list(ALPHAS),
+            "lambda": LAMBDA,
+            "weights_iteration_burnin": [10, 5],
+            "burnin_weights_iteration_burnin": [5, 5],
+            "topk_rate": 0.1,
+            "focal": "loss.FocalLoss() defaults (gamma 2, smooth 1e-5, alpha None)",
+        },
         "reference_functions": {
             "dev_loss": "adl_train.SoftDeviationLoss()(scores[:, None], labels[:, None])",
             "soft_dev_loss": "adl_train.SoftDeviationLoss()(scores[:, None], prob[:, None])",
@@ -153,8 +162,11 @@ def main() -> None:
             "term_dev / term_bce": "torch.mean(L * w) as in Trainer.train (alpha 0.1)",
             "topk_score": "modeling.netm1.PlainHead(None, 8, 0.1)(features)",
         },
-        "shims": ["imgaug stubbed (unused data-set import)", "Tensor/Module.cuda() no-ops",
-                  "torch.normal wrapped to record the reference draws (same tensor returned)"],
+        "shims": [
+            "imgaug stubbed (unused data-set import)",
+            "Tensor/Module.cuda() no-ops",
+            "torch.normal wrapped to record the reference draws (same tensor returned)",
+        ],
     }
     _common.write(args.out, args.name, out, meta)
 

@@ -65,16 +65,27 @@ class _Identity:
 
 
 def _stub_imgaug() -> None:
-    names = ["GammaContrast", "MultiplyAndAddToBrightness", "AddToHueAndSaturation", "Solarize", "Posterize",
-             "Invert", "Affine", "Sequential"]
-    pillike = _common.stub_module("imgaug.augmenters.pillike", EnhanceSharpness=_Identity, Autocontrast=_Identity,
-                                  Equalize=_Identity)
+    names = [
+        "GammaContrast",
+        "MultiplyAndAddToBrightness",
+        "AddToHueAndSaturation",
+        "Solarize",
+        "Posterize",
+        "Invert",
+        "Affine",
+        "Sequential",
+    ]
+    pillike = _common.stub_module(
+        "imgaug.augmenters.pillike", EnhanceSharpness=_Identity, Autocontrast=_Identity, Equalize=_Identity
+    )
     iaa = _common.stub_module("imgaug.augmenters", **{n: _Identity for n in names})
     if getattr(iaa, "__golden_stub__", False):
         iaa.pillike = pillike
     else:
-        raise SystemExit("imgaug is installed: this generator stubs it on purpose (identity augmenters); "
-                         "run it in an environment without imgaug")
+        raise SystemExit(
+            "imgaug is installed: this generator stubs it on purpose (identity augmenters); "
+            "run it in an environment without imgaug"
+        )
 
 
 class _Recorder:
@@ -149,8 +160,11 @@ def main() -> None:
         for seed in range(BLEND_SEED0, BLEND_SEED0 + 200):
             torch.manual_seed(seed)
             np.random.seed(seed)
-            with _Recorder(torch, "rand") as tr, _Recorder(torch, "randint") as ti, \
-                    _Recorder(data_loader, "rand_perlin_2d_np") as pn:
+            with (
+                _Recorder(torch, "rand") as tr,
+                _Recorder(torch, "randint") as ti,
+                _Recorder(data_loader, "rand_perlin_2d_np") as pn,
+            ):
                 aug, msk, has = ds.augment_image(image, path)
             frac = float(msk.mean())
             if has[0] == 1.0 and 0.03 < frac < 0.5:
@@ -158,9 +172,15 @@ def main() -> None:
         else:
             raise SystemExit("no seed gave an anomalous sample")
     b = tr.calls[0][0] * 0.8  # the released beta (texture weight 1 - b)
-    out.update(blend_image=image, blend_texture=tex_read, blend_noise=pn.calls[0].astype(np.float32),
-               blend_mask=msk[..., 0], blend_out=aug, blend_b=np.float32(b),
-               blend_scales=np.array([2 ** int(ti.calls[0][0]), 2 ** int(ti.calls[1][0])], dtype=np.int64))
+    out.update(
+        blend_image=image,
+        blend_texture=tex_read,
+        blend_noise=pn.calls[0].astype(np.float32),
+        blend_mask=msk[..., 0],
+        blend_out=aug,
+        blend_b=np.float32(b),
+        blend_scales=np.array([2 ** int(ti.calls[0][0]), 2 ** int(ti.calls[1][0])], dtype=np.int64),
+    )
 
     meta = {
         "component": "DRAEM (Zavrtanik, Kristan, Skocaj, ICCV 2021), released code",
@@ -168,12 +188,19 @@ def main() -> None:
         "commit": commit,
         "generator": "tools/golden/make_draem.py",
         "versions": _common.versions("cv2"),
-        "seeds": {"inputs_torch_generator": SEED,
-                  "perlin_numpy_seeds": [c[2] for c in PERLIN_CASES],
-                  "blend_torch_and_numpy_seed": seed},
+        "seeds": {
+            "inputs_torch_generator": SEED,
+            "perlin_numpy_seeds": [c[2] for c in PERLIN_CASES],
+            "blend_torch_and_numpy_seed": seed,
+        },
         "perlin_cases": [{"shape": list(s), "res": list(r), "numpy_seed": k} for s, r, k in PERLIN_CASES],
-        "blend": {"shape": [h, w], "b": float(b), "scales": out["blend_scales"].tolist(),
-                  "mask_fraction": frac, "channels": "BGR as cv2 reads (image and texture alike)"},
+        "blend": {
+            "shape": [h, w],
+            "b": float(b),
+            "scales": out["blend_scales"].tolist(),
+            "mask_fraction": frac,
+            "channels": "BGR as cv2 reads (image and texture alike)",
+        },
         "reference_functions": {
             "focal_loss": "loss.FocalLoss()(softmax(focal_logits, 1), focal_mask)",
             "ssim_loss": "loss.SSIM()(ssim_rec, ssim_img)  (1 - mean SSIM, zero-padded window)",
@@ -183,12 +210,14 @@ def main() -> None:
             "perlin<i>_angles": "2 pi * the np.random.rand draw it made (float64)",
             "perlin<i>_mask": "noise > 0.5 (np.where as in augment_image)",
             "blend_out": "data_loader.MVTecDRAEMTrainDataset.augment_image(blend_image, texture.png) "
-                         "with identity imgaug stubs",
+            "with identity imgaug stubs",
         },
-        "shims": ["imgaug stubbed with identity augmenters (texture augmentation and noise rotation not covered)",
-                  "Tensor.cuda() no-op while SSIM() is built",
-                  "numpy.random.rand, torch.rand, torch.randint, data_loader.rand_perlin_2d_np wrapped to record "
-                  "their outputs (unchanged)"],
+        "shims": [
+            "imgaug stubbed with identity augmenters (texture augmentation and noise rotation not covered)",
+            "Tensor.cuda() no-op while SSIM() is built",
+            "numpy.random.rand, torch.rand, torch.randint, data_loader.rand_perlin_2d_np wrapped to record "
+            "their outputs (unchanged)",
+        ],
     }
     _common.write(args.out, args.name, out, meta)
 

@@ -50,7 +50,7 @@ def _deps_arg() -> Path | None:
     if "--deps" in sys.argv:
         i = sys.argv.index("--deps")
         path = Path(sys.argv[i + 1])
-        del sys.argv[i:i + 2]
+        del sys.argv[i : i + 2]
         return path
     return None
 
@@ -124,10 +124,18 @@ def _layer(noise_mod, size, **kw):
     picks, shps, centres = f["picks"], f["all_shps"], f["mask"].nonzero()
     used = [n for n in range(len(shps)) if (picks == n).sum() >= 1]  # shapes in the colour-draw order
     rows = []
-    for j, (pick, c) in enumerate(zip(picks.tolist(), centres.tolist())):
+    for pick, c in zip(picks.tolist(), centres.tolist()):
         side = shps[pick][0]
         value = cols[used.index(pick)].tolist() if kw.get("colorrange") else [kw["fillval"]] * 3
-        rows.append([c[0], c[1], c[2], side, *value, ])
+        rows.append(
+            [
+                c[0],
+                c[1],
+                c[2],
+                side,
+                *value,
+            ]
+        )
     return res, np.array(rows, dtype=np.int64).reshape(-1, 7), np.array(rots, dtype=np.float64)
 
 
@@ -141,8 +149,8 @@ def main() -> None:
     sys.path.insert(0, str(ref / "python"))
     if not hasattr(np, "infty"):
         np.infty = np.inf  # NumPy 2 removed the alias; FCDD uses it as a default argument
-    import kornia  # noqa: E402
     import fcdd.datasets.noise as noise_mod  # noqa: E402  (reference)
+    import kornia  # noqa: E402
     from fcdd.datasets.noise_modes import generate_noise  # noqa: E402  (reference)
     from fcdd.datasets.online_supervisor import OnlineSupervisor  # noqa: E402  (reference)
 
@@ -180,12 +188,18 @@ def main() -> None:
     torch.manual_seed(LAYER_SEED)
     np.random.seed(LAYER_SEED)
     common = dict(blobshaperange=((8, 8), (54, 54)), clamp=False, awgn=0, rotation=45)
-    rgb, rgb_blobs, rgb_rot = _layer(noise_mod, torch.Size(LAYER_SHAPE), p=0.000018, fillval=255,
-                                     colorrange=(-256, 0), **common)
+    rgb, rgb_blobs, rgb_rot = _layer(
+        noise_mod, torch.Size(LAYER_SHAPE), p=0.000018, fillval=255, colorrange=(-256, 0), **common
+    )
     grey, grey_blobs, grey_rot = _layer(noise_mod, torch.Size(LAYER_SHAPE), p=0.000012, fillval=-255, **common)
-    out.update(layer_colour=rgb.to(torch.int16), layer_grey=grey.to(torch.int16),
-               blobs_colour=rgb_blobs, blobs_colour_angle=rgb_rot,
-               blobs_grey=grey_blobs, blobs_grey_angle=grey_rot)
+    out.update(
+        layer_colour=rgb.to(torch.int16),
+        layer_grey=grey.to(torch.int16),
+        blobs_colour=rgb_blobs,
+        blobs_colour_angle=rgb_rot,
+        blobs_grey=grey_blobs,
+        blobs_grey_angle=grey_rot,
+    )
 
     # -- adding the noise to images: __malformed_normal ----------------------------------------------
     g = torch.Generator().manual_seed(SEED)
@@ -200,8 +214,9 @@ def main() -> None:
     malformed = sup._OnlineSupervisor__malformed_normal
     noisy, changed = [], []
     for i in range(b):
-        anom, gt, t = malformed(images[i:i + 1].clone(), None, 0, object(), noise[i:i + 1].clone(),
-                                use_gt=True, invert_threshold=0.025)
+        anom, gt, t = malformed(
+            images[i : i + 1].clone(), None, 0, object(), noise[i : i + 1].clone(), use_gt=True, invert_threshold=0.025
+        )
         noisy.append(anom[0])
         changed.append(gt[0, 0] > 0)
     out.update(images=images, noisy=torch.stack(noisy), changed=torch.stack(changed).to(torch.uint8))
@@ -217,28 +232,36 @@ def main() -> None:
         "commit": commit,
         "generator": "tools/golden/make_fcdd.py",
         "versions": {**_common.versions("scipy", "skimage"), "kornia": kornia.__version__},
-        "seeds": {"generate_noise_torch_and_numpy": SEED, "layers_torch_and_numpy": LAYER_SEED,
-                  "images_torch_generator": SEED},
+        "seeds": {
+            "generate_noise_torch_and_numpy": SEED,
+            "layers_torch_and_numpy": LAYER_SEED,
+            "images_torch_generator": SEED,
+        },
         "shapes": {"batch": list(SHAPE), "layers": list(LAYER_SHAPE)},
-        "blur": {"kernel": list(blur_args[0]) if blur_args else None,
-                 "sigma": list(blur_args[1]) if len(blur_args) > 1 else None},
+        "blur": {
+            "kernel": list(blur_args[0]) if blur_args else None,
+            "sigma": list(blur_args[1]) if len(blur_args) > 1 else None,
+        },
         "inverted": out["inverted"].tolist(),
         "blob_columns": ["sample", "row", "col", "side", "value_c0", "value_c1", "value_c2"],
         "reference_functions": {
             "noise": "fcdd.datasets.noise_modes.generate_noise('confetti', (4, 3, 64, 64), 0)",
             "pre_blur": "the int noise passed to kornia.gaussian_blur2d inside smooth_noise (as float)",
             "layer_colour": "noise.confetti_noise(size, 0.000018, ((8, 8), (54, 54)), fillval=255, clamp=False, "
-                            "awgn=0, rotation=45, colorrange=(-256, 0))",
+            "awgn=0, rotation=45, colorrange=(-256, 0))",
             "layer_grey": "noise.confetti_noise(size, 0.000012, ((8, 8), (54, 54)), fillval=-255, clamp=False, "
-                          "awgn=0, rotation=45)",
+            "awgn=0, rotation=45)",
             "noisy / changed": "OnlineSupervisor.__malformed_normal(img[None], None, 0, ds, noise[None], "
-                               "use_gt=True, invert_threshold=0.025)",
+            "use_gt=True, invert_threshold=0.025)",
         },
-        "shims": ["np.infty aliased to np.inf (NumPy 2)",
-                  "a 2-D integer numpy index into a tensor read as a tuple of index arrays (torch <= 1.9 "
-                  "semantics the released confetti_noise relies on)", "kornia 0.5.3 from a pip --target folder",
-                  "recording wrappers around kornia.gaussian_blur2d (module name), numpy.random.uniform and "
-                  "torch.randint; sys.setprofile to read confetti_noise's locals at return"],
+        "shims": [
+            "np.infty aliased to np.inf (NumPy 2)",
+            "a 2-D integer numpy index into a tensor read as a tuple of index arrays (torch <= 1.9 "
+            "semantics the released confetti_noise relies on)",
+            "kornia 0.5.3 from a pip --target folder",
+            "recording wrappers around kornia.gaussian_blur2d (module name), numpy.random.uniform and "
+            "torch.randint; sys.setprofile to read confetti_noise's locals at return",
+        ],
     }
     _common.write(args.out, args.name, out, meta)
 

@@ -80,9 +80,27 @@ def _reference_glass(ref_glass, size: int):
     g = ref_glass.GLASS("cpu")
     torch.manual_seed(SEEDS["modules"])
     g.load(
-        _backbone(), LAYERS, "cpu", (3, size, size), PRETRAIN_DIM, TARGET_DIM,
-        patchsize=3, patchstride=1, meta_epochs=1, eval_epochs=1, dsc_layers=2, dsc_hidden=HIDDEN, dsc_margin=0.5,
-        pre_proj=1, mining=1, noise=0.015, radius=0.75, p=0.5, lr=1e-4, step=20, limit=392,
+        _backbone(),
+        LAYERS,
+        "cpu",
+        (3, size, size),
+        PRETRAIN_DIM,
+        TARGET_DIM,
+        patchsize=3,
+        patchstride=1,
+        meta_epochs=1,
+        eval_epochs=1,
+        dsc_layers=2,
+        dsc_hidden=HIDDEN,
+        dsc_margin=0.5,
+        pre_proj=1,
+        mining=1,
+        noise=0.015,
+        radius=0.75,
+        p=0.5,
+        lr=1e-4,
+        step=20,
+        limit=392,
     )
     return g
 
@@ -137,14 +155,24 @@ def training_step(ref_glass, out: Path, distribution: str) -> tuple[dict, dict]:
 
     calls, proj_calls, focal_calls = [], [], []
     g.discriminator.register_forward_hook(
-        lambda m, i, o: calls.append((i[0].detach().clone(), o.detach().clone(), m.training)))
+        lambda m, i, o: calls.append((i[0].detach().clone(), o.detach().clone(), m.training))
+    )
     g.pre_projection.register_forward_hook(lambda m, i, o: proj_calls.append(o.detach().clone()))
     g.focal_loss.register_forward_hook(
-        lambda m, i, o: focal_calls.append((i[0].detach().clone(), i[1].detach().clone(), o.detach().clone())))
+        lambda m, i, o: focal_calls.append((i[0].detach().clone(), i[1].detach().clone(), o.detach().clone()))
+    )
 
     train = _Loader([{"image": images, "aug": aug, "mask_s": mask_s}], distribution=code)
-    val = _Loader([{"image": images, "is_anomaly": torch.tensor([0, 1]), "mask_gt": mask_gt,
-                    "image_path": ["normal.png", "anomalous.png"]}])
+    val = _Loader(
+        [
+            {
+                "image": images,
+                "is_anomaly": torch.tensor([0, 1]),
+                "mask_gt": mask_gt,
+                "image_path": ["normal.png", "anomalous.png"],
+            }
+        ]
+    )
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -166,19 +194,32 @@ def training_step(ref_glass, out: Path, distribution: str) -> tuple[dict, dict]:
     assert torch.equal(u, true_half)
     p_focal, t_focal, focal = focal_calls[0]
     arrays = {
-        "image_layer2": maps_img["layer2"], "image_layer3": maps_img["layer3"],
-        "aug_layer2": maps_aug["layer2"], "aug_layer3": maps_aug["layer3"],
+        "image_layer2": maps_img["layer2"],
+        "image_layer3": maps_img["layer3"],
+        "aug_layer2": maps_aug["layer2"],
+        "aug_layer3": maps_aug["layer3"],
         "mask_s": mask_s,
         **G.state_arrays("proj.", _module_from_state(g.pre_projection, init_proj)),
         **G.state_arrays("dsc.", _module_from_state(g.discriminator, init_dsc)),
-        "u": u, "u_center": u_center, "u_plus": u_plus, "center": g.c,
+        "u": u,
+        "u_center": u_center,
+        "u_plus": u_plus,
+        "center": g.c,
         "gas_inputs": gas_inputs,
-        "scores_first": calls[0][1], "scores_last": calls[20][1],
-        "las_input": calls[21][0], "las_scores": calls[21][1],
-        "focal_output": p_focal, "focal_target": t_focal, "focal_loss": focal,
-        "r_t": scalars["r_t"], "r_g": scalars["r_g"], "r_f": scalars["r_f"], "loss": scalars["loss"],
+        "scores_first": calls[0][1],
+        "scores_last": calls[20][1],
+        "las_input": calls[21][0],
+        "las_scores": calls[21][1],
+        "focal_output": p_focal,
+        "focal_target": t_focal,
+        "focal_loss": focal,
+        "r_t": scalars["r_t"],
+        "r_g": scalars["r_g"],
+        "r_f": scalars["r_f"],
+        "loss": scalars["loss"],
         # after the step: one Adam (projection) / AdamW (discriminator) update, 22 BatchNorm updates
-        **G.state_arrays("after.proj.", g.pre_projection), **G.state_arrays("after.dsc.", g.discriminator),
+        **G.state_arrays("after.proj.", g.pre_projection),
+        **G.state_arrays("after.dsc.", g.discriminator),
     }
     shapes = G.save_npz(out / f"glass_step_{distribution}.npz", arrays)
 
@@ -189,9 +230,13 @@ def training_step(ref_glass, out: Path, distribution: str) -> tuple[dict, dict]:
         raw = calls[n_before][1]
         assert not calls[n_before][2]
         predict = {
-            "image_layer2": maps_img["layer2"], "image_layer3": maps_img["layer3"],
-            **G.state_arrays("proj.", g.pre_projection), **G.state_arrays("dsc.", g.discriminator),
-            "raw_scores": raw, "image_scores": np.array(scores), "masks": np.stack(masks),
+            "image_layer2": maps_img["layer2"],
+            "image_layer3": maps_img["layer3"],
+            **G.state_arrays("proj.", g.pre_projection),
+            **G.state_arrays("dsc.", g.discriminator),
+            "raw_scores": raw,
+            "image_scores": np.array(scores),
+            "masks": np.stack(masks),
         }
         predict_shapes = G.save_npz(out / "glass_predict.npz", predict)
     return shapes, predict_shapes
@@ -224,7 +269,7 @@ def perlin_fixtures(perlin, out: Path) -> dict:
 
         def rec(*a, **k):
             r = real_rand(*a, **k)
-            drawn.append(np.array(r, copy=True))
+            drawn.append(np.array(r, copy=True))  # noqa: B023 - called within this iteration only
             return r
 
         np.random.seed(SEEDS["perlin_noise"] + i)
@@ -270,24 +315,47 @@ def main(argv=None) -> None:
 
     import torchvision
 
-    G.write_json(args.out / "glass_reference.json", {
-        "reference": "https://github.com/cqylunlun/GLASS",
-        "commit": args.commit or G.git_commit(args.reference),
-        "generator": "tools/golden/make_glass.py",
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__,
-        "stubbed_imports": stubbed,
-        "seeds": SEEDS,
-        "settings": {
-            "backbone": "torchvision resnet18(weights=None), random init under seeds.backbone",
-            "layers": LAYERS, "patchsize": 3, "pretrain_embed_dimension": PRETRAIN_DIM,
-            "target_embed_dimension": TARGET_DIM, "dsc_hidden": HIDDEN, "dsc_layers": 2, "pre_proj": 1,
-            "noise": 0.015, "step": 20, "radius": 0.75, "p": 0.5, "mining": 1, "lr": 1e-4,
-            "embed_image_size": EMBED_SIZE, "step_image_size": STEP_SIZE, "batch": BATCH,
-            "perlin_noise_cases": [{"shape": list(s), "res": list(r)} for s, r in PERLIN_CASES],
-            "perlin_mask": {"img_shape": [3, 64, 64], "feat_size": 8, "min": 0, "max": 6, "seeds": PERLIN_MASK_SEEDS},
+    G.write_json(
+        args.out / "glass_reference.json",
+        {
+            "reference": "https://github.com/cqylunlun/GLASS",
+            "commit": args.commit or G.git_commit(args.reference),
+            "generator": "tools/golden/make_glass.py",
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": np.__version__,
+            "stubbed_imports": stubbed,
+            "seeds": SEEDS,
+            "settings": {
+                "backbone": "torchvision resnet18(weights=None), random init under seeds.backbone",
+                "layers": LAYERS,
+                "patchsize": 3,
+                "pretrain_embed_dimension": PRETRAIN_DIM,
+                "target_embed_dimension": TARGET_DIM,
+                "dsc_hidden": HIDDEN,
+                "dsc_layers": 2,
+                "pre_proj": 1,
+                "noise": 0.015,
+                "step": 20,
+                "radius": 0.75,
+                "p": 0.5,
+                "mining": 1,
+                "lr": 1e-4,
+                "embed_image_size": EMBED_SIZE,
+                "step_image_size": STEP_SIZE,
+                "batch": BATCH,
+                "perlin_noise_cases": [{"shape": list(s), "res": list(r)} for s, r in PERLIN_CASES],
+                "perlin_mask": {
+                    "img_shape": [3, 64, 64],
+                    "feat_size": 8,
+                    "min": 0,
+                    "max": 6,
+                    "seeds": PERLIN_MASK_SEEDS,
+                },
+            },
+            "shapes": shapes,
         },
-        "shapes": shapes,
-    })
+    )
 
 
 if __name__ == "__main__":

@@ -67,10 +67,31 @@ def _reference_simplenet(ref, size: int):
     net = ref.SimpleNet("cpu")
     torch.manual_seed(SEEDS["modules"])
     net.load(
-        _backbone(), LAYERS, "cpu", (3, size, size), PRETRAIN_DIM, TARGET_DIM,
-        patchsize=3, patchstride=1, embedding_size=256, meta_epochs=40, aed_meta_epochs=1, gan_epochs=1,
-        noise_std=0.015, mix_noise=1, noise_type="GAU", dsc_layers=2, dsc_hidden=HIDDEN, dsc_margin=0.5,
-        dsc_lr=0.0002, train_backbone=False, auto_noise=0, cos_lr=False, lr=1e-3, pre_proj=1, proj_layer_type=0,
+        _backbone(),
+        LAYERS,
+        "cpu",
+        (3, size, size),
+        PRETRAIN_DIM,
+        TARGET_DIM,
+        patchsize=3,
+        patchstride=1,
+        embedding_size=256,
+        meta_epochs=40,
+        aed_meta_epochs=1,
+        gan_epochs=1,
+        noise_std=0.015,
+        mix_noise=1,
+        noise_type="GAU",
+        dsc_layers=2,
+        dsc_hidden=HIDDEN,
+        dsc_margin=0.5,
+        dsc_lr=0.0002,
+        train_backbone=False,
+        auto_noise=0,
+        cos_lr=False,
+        lr=1e-3,
+        pre_proj=1,
+        proj_layer_type=0,
     )
     return net
 
@@ -99,7 +120,9 @@ def training_step(ref, out: Path) -> dict:
     init_proj = copy.deepcopy(net.pre_projection.state_dict())
     init_dsc = copy.deepcopy(net.discriminator.state_dict())
     calls, proj_calls = [], []
-    net.discriminator.register_forward_hook(lambda m, i, o: calls.append((i[0].detach().clone(), o.detach().clone(), m.training)))
+    net.discriminator.register_forward_hook(
+        lambda m, i, o: calls.append((i[0].detach().clone(), o.detach().clone(), m.training))
+    )
     net.pre_projection.register_forward_hook(lambda m, i, o: proj_calls.append(o.detach().clone()))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,13 +139,21 @@ def training_step(ref, out: Path) -> dict:
     image_scores, masks, _ = net._predict(images)
     assert len(calls) == 2 and not calls[1][2]
     arrays = {
-        "image_layer2": maps["layer2"], "image_layer3": maps["layer3"],
+        "image_layer2": maps["layer2"],
+        "image_layer3": maps["layer3"],
         **G.state_arrays("proj.", _from_state(net.pre_projection, init_proj)),
         **G.state_arrays("dsc.", _from_state(net.discriminator, init_dsc)),
-        "q": q, "q_minus": x[n:], "scores": scores, "loss": scalars["loss"],
-        "p_true": scalars["p_true"], "p_fake": scalars["p_fake"],
-        **G.state_arrays("after.proj.", net.pre_projection), **G.state_arrays("after.dsc.", net.discriminator),
-        "eval_scores": calls[1][1], "image_scores": np.array(image_scores), "masks": np.stack(masks),
+        "q": q,
+        "q_minus": x[n:],
+        "scores": scores,
+        "loss": scalars["loss"],
+        "p_true": scalars["p_true"],
+        "p_fake": scalars["p_fake"],
+        **G.state_arrays("after.proj.", net.pre_projection),
+        **G.state_arrays("after.dsc.", net.discriminator),
+        "eval_scores": calls[1][1],
+        "image_scores": np.array(image_scores),
+        "masks": np.stack(masks),
     }
     return G.save_npz(out / "simplenet_step.npz", arrays)
 
@@ -167,22 +198,39 @@ def main(argv=None) -> None:
     }
     import torchvision
 
-    G.write_json(args.out / "simplenet_reference.json", {
-        "reference": "https://github.com/DonaldRR/SimpleNet",
-        "commit": args.commit or G.git_commit(args.reference),
-        "generator": "tools/golden/make_simplenet.py",
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__,
-        "stubbed_imports": stubbed,
-        "seeds": SEEDS,
-        "settings": {
-            "backbone": "torchvision resnet18(weights=None), random init under seeds.backbone",
-            "layers": LAYERS, "patchsize": 3, "pretrain_embed_dimension": PRETRAIN_DIM,
-            "target_embed_dimension": TARGET_DIM, "dsc_hidden": HIDDEN, "dsc_layers": 2, "pre_proj": 1,
-            "proj_layer_type": 0, "noise_std": 0.015, "mix_noise": 1, "dsc_margin": 0.5, "dsc_lr": 2e-4, "lr": 1e-3,
-            "embed_image_size": EMBED_SIZE, "step_image_size": STEP_SIZE, "batch": BATCH,
+    G.write_json(
+        args.out / "simplenet_reference.json",
+        {
+            "reference": "https://github.com/DonaldRR/SimpleNet",
+            "commit": args.commit or G.git_commit(args.reference),
+            "generator": "tools/golden/make_simplenet.py",
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": np.__version__,
+            "stubbed_imports": stubbed,
+            "seeds": SEEDS,
+            "settings": {
+                "backbone": "torchvision resnet18(weights=None), random init under seeds.backbone",
+                "layers": LAYERS,
+                "patchsize": 3,
+                "pretrain_embed_dimension": PRETRAIN_DIM,
+                "target_embed_dimension": TARGET_DIM,
+                "dsc_hidden": HIDDEN,
+                "dsc_layers": 2,
+                "pre_proj": 1,
+                "proj_layer_type": 0,
+                "noise_std": 0.015,
+                "mix_noise": 1,
+                "dsc_margin": 0.5,
+                "dsc_lr": 2e-4,
+                "lr": 1e-3,
+                "embed_image_size": EMBED_SIZE,
+                "step_image_size": STEP_SIZE,
+                "batch": BATCH,
+            },
+            "shapes": shapes,
         },
-        "shapes": shapes,
-    })
+    )
 
 
 if __name__ == "__main__":
