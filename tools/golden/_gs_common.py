@@ -125,3 +125,25 @@ def write_json(path: Path, record: dict) -> None:
 def state_arrays(prefix: str, module: torch.nn.Module) -> dict[str, np.ndarray]:
     """A module's state dict as ``{prefix + key: float32 array}`` (keys as the reference names them)."""
     return {prefix + k: f32(v.float()) for k, v in module.state_dict().items()}
+
+
+def smooth_images(seed: int, size: int, n: int) -> torch.Tensor:
+    """``n`` smooth random images (low-resolution noise, bilinearly up-sampled, plus fine noise),
+    roughly of ImageNet-normalised scale, from ``torch.Generator().manual_seed(seed)``."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn((n, 3, size // 8, size // 8), generator=g)
+    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    return x + 0.3 * torch.randn((n, 3, size, size), generator=g)
+
+
+def random_resnet18(seed: int) -> torch.nn.Module:
+    """torchvision's ResNet-18, random init after ``torch.manual_seed(seed)``, in eval mode.
+
+    Handed over in eval mode: the released main.py files hand the backbone over in train mode, so
+    the reference's feature_dimensions() forward of a ones image would update its BatchNorm running
+    statistics once (and fail at 32 px, where layer4 is 1 x 1 for a batch of one); the stored maps
+    make the fixtures independent of the backbone anyway."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(weights=None).eval()

@@ -58,22 +58,11 @@ PERLIN_MASK_SEEDS = [0, 1, 2, 3, 4, 5]
 
 
 def _images(seed: int, size: int, n: int = BATCH) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    # smooth random images (low-resolution noise, bilinearly up-sampled), roughly ImageNet-normalised scale
-    low = torch.randn((n, 3, size // 8, size // 8), generator=g)
-    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-    return x + 0.3 * torch.randn((n, 3, size, size), generator=g)
+    return G.smooth_images(seed, size, n)
 
 
 def _backbone():
-    import torchvision
-
-    torch.manual_seed(SEEDS["backbone"])
-    # handed over in eval mode: the released main.py hands it over in train mode, so the reference's
-    # feature_dimensions() forward of a ones image would update its BatchNorm running statistics once
-    # (and fail at 32 px, where layer4 is 1 x 1 for a batch of one); the stored maps make the
-    # fixtures independent of the backbone anyway
-    return torchvision.models.resnet18(weights=None).eval()
+    return G.random_resnet18(SEEDS["backbone"])
 
 
 def _reference_glass(ref_glass, size: int):

@@ -50,17 +50,11 @@ EMBED_SIZE, STEP_SIZE, BATCH = 72, 32, 2
 
 
 def _images(seed: int, size: int, n: int = BATCH) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    low = torch.randn((n, 3, size // 8, size // 8), generator=g)
-    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-    return x + 0.3 * torch.randn((n, 3, size, size), generator=g)
+    return G.smooth_images(seed, size, n)
 
 
 def _backbone():
-    import torchvision
-
-    torch.manual_seed(SEEDS["backbone"])
-    return torchvision.models.resnet18(weights=None).eval()
+    return G.random_resnet18(SEEDS["backbone"])
 
 
 def _reference_simplenet(ref, size: int):
