@@ -97,7 +97,7 @@ def test_batch_runs_all_reports_failures_with_cell_and_keeps_going(tmp_path):
         run_notebooks("fast", notebooks_dir=nbdir)
 
 
-def test_strip_machine_paths_leaves_checked_cells_alone(tmp_path):
+def test_strip_machine_paths_and_the_nbval_sanitizer_agree(tmp_path):
     import json
 
     from adlib.reproduce import strip_machine_paths
@@ -115,8 +115,18 @@ def test_strip_machine_paths_leaves_checked_cells_alone(tmp_path):
     }
     path = tmp_path / "a.ipynb"
     path.write_text(json.dumps(nb))
-    assert strip_machine_paths(path, root) == 2
+    assert strip_machine_paths(path, root) == 3  # metadata and both cells
     got = json.loads(path.read_text())
     assert got["metadata"]["papermill"]["input_path"] == "notebooks/a.ipynb"
     assert got["cells"][0]["outputs"][0]["text"] == ["warning at data/x.png\n"]
-    assert got["cells"][1]["outputs"][0]["text"] == [f"warning at {root}/data/x.png\n"]
+    assert got["cells"][1]["outputs"][0]["text"] == ["warning at data/x.png\n"]  # checked cells too
+    # nbval's sanitizer gives the committed (relative) and a fresh (absolute) output the same text
+    import configparser
+    import re
+    from pathlib import Path
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(Path(__file__).resolve().parents[1] / ".ci" / "nbval-sanitize.cfg")
+    regex, repl = cfg["absolute paths"]["regex"], cfg["absolute paths"]["replace"]
+    fresh, committed = f"warning at {root}/data/x.png", "warning at data/x.png"
+    assert re.sub(regex, repl, fresh) == re.sub(regex, repl, committed) == "warning at <PATH>/data/x.png"
