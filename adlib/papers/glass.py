@@ -74,6 +74,9 @@ TRAINED: dict[str, tuple[str, dict[str, Any]]] = {
 
 MAIN_DATASETS = {"smoke": ("synth",), "paper": ("mvtec", "visa", "mpdd", "wfdd")}
 WEAK_DATASETS = {"smoke": ("synth-weak",), "paper": ("mad-man", "mad-sys")}
+#: texture categories of the weak-defect sets written in glass/01 (:func:`adlib.synthesis.weak.write_weak_defect_sets`);
+#: None: every texture category of the dataset. Smoke: the two its figure shows (CPU budget).
+WEAK_SET_CATEGORIES = {"smoke": ("wood", "grass"), "paper": None}
 
 #: GLASS Table 4 rows (reported names) -> GLASS-m overrides
 TABLE4: dict[str, dict[str, Any]] = {
