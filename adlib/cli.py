@@ -5,10 +5,14 @@
     adlib data synth --out DIR [--seed N] [--force]     generate the built-in benchmark
     adlib data info ROOT [--json]                       what a data root holds
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
-    adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out DIR]
+    adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
-                [--shots K] [--contamination EPS] [--labels none|image|pixel] [--anomalies confetti|real:N]
-    adlib test METHOD --dataset D --category C [same options]      writes metrics.json
+                [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
+    adlib test METHOD --dataset D --category C [same options]      writes the run's record.json
+
+``train`` and ``test`` go through the results store (:mod:`adlib.results`), the notebooks' store:
+a run trained here is reused by a notebook asking for the same job, and the other way round.
+Method-specific options come from the method's config (``CLI_OPTIONS``; ``adlib train adtr --help``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -79,85 +84,109 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if batch.failed else 0
 
 
-def _spec(args: argparse.Namespace):
-    from .runner import RunSpec, parse_overrides
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["epochs=3", "variant=h", "lr=1e-4"]`` -> typed dict (Python literals, else strings)."""
+    import ast
+
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v
+    return out
+
+
+def _method_options(method: str | None) -> tuple:
+    """The method's own command-line options (its config's ``CLI_OPTIONS``), none if unknown."""
+    if not method:
+        return ()
+    from .models.base import MODELS, NAMES, _load_all
+
+    _load_all()
+    entry = NAMES.get(method)
+    return tuple(getattr(MODELS[entry.method].Config, "CLI_OPTIONS", ())) if entry is not None else ()
+
+
+def _job(args: argparse.Namespace):
+    """The results-store job and the store of ``adlib train`` / ``adlib test`` (the one run
+    pipeline: :func:`adlib.results.run_job`'s layout, shared with the notebooks)."""
+    from .protocols import check_protocol
+    from .results import Job, ResultsStore
 
     overrides = parse_overrides(args.set)
     for key in ("variant", "epochs", "seed"):
         val = getattr(args, key, None)
         if val is not None:
             overrides[key] = val
-    from .protocols import check_protocol
-
-    real = None
-    if getattr(args, "labels", None) is not None:
-        overrides["variant"] = "normal" if args.labels == "none" else args.labels
-    if getattr(args, "anomalies", None) is not None:
-        source, real = parse_anomalies(args.anomalies)
-        overrides["anomalies"] = source
-    protocol = check_protocol(
-        {
-            "shots": getattr(args, "shots", None),
-            "contamination": getattr(args, "contamination", None),
-            "contamination_protocol": getattr(args, "contamination_protocol", None),
-            "real_anomalies": real,
-            "real_holdout": getattr(args, "real_holdout", None),
-        }
+    protocol = {
+        "shots": args.shots,
+        "contamination": args.contamination,
+        "contamination_protocol": args.contamination_protocol,
+    }
+    for opt in _method_options(args.method):
+        val = getattr(args, _dest(opt.flag), None)
+        if val is not None:
+            opt.apply(val, overrides, protocol)
+    seed = int(overrides.pop("seed", 0))
+    job = Job.make(
+        args.method, args.dataset, args.category, args.profile, seed, protocol=check_protocol(protocol), **overrides
     )
-    return RunSpec(
-        args.method,
-        args.dataset,
-        args.category,
-        args.profile,
-        args.data_root,
-        args.out,
-        args.device,
-        overrides,
-        protocol,
-    )
+    job.key()  # an unknown method or config field is named here, before anything runs
+    store = ResultsStore.for_profile(args.profile, root=args.out, data_root=args.data_root, device=args.device)
+    return job, store
 
 
-def parse_anomalies(text: str) -> tuple[str, int | None]:
-    """``--anomalies``: ``confetti`` -> ``("confetti", None)``; ``real:N`` -> ``("real", N)`` (N real
-    labelled anomalies per defect type from the test split, protocol ``real_anomalies``)."""
-    if text == "confetti":
-        return "confetti", None
-    if text.startswith("real:"):
-        try:
-            n = int(text[5:])
-        except ValueError:
-            n = 0
-        if n >= 1:
-            return "real", n
-    raise ValueError(f"--anomalies must be 'confetti' or 'real:N' with N >= 1 (per defect type), got {text!r}")
+def _dest(flag: str) -> str:
+    return "method_" + flag.lstrip("-").replace("-", "_")
+
+
+def _legacy_hint(args: argparse.Namespace, job) -> str:
+    """Where a model trained before the CLI wrote into the results store would be, if one is."""
+    from .paths import repo_root
+
+    base = Path(args.out) if args.out else repo_root() / "runs" / args.profile / "models"
+    old = base / job.label / job.dataset / job.category
+    if (old / "model.pt").is_file():
+        return (
+            f"; {old} holds a model in the former `adlib train` layout (before train and test went through "
+            "the results store): train it again with the command above"
+        )
+    return ""
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .runner import train
-
-    rec = train(_spec(args))
-    print(
-        f"trained {args.method} on {args.dataset}/{args.category} in {rec['train_seconds']:.1f}s -> {_spec(args).run_dir()}"
-    )
+    job, store = _job(args)
+    rec = store.train(job)
+    print(f"trained {job} in {float(rec.get('train_seconds') or 0):.1f}s -> {store.run_dir(job)}")
     return 0
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from .runner import test
+    from .results import RECORD
 
-    rec = test(_spec(args))
+    job, store = _job(args)
+    try:
+        rec = store.test(job)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}{_legacy_hint(args, job)}") from None
     print(" ".join(f"{k}={v:.4f}" for k, v in rec["metrics"].items()))
-    print(f"metrics written to {_spec(args).run_dir() / 'metrics.json'}")
+    print(f"record written to {store.run_dir(job) / RECORD}")
     return 0
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("method", help="glass, simplenet, patchcore, ...")
+def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: list[str] | None = None) -> None:
+    p.add_argument(
+        "method", help=f"a method or a variant's name: {', '.join(names) if names else 'glass, glass-m, ...'}"
+    )
     p.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, wfdd, synth, ...")
     p.add_argument("--category", required=True)
     p.add_argument("--profile", choices=["smoke", "paper"], default="smoke")
     p.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")
-    p.add_argument("--out", help="runs folder (default: runs/<profile>/models)")
+    p.add_argument("--out", help="results store (default: runs/<profile>/results, the notebooks' store)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the profile's)")
     p.add_argument("--variant", help="method variant, e.g. m, h or j for glass")
     p.add_argument("--epochs", type=int)
@@ -176,28 +205,21 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         choices=["leak-free", "released"],
         help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)",
     )
-    p.add_argument(
-        "--labels",
-        choices=["none", "image", "pixel"],
-        help="adtr: train with normal images only (none, default), or adapt with image- or pixel-level labels (push-pull, Eq. 6-9)",
-    )
-    p.add_argument(
-        "--anomalies",
-        metavar="confetti|real:N",
-        help="adtr: anomalies for --labels image/pixel: FCDD confetti noise (default), or N real labelled anomalies "
-        "per defect type taken from the test split (removed from evaluation)",
-    )
-    p.add_argument(
-        "--real-holdout",
-        type=int,
-        metavar="M",
-        help="with --anomalies real:N: hold M >= N anomalies per defect type out of the test set (default N), "
-        "so runs with different N share one test set",
-    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    opts = _method_options(method)
+    if opts:
+        g = p.add_argument_group(f"{method} options (from its config)")
+        for opt in opts:
+            g.add_argument(
+                opt.flag, dest=_dest(opt.flag), help=opt.help, choices=opt.choices, type=opt.type, metavar=opt.metavar
+            )
+    elif method is None:
+        p.epilog = "method-specific options: adlib train METHOD --help"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str | None = None, names: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; ``method`` adds that method's own options to ``train`` / ``test``; ``names``
+    (the registry's, :func:`adlib.models.available_names`) are listed in their help."""
     p = argparse.ArgumentParser(prog="adlib", description="Reproducible companion to GLASS, POUTA, ADL and ADTR.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,16 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_reproduce)
 
     t = sub.add_parser("train", help="train a method on one category (resumes an interrupted run)")
-    _run_options(t)
+    _run_options(t, method, names)
     t.set_defaults(func=_cmd_train)
-    e = sub.add_parser("test", help="evaluate a trained method on the category's test split; writes metrics.json")
-    _run_options(e)
+    e = sub.add_parser("test", help="evaluate a method trained by `adlib train`; writes its results record")
+    _run_options(e, method, names)
     e.set_defaults(func=_cmd_test)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    method = _method_in(argv)
+    names = None
+    if method is not None or ({"train", "test"} & set(argv)):
+        from .models import available_names
+
+        names = available_names()
+    args = build_parser(method, names).parse_args(argv)
     _setup_logging(args.verbose)
     from .data import DataError
 
@@ -259,6 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"adlib: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _method_in(argv: list[str]) -> str | None:
+    """The METHOD of ``adlib [-v] train|test METHOD ...`` (the first word after the command)."""
+    words = [a for a in argv if not a.startswith("-")]
+    if len(words) < 2 or words[0] not in ("train", "test"):
+        return None
+    from .models.base import NAMES, _load_all
+
+    _load_all()
+    return next((w for w in words[1:] if w in NAMES), words[1])
 
 
 if __name__ == "__main__":

@@ -15,9 +15,14 @@ Layout under the store's root (default ``<repo>/runs/<profile>/results``)::
 
     <label>/<dataset>/<category>/s<seed>-<hash12>/
         record.json        # written last, atomically: the run is finished iff it exists
+        train.json         # written when training finished (key, model info, train timing)
         model.pt           # the trained model (adlib.models.load)
         checkpoints/       # per-epoch checkpoint; a killed run resumes from it
         prediction.npz     # image scores, labels, defect types, paths (+ maps when small)
+
+The command line (``adlib train`` / ``adlib test``), the notebooks and batch runs share this
+layout and :func:`run_job`: ``adlib train`` writes ``model.pt`` and ``train.json``, ``adlib test``
+(or a notebook asking for the same job) predicts and writes the record without training again.
 
 ``record.json`` holds the key, the metrics of :func:`adlib.models.evaluate`, the model's
 ``info()`` (config, actual backbone weights, method-specific choices such as GLASS-j's),
@@ -61,6 +66,8 @@ from .paths import repo_root
 log = logging.getLogger(__name__)
 
 RECORD = "record.json"
+#: written when training finished (``adlib train``; the test then only predicts and evaluates)
+TRAIN_RECORD = "train.json"
 #: fields of a config that name places or resources, not settings: left out of the hash
 UNHASHED_FIELDS = ("data_root",)
 #: config fields added after records were written, with the value that reproduces the former
@@ -138,11 +145,14 @@ class Job:
         protocol: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Job:
-        """A job; list values become tuples (the job is hashable), ``None`` overrides are dropped.
+        """A job; ``method`` is a registry name (a method, or a variant such as ``glass-m``); list
+        values become tuples (the job is hashable), ``None`` overrides are dropped.
         ``protocol``: how the training set is formed (:func:`adlib.protocols.check_protocol`)."""
+        from .models.base import method_and_overrides
         from .protocols import check_protocol
 
         opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+        method, opts = method_and_overrides(method, opts)  # a variant's registry name, e.g. "glass-m"
         proto = check_protocol(protocol)
         return cls(
             method, dataset, category, profile, int(seed), tuple(sorted(opts.items())), tuple(sorted(proto.items()))
@@ -318,6 +328,22 @@ class ResultsStore:
         with _torch_threads(numerics.run_threads(self.workers)):
             return run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress)
 
+    def train(self, job: Job) -> dict[str, Any]:
+        """Train ``job`` without testing it (``adlib train``): ``model.pt`` and ``train.json`` in its
+        run folder; a later :meth:`run` or :meth:`test` of the same job reuses the training."""
+        with _torch_threads(numerics.run_threads(self.workers)):
+            return train_job(
+                job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress
+            )
+
+    def test(self, job: Job) -> dict[str, Any]:
+        """The record of a job trained by :meth:`train` (``adlib test``): predicted and evaluated
+        now unless finished."""
+        with _torch_threads(numerics.run_threads(self.workers)):
+            return test_job(
+                job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=self.progress
+            )
+
     def run_many(
         self, jobs: Iterable[Job], *, workers: int | None = None, raise_on_failure: bool = True
     ) -> pd.DataFrame:
@@ -399,7 +425,9 @@ def _worker(job: Job, run_dir: str, data_root, device, threads: int) -> str | No
 
 
 def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
-    """Train (resuming from ``run_dir/checkpoints``), save, predict, evaluate and write the record.
+    """Train (resuming from ``run_dir/checkpoints``, or reusing a finished training), save,
+    predict, evaluate and write the record: the one run pipeline of the CLI, the notebooks and
+    batch runs.
 
     ``record.json`` is written last: until then the run counts as unfinished. Runs of one job
     never overlap (:func:`_job_lock`): a process that waited for another returns its record."""
@@ -408,7 +436,63 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
     with _job_lock(run_dir):
         if (run_dir / RECORD).is_file():  # another process finished it while this one waited
             return json.loads((run_dir / RECORD).read_text())
-        return _run_job_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
+        if (run_dir / TRAIN_RECORD).is_file():  # trained before (``adlib train``): test only
+            return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
+        trained = _train_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
+        return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress, trained=trained)
+
+
+def train_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
+    """Train ``job`` into ``run_dir`` (``model.pt`` and ``train.json``) without testing it
+    (``adlib train``); a finished training or run is not repeated. Returns ``train.json``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _job_lock(run_dir):
+        for name in (TRAIN_RECORD, RECORD):
+            if (run_dir / name).is_file():
+                log.info("%s: already trained (%s)", job, run_dir / name)
+                return json.loads((run_dir / name).read_text())
+        return _train_locked(job, run_dir, data_root=data_root, device=device, progress=progress).record
+
+
+def test_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
+    """Test a job trained by :func:`train_job` (or return its finished record): predict the test
+    split, evaluate, write ``prediction.npz`` and ``record.json``. ``FileNotFoundError`` names the
+    ``adlib train`` command when it was not trained."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECORD).is_file() and not (run_dir / TRAIN_RECORD).is_file():
+        raise FileNotFoundError(f"no trained model for {job} in {run_dir}: run `{train_command(job)}` first")
+    with _job_lock(run_dir):
+        if (run_dir / RECORD).is_file():
+            return json.loads((run_dir / RECORD).read_text())
+        return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
+
+
+# the command-line options of the generic protocol fields (adlib.protocols)
+_PROTOCOL_FLAGS = {
+    "shots": "--shots",
+    "contamination": "--contamination",
+    "contamination_protocol": "--contamination-protocol",
+}
+
+
+def train_command(job: Job) -> str:
+    """The ``adlib train`` command line that trains ``job`` (for messages)."""
+    parts = ["adlib train", job.method, "--dataset", job.dataset, "--category", job.category]
+    if job.profile != "smoke":
+        parts += ["--profile", job.profile]
+    if job.seed:
+        parts += ["--seed", str(job.seed)]
+    parts += [
+        f"--set {k}={v!r}" if isinstance(v, str) and k != "variant" else f"--set {k}={v}"
+        for k, v in job.overrides
+        if k != "variant"
+    ]
+    if job.options.get("variant") is not None:
+        parts += ["--variant", str(job.options["variant"])]
+    for k, v in job.protocol:
+        parts += [_PROTOCOL_FLAGS[k], str(v)] if k in _PROTOCOL_FLAGS else [f"(protocol {k}={v})"]
+    return " ".join(parts)
 
 
 def _job_lock(run_dir: Path):
@@ -418,39 +502,87 @@ def _job_lock(run_dir: Path):
     return file_lock(run_dir / ".lock")
 
 
-def _run_job_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
+@dataclass
+class _Trained:
+    """A model just trained by :func:`_train_locked`, with what testing it needs."""
+
+    model: Any
+    test_ds: Any
+    record: dict[str, Any]
+
+
+def _datasets(job: Job, model, data_root):
+    """The job's training and test sets with its protocol applied (:mod:`adlib.protocols`; the draw
+    depends on the seed only, so training and a later test see the same split)."""
     from .data import get_dataset
-    from .models import build, evaluate
-    from .profiles import resolve_device
     from .protocols import apply_protocol, check_method_accepts
 
-    dev = resolve_device(device, job.profile)
-    numerics.configure_torch(dev)
-    key = job.key()
-    model = build(job.method, job.profile, **{**job.options, "seed": job.seed, "data_root": data_root})
     check_method_accepts(dict(job.protocol), model)
     train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=model.transform)
     test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=model.transform)
-    train_ds, test_ds, protocol = apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)
+    return apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)
+
+
+def _train_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> _Trained:
+    from .models import build
+    from .profiles import resolve_device
+
+    dev = resolve_device(device, job.profile)
+    numerics.configure_torch(dev)
+    model = build(job.method, job.profile, **{**job.options, "seed": job.seed, "data_root": data_root})
+    train_ds, test_ds, protocol = _datasets(job, model, data_root)
+    # test-set model selection (GLASS's released protocol, select_best_on_test): the method says so
+    fit_kw = {"test_ds": test_ds} if getattr(model, "fit_uses_test_set", False) else {}
+    log.info("training %s (%d images) -> %s", job, len(train_ds), run_dir)
     t0 = time.perf_counter()
-    model.fit(train_ds, device=dev, progress=progress, checkpoint_dir=run_dir / "checkpoints")
+    model.fit(train_ds, device=dev, progress=progress, checkpoint_dir=run_dir / "checkpoints", **fit_kw)
     train_s = time.perf_counter() - t0
     model.save(run_dir / "model.pt")
+    record = {
+        **job.key(),
+        "label": job.label,
+        "overrides": {k: v for k, v in job.overrides},
+        "protocol_detail": protocol,
+        "model": model.info(),
+        "train_images": len(train_ds),
+        "train_seconds": round(train_s, 3),
+        "environment": environment(dev),
+        "data_root": str(data_root) if data_root else None,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_json(run_dir / TRAIN_RECORD, record)
+    return _Trained(model, test_ds, json.loads(json.dumps(record, default=str)))
+
+
+def _test_locked(
+    job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True, trained: _Trained | None = None
+) -> dict[str, Any]:
+    from .models import evaluate, load
+    from .profiles import resolve_device
+
+    dev = resolve_device(device, job.profile)
+    numerics.configure_torch(dev)
+    if trained is None:  # trained by another process (``adlib train``): read it back
+        model = load(run_dir / "model.pt")
+        _, test_ds, _ = _datasets(job, model, data_root)
+        train_rec = json.loads((run_dir / TRAIN_RECORD).read_text())
+    else:
+        model, test_ds, train_rec = trained.model, trained.test_ds, trained.record
     t0 = time.perf_counter()
     pred = model.predict(test_ds, device=dev, progress=progress)
     predict_s = time.perf_counter() - t0
     metrics = evaluate(pred)
     _save_prediction(run_dir / "prediction.npz", pred)
     record = {
-        **key,
+        **job.key(),
         "label": job.label,
         "overrides": {k: v for k, v in job.overrides},
-        "protocol_detail": protocol,
+        "protocol_detail": train_rec.get("protocol_detail"),
         "metrics": metrics,
         "model": model.info(),
-        "train_images": len(train_ds),
+        "train_images": train_rec.get("train_images"),
         "test_images": len(test_ds),
-        "train_seconds": round(train_s, 3),
+        "train_seconds": train_rec.get("train_seconds"),
         "predict_seconds": round(predict_s, 3),
         "images_per_second": round(len(test_ds) / predict_s, 2) if predict_s > 0 else None,
         "environment": environment(dev),
@@ -495,21 +627,30 @@ FRAME_COLUMNS = (
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """A record as one flat row: key fields, metrics, timings, GLASS-j's choice if any, and the
-    numerics signature (:func:`adlib.numerics.signature`; ``unrecorded`` for older records)."""
+    """A record as one flat row: key fields, metrics, timings, the method's own columns (its
+    :meth:`~adlib.models.core.Method.table_fields`, e.g. GLASS's distribution and GLASS-j's
+    choice), and the numerics signature (:func:`adlib.numerics.signature`; ``unrecorded`` for older
+    records)."""
     row = {k: record.get(k) for k in FRAME_COLUMNS}
     for k, v in (record.get("protocol") or {}).items():
         row[k] = v
     row.update(record.get("metrics", {}))
     model = record.get("model", {})
-    for k in ("distribution", "j_choice"):
-        if model.get(k) is not None:
-            row[k] = model[k]
+    row.update(_table_fields(record.get("method"), model))
     bb = model.get("backbone") if isinstance(model.get("backbone"), dict) else None
     if bb:
         row["backbone_weights"] = bb.get("weights")
     row["numerics"] = numerics.signature((record.get("environment") or {}).get("numerics"))
     return row
+
+
+def _table_fields(method: str | None, info: dict[str, Any]) -> dict[str, Any]:
+    """The method's own table columns from a record's model info (none for an unknown method)."""
+    from .models.base import MODELS, _load_all
+
+    _load_all()
+    cls = MODELS.get(method or "")
+    return cls.table_fields(info) if cls is not None else {}
 
 
 def summarize(
@@ -535,6 +676,9 @@ __all__ = [
     "config_hash",
     "weights_id",
     "run_job",
+    "train_job",
+    "test_job",
+    "train_command",
     "flatten",
     "summarize",
     "default_root",

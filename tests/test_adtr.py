@@ -451,7 +451,7 @@ def test_cli_train_and_test_adtr_on_builtin_and_mvtec_layouts(data_root, tmp_pat
             mv,
             ["--labels", "pixel", "--anomalies", "real:1", "--real-holdout", "2"],
             "adtr-pixel",
-            "real1-of2-seed0",
+            {"real_anomalies": 1, "real_holdout": 2},
         ),
     ]
     for dataset, root, extra, label, sub in runs:
@@ -470,14 +470,18 @@ def test_cli_train_and_test_adtr_on_builtin_and_mvtec_layouts(data_root, tmp_pat
         ]
         assert main(["train", *args]) == 0
         assert main(["test", *args]) == 0
-        run = tmp_path / "runs" / label / dataset / "wood"
-        run = run / sub if sub else run
-        rec = json.loads((run / "metrics.json").read_text())
+        runs_of = sorted((tmp_path / "runs" / label / dataset / "wood").glob("s0-*"))
+        run = (
+            runs_of[-1]
+            if sub is None
+            else next(r for r in runs_of if json.loads((r / "train.json").read_text())["protocol"] == sub)
+        )
+        rec = json.loads((run / "record.json").read_text())
         assert rec["model"]["variant"] == label.split("-")[1] and "random-init" in rec["model"]["weights"]
         assert 0.0 <= rec["metrics"]["pixel_auroc"] <= 1.0
     train = json.loads((run / "train.json").read_text())
     # real:1 with holdout 2: 4 defect types -> 4 labelled anomalies trained on, 8 left the test set
-    assert train["protocol"]["n_real_anomalies"] == 4 and train["model"]["train_counts"] == {
+    assert train["protocol_detail"]["n_real_anomalies"] == 4 and train["model"]["train_counts"] == {
         "normal": 16,
         "labelled_anomalies": 4,
     }

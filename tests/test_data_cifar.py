@@ -16,7 +16,7 @@ from PIL import Image
 from adlib.data import DataError, ImageTransform, get_dataset, list_categories
 from adlib.data.cifar import CifarDataset, image_array
 from adlib.protocols import apply_protocol, check_method_accepts, check_protocol, few_shot, outlier_exposure
-from adlib.runner import RunSpec
+from adlib.results import Job, ResultsStore
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 RAW = ImageTransform(resize=None, crop=None, normalize=False)
@@ -204,10 +204,13 @@ def test_outlier_protocol_rules(root, tmp_path):
     check_method_accepts({"outliers": "cifar100"}, SimpleNamespace(name="adtr", uses_training_labels=True))
     with pytest.raises(ValueError, match="'dummy' does not read training labels"):
         check_method_accepts({"outliers": "cifar100"}, SimpleNamespace(name="dummy"))
-    spec = RunSpec(
-        "adtr", "cifar10", "cat", out=str(tmp_path), overrides={"seed": 2}, protocol={"outliers": "cifar100"}
-    )
-    assert spec.run_dir() == tmp_path / spec.label / "cifar10" / "cat" / "oe-cifar100-seed2"
+    # the protocol is part of the run's key (its own folder in the results store, beside the plain run)
+    job = Job.make("adtr", "cifar10", "cat", seed=2, protocol={"outliers": "cifar100"})
+    plain = Job.make("adtr", "cifar10", "cat", seed=2)
+    assert job.key()["protocol"] == {"outliers": "cifar100"}
+    store = ResultsStore(tmp_path)
+    assert store.run_dir(job) != store.run_dir(plain) and store.run_dir(job).parent == store.run_dir(plain).parent
+    assert store.run_dir(job).name.startswith("s2-")
     # no CIFAR-100 beside the training data: DataError naming what was looked for
     lone = tmp_path / "lone"
     write_cifar10(lone / "cifar10")

@@ -578,6 +578,19 @@ def test_texture_source_stand_in_warns(tmp_path, caplog):
     assert texture_source(tmp_path / "builtin-textures").is_stand_in is True
 
 
+def test_texture_source_stand_in_is_not_repeated_by_worker_processes(tmp_path, caplog, monkeypatch):
+    """A results-store worker (a multiprocessing child) logs the stand-in at INFO: a notebook whose
+    grid runs in workers shows the warning once (its own), not once per worker."""
+    import multiprocessing
+
+    make_textures(tmp_path / "builtin-textures", classes=("noise",), suffix=".png")
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+    with caplog.at_level(logging.INFO, logger="adlib.data.textures"):
+        assert texture_source(tmp_path).is_stand_in
+    levels = [r.levelno for r in caplog.records if "stand-in" in r.getMessage()]
+    assert levels == [logging.INFO]
+
+
 def test_texture_source_absent(tmp_path):
     with pytest.raises(DataError) as e:
         texture_source(tmp_path)

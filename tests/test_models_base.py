@@ -134,3 +134,63 @@ def test_recalibrate_batchnorm_averages_the_batches_and_restores_the_module():
     # nothing to do without BatchNorm layers or batches
     plain = torch.nn.Linear(2, 2)
     recalibrate_batchnorm(plain, iter([torch.zeros(1, 2)]), plain)
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants are registry names (one source for the results' labels, the CLI and the tables)
+
+
+def test_variants_are_registry_names_with_display_names():
+    from adlib.models import NAMES, available_names, display_name, resolve_name
+
+    names = available_names()
+    for name in ("glass", "glass-m", "glass-h", "glass-j", "simplenet", "patchcore", "pouta", "vanilla"):
+        assert name in names
+    assert {n for n in names if n.startswith("adl-")} == {
+        "adl-proposed", "adl-dl", "adl-wt-dl", "adl-dl-ce", "adl-softdl-ce", "adl-wt-softdl-ce"
+    }  # fmt: skip
+    assert {n for n in names if n.startswith("adtr-")} == {"adtr-normal", "adtr-image", "adtr-pixel"}
+    e = resolve_name("adl-wt-softdl-ce")
+    assert (e.method, e.variant, e.overrides, e.display) == (
+        "adl",
+        "wt-softdl-ce",
+        {"variant": "wt-softdl-ce"},
+        "Wt-SoftDL-CE",
+    )
+    assert (
+        display_name("glass-m") == "GLASS-m"
+        and display_name("adl-proposed") == "ADL"
+        and display_name("adtr-pixel") == "ADTR+"
+    )
+    assert display_name("not-a-name") == "not-a-name"
+    assert all(NAMES[n].method in NAMES for n in names)
+    with pytest.raises(ValueError, match=r"unknown method 'glass-x'; available: .*glass-m"):
+        resolve_name("glass-x")
+
+
+def test_a_variant_name_builds_and_keys_like_the_method_with_its_variant():
+    from adlib.results import Job
+
+    assert build("glass-h", "smoke").cfg.variant == "h" and build("adtr-pixel", "smoke").cfg.variant == "pixel"
+    assert build("glass-h", "smoke", variant="h").cfg.variant == "h"
+    with pytest.raises(ValueError, match=r"'glass-h' is variant 'h' of 'glass', but variant='m' was given"):
+        build("glass-h", "smoke", variant="m")
+    by_name = Job.make("adl-dl-ce", "synth", "wood", "smoke", 1, epochs=2)
+    by_option = Job.make("adl", "synth", "wood", "smoke", 1, variant="dl-ce", epochs=2)
+    assert by_name == by_option and by_name.key() == by_option.key() and by_name.label == "adl-dl-ce"
+
+
+def test_the_papers_labels_are_registry_names():
+    """Every results label a notebook trains (the papers' TRAINED / STUDY_METHODS tables) is a
+    registry name: the label a table shows for a run is the name `adlib train` accepts."""
+    from adlib.models import NAMES
+    from adlib.papers import adl, adtr, glass, pouta
+    from adlib.results import Job
+
+    specs = [*glass.TRAINED.values(), *adl.TRAINED.values(), *adl.STUDY_METHODS.values(), *adtr.TRAINED.values()]
+    specs += [*pouta.TRAINED.values(), *pouta.ABLATIONS.values()]
+    assert len(specs) >= 12
+    for method, opts in specs:
+        assert Job.make(method, "synth", "wood", **opts).label in NAMES
+    for label in glass.TRAINED:
+        assert label in NAMES and Job.make(label, "synth", "wood").label == label

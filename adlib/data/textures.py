@@ -23,6 +23,7 @@ augmentation, the augmentation) is given as arguments.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -108,8 +109,12 @@ def texture_source(root: str | os.PathLike | None = None) -> TextureSource:
     # The root may be the bank folder itself; it is still the stand-in, never reported as DTD.
     bank = base if base.name == BUILTIN_TEXTURES_DIRNAME else base / BUILTIN_TEXTURES_DIRNAME
     if _dtd.looks_like(bank):
-        # once per bank and process at WARNING (every model build calls this), then at INFO
-        level = logging.INFO if str(bank) in _WARNED else logging.WARNING
+        # once per bank and process at WARNING (every model build calls this), then at INFO; at INFO
+        # in the results store's worker processes (their parent warns, or the record names the source:
+        # a notebook would otherwise print it once per worker)
+        level = (
+            logging.INFO if str(bank) in _WARNED or multiprocessing.parent_process() is not None else logging.WARNING
+        )
         _WARNED.add(str(bank))
         log.log(
             level,

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import os
 
-from .base import MODELS, Prediction, available_models, build, evaluate, register
+from .base import (
+    MODELS,
+    NAMES,
+    Prediction,
+    available_models,
+    available_names,
+    build,
+    display_name,
+    evaluate,
+    register,
+    resolve_name,
+)
 
 
 def load(path: str | os.PathLike):
@@ -26,4 +37,16 @@ def load(path: str | os.PathLike):
     return MODELS[name].load(path)
 
 
-__all__ = ["MODELS", "Prediction", "available_models", "build", "evaluate", "load", "register"]
+__all__ = [
+    "MODELS",
+    "NAMES",
+    "Prediction",
+    "available_models",
+    "available_names",
+    "build",
+    "display_name",
+    "evaluate",
+    "load",
+    "register",
+    "resolve_name",
+]

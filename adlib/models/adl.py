@@ -852,7 +852,7 @@ class ADLConfig(MethodConfig):
 # The method
 
 
-@register("adl")
+@register("adl", display="ADL", variants={v: ("ADL" if v == "proposed" else TABLE2_NAMES[v]) for v in VARIANTS})
 class ADL(EpochMethod):
     """Adaptive Deviation Learning (WACV 2025); ``cfg.variant`` picks a Table 2 ablation."""
 

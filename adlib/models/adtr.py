@@ -113,7 +113,7 @@ from torch import nn
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, predict_dataset, register, resolve_device
-from .core import EpochMethod, MethodConfig
+from .core import CliOption, EpochMethod, MethodConfig
 from .scores import mean_pool_max_valid, top_k_mean
 
 log = logging.getLogger(__name__)
@@ -457,6 +457,36 @@ class FeatureTarget(nn.Module):
 # Configuration
 
 
+def parse_anomalies(text: str) -> tuple[str, int | None]:
+    """``--anomalies``: ``confetti`` -> ``("confetti", None)``; ``real:N`` -> ``("real", N)`` (N real
+    labelled anomalies per defect type from the test split, protocol ``real_anomalies``)."""
+    if text == "confetti":
+        return "confetti", None
+    if text.startswith("real:"):
+        try:
+            n = int(text[5:])
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return "real", n
+    raise ValueError(f"--anomalies must be 'confetti' or 'real:N' with N >= 1 (per defect type), got {text!r}")
+
+
+def _cli_labels(value: str, overrides: dict[str, Any], protocol: dict[str, Any]) -> None:
+    overrides["variant"] = "normal" if value == "none" else value
+
+
+def _cli_anomalies(value: str, overrides: dict[str, Any], protocol: dict[str, Any]) -> None:
+    source, n = parse_anomalies(value)
+    overrides["anomalies"] = source
+    if n is not None:
+        protocol["real_anomalies"] = n
+
+
+def _cli_real_holdout(value: int, overrides: dict[str, Any], protocol: dict[str, Any]) -> None:
+    protocol["real_holdout"] = value
+
+
 @dataclass
 class ADTRConfig(MethodConfig):
     """ADTR settings. Defaults (= ``paper`` profile): adtr-facts.md section 7 (EfficientNet-B4
@@ -515,6 +545,30 @@ class ADTRConfig(MethodConfig):
     seed: int = 0
     data_root: str | None = None  # recorded by the runner; unused
 
+    CLI_OPTIONS: ClassVar[tuple[CliOption, ...]] = (
+        CliOption(
+            "--labels",
+            "train with normal images only (none, default), or adapt with image- or pixel-level labels "
+            "(push-pull, Eq. 6-9); the variant normal / image / pixel",
+            _cli_labels,
+            choices=("none", "image", "pixel"),
+        ),
+        CliOption(
+            "--anomalies",
+            "anomalies for --labels image/pixel: FCDD confetti noise (default), or N real labelled anomalies "
+            "per defect type taken from the test split (removed from evaluation)",
+            _cli_anomalies,
+            metavar="confetti|real:N",
+        ),
+        CliOption(
+            "--real-holdout",
+            "with --anomalies real:N: hold M >= N anomalies per defect type out of the test set (default N), "
+            "so runs with different N share one test set",
+            _cli_real_holdout,
+            type=int,
+            metavar="M",
+        ),
+    )
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         "smoke": dict(
@@ -597,7 +651,7 @@ _NORMAL_STAGES_MAX = 8
 # The method
 
 
-@register("adtr")
+@register("adtr", display="ADTR", variants={"normal": "ADTR", "image": "ADTR+ (image labels)", "pixel": "ADTR+"})
 class ADTR(EpochMethod):
     """ADTR / ADTR+: feature reconstruction by a transformer with an auxiliary query, push-pull adaptation.
 

@@ -1,9 +1,11 @@
 """What every method shares: a registry, one prediction structure, one evaluation.
 
-A method is a class registered under a name with :func:`register`; :func:`build` makes one from
-the name, a profile and overrides of its config dataclass::
+A method is a class registered under a name with :func:`register`, with its variants as names of
+their own (``glass-m``, ``adl-wt-dl``: :data:`NAMES`, the results' labels and what ``adlib train``
+accepts, with the tables' display names); :func:`build` makes one from a name, a profile and
+overrides of its config dataclass::
 
-    model = build("glass", profile="smoke", variant="m", epochs=2)
+    model = build("glass-m", profile="smoke", epochs=2)   # = build("glass", variant="m", epochs=2)
     model.fit(train_ds)                  # an AnomalyDataset of normal images
     pred = model.predict(test_ds)        # a Prediction
     metrics = evaluate(pred)             # image/pixel AUROC, AP, AU-PRO
@@ -46,17 +48,73 @@ log = logging.getLogger(__name__)
 MODELS: dict[str, type] = {}
 
 
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator adding a method to :data:`MODELS` under ``name``."""
+@dataclass(frozen=True)
+class RegisteredName:
+    """One name of the registry (:data:`NAMES`): a method, or one variant of it (``glass-m``).
+
+    ``name`` is also the results' label (:attr:`adlib.results.Job.label`) and what ``adlib train``
+    accepts; ``display`` is how the tables name it."""
+
+    name: str
+    method: str
+    variant: str | None
+    display: str
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The config overrides that select it (``{"variant": ...}`` for a variant)."""
+        return {} if self.variant is None else {"variant": self.variant}
+
+
+#: every registry name: each method, and ``<method>-<variant>`` for each declared variant
+NAMES: dict[str, RegisteredName] = {}
+
+
+def register(name: str, display: str | None = None, variants: dict[str, str] | None = None) -> Callable[[type], type]:
+    """Class decorator adding a method to :data:`MODELS` under ``name``, and to :data:`NAMES` with
+    its display name and its variants (``{variant: display name}``, each registered as
+    ``<name>-<variant>``; the bare name then means the config's default variant)."""
 
     def deco(cls: type) -> type:
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
         cls.name = name
         MODELS[name] = cls
+        NAMES[name] = RegisteredName(name, name, None, display or name)
+        for v, shown in (variants or {}).items():
+            NAMES[f"{name}-{v}"] = RegisteredName(f"{name}-{v}", name, v, shown)
         return cls
 
     return deco
+
+
+def resolve_name(name: str) -> RegisteredName:
+    """The registry entry of a method or variant name (``glass``, ``glass-m``, ``adl-wt-dl``);
+    ``ValueError`` listing the names otherwise."""
+    _load_all()
+    if name not in NAMES:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(NAMES))}")
+    return NAMES[name]
+
+
+def display_name(label: str) -> str:
+    """How the tables name a results label (a registry name), e.g. ``glass-m`` -> ``GLASS-m``;
+    an unknown label is returned unchanged."""
+    _load_all()
+    entry = NAMES.get(label)
+    return entry.display if entry is not None else label
+
+
+def method_and_overrides(name: str, overrides: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(method, overrides)`` for a registry name: a variant name adds its ``variant`` (an explicit
+    different ``variant`` override is refused, naming both)."""
+    entry = resolve_name(name)
+    if entry.variant is None:
+        return entry.method, dict(overrides)
+    given = overrides.get("variant")
+    if given is not None and given != entry.variant:
+        raise ValueError(f"{name!r} is variant {entry.variant!r} of {entry.method!r}, but variant={given!r} was given")
+    return entry.method, {**overrides, "variant": entry.variant}
 
 
 #: modules under adlib.models that register methods when imported
@@ -82,12 +140,17 @@ def available_models() -> list[str]:
     return sorted(MODELS)
 
 
-def build(name: str, profile: str = "smoke", **overrides: Any):
-    """A method by name with its profile's config, ``overrides`` replacing config fields."""
+def available_names() -> list[str]:
+    """Every registry name: methods and their variants (``glass``, ``glass-h``, ``glass-j``, ...)."""
     _load_all()
-    if name not in MODELS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name]
+    return sorted(NAMES)
+
+
+def build(name: str, profile: str = "smoke", **overrides: Any):
+    """A method by registry name (a method, or a variant such as ``glass-m``) with its profile's
+    config, ``overrides`` replacing config fields."""
+    method, overrides = method_and_overrides(name, overrides)
+    cls = MODELS[method]
     cfg = cls.Config.for_profile(profile, **overrides)
     return cls(cfg)
 

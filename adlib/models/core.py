@@ -52,7 +52,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -75,12 +75,31 @@ def seed_for(seed: int, stream: int, salt: int | None = None) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class CliOption:
+    """A method's own option of ``adlib train`` / ``adlib test``, declared by its config
+    (:attr:`MethodConfig.CLI_OPTIONS`); the generic command line knows none of them.
+
+    ``apply(value, overrides, protocol)`` writes the parsed value into the config overrides and/or
+    the training protocol (:mod:`adlib.protocols`); it raises ``ValueError`` naming the option for
+    a bad value."""
+
+    flag: str
+    help: str
+    apply: Callable[[Any, dict[str, Any], dict[str, Any]], None]
+    choices: tuple[str, ...] | None = None
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+
+
 @dataclasses.dataclass
 class MethodConfig:
     """Base of every method's settings: profiles, validation at construction, ``as_dict``."""
 
     #: profile name -> field defaults (``smoke``: CPU-sized; ``paper``: the paper's settings)
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: the method's own command-line options (``adlib train METHOD --help`` lists them)
+    CLI_OPTIONS: ClassVar[tuple[CliOption, ...]] = ()
 
     def __post_init__(self) -> None:
         self._validate()
@@ -243,6 +262,19 @@ class Method:
         model._load_state(state, path, strict=strict)
         model.eval()
         return model
+
+    # -- what the run pipeline asks of a method --------------------------------------------------
+    @property
+    def fit_uses_test_set(self) -> bool:
+        """Whether :meth:`fit` selects on the test set and needs ``test_ds=`` (GLASS's released
+        ``select_best_on_test``); the run pipeline (:func:`adlib.results.run_job`) passes it then."""
+        return False
+
+    @classmethod
+    def table_fields(cls, info: dict[str, Any]) -> dict[str, Any]:
+        """The method's own columns of the results table, read from a record's ``info()`` (the
+        store's :func:`~adlib.results.flatten` adds them to the row); none by default."""
+        return {}
 
     # -- provenance ----------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:

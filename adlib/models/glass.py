@@ -695,6 +695,10 @@ class _FeatureDiscriminatorModel(EpochMethod):
         """Called once per :meth:`fit` call, after the training images (and, with
         ``cache_features``, their patch features) are loaded and before the first epoch."""
 
+    @property
+    def fit_uses_test_set(self) -> bool:
+        return bool(self.cfg.select_best_on_test)
+
     def fit(self, train_ds, *, device=None, progress: bool = True, checkpoint_dir=None, test_ds=None):
         """Train on the normal images of ``train_ds`` (an :class:`~adlib.data.AnomalyDataset`).
 
@@ -847,7 +851,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
 # GLASS
 
 
-@register("glass")
+@register("glass", display="GLASS", variants={"m": "GLASS-m", "h": "GLASS-h", "j": "GLASS-j"})
 class GLASS(_FeatureDiscriminatorModel):
     """GLASS: Global and Local Anomaly co-Synthesis Strategy (ECCV 2024). See the module docstring."""
 
@@ -893,6 +897,12 @@ class GLASS(_FeatureDiscriminatorModel):
         # measured once per model (a resumed fit keeps the checkpoint's value; same data, same value)
         if self.cfg.radii_unit == "feature_spread" and self.feature_spread is None:
             self.measure_feature_spread(images, cached)
+
+    @classmethod
+    def table_fields(cls, info: dict[str, Any]) -> dict[str, Any]:
+        """Columns of the results table: the distribution trained (``manifold`` / ``hypersphere``)
+        and GLASS-j's choice, when the record has them."""
+        return {k: info[k] for k in ("distribution", "j_choice") if info.get(k) is not None}
 
     @property
     def distribution(self) -> str | None:
@@ -1181,7 +1191,7 @@ class GLASS(_FeatureDiscriminatorModel):
 # SimpleNet
 
 
-@register("simplenet")
+@register("simplenet", display="SimpleNet")
 class SimpleNet(_FeatureDiscriminatorModel):
     """SimpleNet (Liu et al., CVPR 2023): Gaussian-noise feature synthesis, truncated l1 loss."""
 

@@ -438,7 +438,7 @@ class PatchCoreConfig(MethodConfig):
 # The method
 
 
-@register("patchcore")
+@register("patchcore", display="PatchCore")
 class PatchCore(Method):
     """PatchCore: frozen patch features, a coreset memory bank, nearest-neighbour scores.
 

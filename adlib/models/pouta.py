@@ -878,7 +878,7 @@ class _ReconstructionMethod(EpochMethod):
         }
 
 
-@register("pouta")
+@register("pouta", display="POUTA")
 class POUTA(_ReconstructionMethod):
     """POUTA: the discriminator reuses the reconstructive representations (see the module docstring)."""
 
@@ -922,7 +922,7 @@ class POUTA(_ReconstructionMethod):
         return out
 
 
-@register("vanilla")
+@register("vanilla", display="Vanilla")
 class Vanilla(_ReconstructionMethod):
     """Vanilla = DRAEM-style: reconstructive network + U-Net discriminator on ``concat(I_in, I_r)``."""
 

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import Job
-from .common import Plan, plan
+from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,37 @@ def sensitivity_settings(
     }
 
 
+#: each notebook's parameters left empty -> the profile's default (None: everything on disk);
+#: smoke: one category and seed (CPU budget), a shorter grid; paper: the paper's seeds and grid
+NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "00_contamination": {"smoke": dict(dataset="synth"), "paper": dict(dataset="mvtec")},
+    "01_main_table": {
+        "smoke": dict(seeds=[0], categories=["wood"]),
+        "paper": dict(seeds=[0, 1, 2], categories=None),
+    },
+    "02_robustness": {
+        # smoke: eps 0 and 0.2 (CPU budget; 0.1 is in adl/01)
+        "smoke": dict(seeds=[0], categories=["wood"], eps_grid=[0.0, 0.2]),
+        "paper": dict(seeds=[0, 1, 2], categories=None, eps_grid=list(EPS_GRID)),
+    },
+    "03_ablation_sensitivity": {
+        "smoke": dict(seeds=[0], categories=["wood"], lams=[0.1, 1.5], alphas=[0.1, 1.0]),
+        "paper": dict(seeds=[0, 1, 2], categories=None, lams=[0.1, 0.5, 1.0, 1.5], alphas=[0.0, 0.1, 0.5, 1.0]),
+    },
+}
+
+
+def defaults(notebook: str, profile: str, **given: Any) -> Any:
+    """A notebook's parameters with the profile's defaults filled in (:data:`NOTEBOOK_DEFAULTS`,
+    :func:`adlib.papers.common.notebook_defaults`)."""
+    return notebook_defaults(NOTEBOOK_DEFAULTS, notebook, profile, **given)
+
+
 __all__ = [
+    "NOTEBOOK_DEFAULTS",
+    "as_reported_rows",
+    "defaults",
+    "reproduced_on",
     "DATASETS",
     "EPS_GRID",
     "FIG2_EPS",

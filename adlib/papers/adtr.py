@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..results import Job
-from .common import Plan, plan
+from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
 
 #: (name in the tables, reported method, reproduced label); None = not reproduced / not in the paper
 MAIN_METHODS: tuple[tuple[str, str | None, str | None], ...] = (
@@ -288,7 +288,49 @@ def difference_vectors(model, ds, n_images: int | None = None, grid_label: str =
     }
 
 
+#: each notebook's parameters left empty -> the profile's default (None: everything on disk);
+#: smoke: the CPU budget (fewer categories, seeds, rows and sweep points); paper: the paper's
+NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_confetti": {"smoke": dict(dataset="synth"), "paper": dict(dataset="mvtec")},
+    "02_main_tables": {"smoke": dict(categories=["wood", "grass", "nut"]), "paper": dict(categories=None)},
+    "03_ablations": {
+        "smoke": dict(categories=["wood"], rows=list(SMOKE_ABLATION_ROWS)),
+        "paper": dict(categories=None, rows=None),
+    },
+    "04_push_pull": {
+        "smoke": dict(seeds=[0, 1], categories=["wood"], alphas=[0.0, 0.003, 0.3], ks=[1, 20]),
+        "paper": dict(seeds=[0, 1, 2], categories=None, alphas=list(ALPHAS), ks=list(KS)),
+    },
+}
+
+
+def cifar_plan(profile: str, data_root=None, classes: Sequence[str] | None = None) -> tuple[Plan, bool]:
+    """Tables 1-2's CIFAR-10 one-class runs: the plan (``paper``: CIFAR-10 under the data root; not
+    run in ``smoke``) and whether CIFAR-100 is there for outlier exposure."""
+    if profile == "smoke":
+        reason = "not run in the smoke profile (paper profile, CIFAR-10 under the data root)"
+        return Plan(missing={"cifar10": reason}), False
+    return plan(DATASETS["cifar"][profile], data_root, classes), not plan(["cifar100"], data_root).missing
+
+
+def sensitivity_seeds(profile: str, seeds: Sequence[int]) -> list[int]:
+    """Seeds of the alpha / k sweeps of adtr/04: the first seed in ``smoke`` (CPU budget), all in ``paper``."""
+    return list(seeds[:1]) if profile == "smoke" else list(seeds)
+
+
+def defaults(notebook: str, profile: str, **given: Any) -> Any:
+    """A notebook's parameters with the profile's defaults filled in (:data:`NOTEBOOK_DEFAULTS`,
+    :func:`adlib.papers.common.notebook_defaults`)."""
+    return notebook_defaults(NOTEBOOK_DEFAULTS, notebook, profile, **given)
+
+
 __all__ = [
+    "cifar_plan",
+    "sensitivity_seeds",
+    "NOTEBOOK_DEFAULTS",
+    "as_reported_rows",
+    "defaults",
+    "reproduced_on",
     "ABLATIONS",
     "ALPHAS",
     "CIFAR_METHODS",

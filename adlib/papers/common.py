@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..data import DataError, list_categories
 
@@ -43,4 +45,37 @@ def plan(datasets: Iterable[str], data_root=None, categories: Sequence[str] | di
     return out
 
 
-__all__ = ["Plan", "plan"]
+def notebook_defaults(
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]], notebook: str, profile: str, **given: Any
+) -> Any:
+    """The notebook's parameters, each as given or, where left empty (None), its profile's default.
+
+    ``table``: a paper module's ``NOTEBOOK_DEFAULTS`` (notebook -> profile -> parameter -> value;
+    a default of None means "everything on disk"). Returns the values in the order given (one
+    value for one parameter). The defaults live in :mod:`adlib.papers`, so a notebook carries no
+    ``if profile == ...`` block."""
+    try:
+        defaults = table[notebook][profile]
+    except KeyError:
+        raise ValueError(f"no notebook defaults for {notebook!r} and profile {profile!r}") from None
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{notebook}: no profile default for parameter(s) {unknown}; known: {sorted(defaults)}")
+    out = [v if v else copy.deepcopy(defaults[k]) for k, v in given.items()]
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def reproduced_on(profile: str, dataset: str) -> str:
+    """What a table's "ours" column was run on: the real dataset (``paper``) or the built-in
+    benchmark standing in for it (``smoke``), for captions."""
+    return f"the built-in benchmark standing in for {dataset}" if profile == "smoke" else dataset
+
+
+def as_reported_rows(frame, profile: str, **columns: Any):
+    """Reproduced rows relabelled as the paper reports them (e.g. ``category="all"``) in the
+    ``paper`` profile, where they are the same datasets; in ``smoke`` (the built-in benchmark) they
+    keep their own names so that they are never read as the paper's."""
+    return frame if profile == "smoke" else frame.assign(**columns)
+
+
+__all__ = ["Plan", "as_reported_rows", "notebook_defaults", "plan", "reproduced_on"]

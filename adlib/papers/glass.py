@@ -38,7 +38,7 @@ import torch
 
 from ..data import get_dataset
 from ..results import Job
-from .common import Plan, plan
+from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,15 @@ def r1_settings(profile: str, factors: Sequence[float] = (0.25, 0.5, 1.0, 1.5, 2
     return {round(r1 * f, 6): dict(manifold_radii=(round(r1 * f, 6), round(2 * r1 * f, 6))) for f in factors}
 
 
+def r1_unit(profile: str) -> str:
+    """How Fig. 8's ``r1`` is measured in ``profile``: in units of the training features' spread
+    (the smoke config's ``radii_unit="feature_spread"``) or as an absolute feature distance."""
+    from ..models.glass import GLASSConfig
+
+    unit = GLASSConfig.for_profile(profile).radii_unit
+    return "in units of the feature spread" if unit == "feature_spread" else "absolute"
+
+
 def tsne_feature_sets(
     model, train_ds, n_images: int = 8, seed: int = 0, max_points: int = 600
 ) -> dict[str, np.ndarray]:
@@ -234,7 +243,42 @@ def nearest_normal_distance(sets: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+#: each notebook's parameters left empty -> the profile's default (None: everything on disk);
+#: smoke: the categories and rows a CPU budget carries; paper: all of them
+NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_synthesis": {"smoke": dict(dataset="synth"), "paper": dict(dataset="mvtec")},
+    "02_tsne": {"smoke": dict(dataset="synth", category="wood"), "paper": dict(dataset="mvtec", category="hazelnut")},
+    "03_main_tables": {
+        "smoke": dict(categories=["wood", "grass", "nut"], weak_categories=["wood"]),
+        "paper": dict(categories=None, weak_categories=None),
+    },
+    "04_ablations": {
+        "smoke": dict(
+            categories=["wood"],
+            table5_categories=["wood"],
+            table5_rows=["resnet18 levels 2", "resnet18 levels 2+3", "resnet34 levels 2+3"],
+        ),
+        "paper": dict(categories=None, table5_categories=None, table5_rows=None),
+    },
+    "05_sensitivity": {
+        "smoke": dict(categories=["wood"], factors=[0.5, 1.0, 2.0]),
+        "paper": dict(categories=None, factors=[0.25, 0.5, 1.0, 2.0]),
+    },
+}
+
+
+def defaults(notebook: str, profile: str, **given: Any) -> Any:
+    """A notebook's parameters with the profile's defaults filled in (:data:`NOTEBOOK_DEFAULTS`,
+    :func:`adlib.papers.common.notebook_defaults`)."""
+    return notebook_defaults(NOTEBOOK_DEFAULTS, notebook, profile, **given)
+
+
 __all__ = [
+    "r1_unit",
+    "NOTEBOOK_DEFAULTS",
+    "as_reported_rows",
+    "defaults",
+    "reproduced_on",
     "nearest_normal_distance",
     "MAIN_METHODS",
     "WEAK_METHODS",

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..results import Job
-from .common import Plan, plan
+from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +423,30 @@ def gradcam_maps(model, images: torch.Tensor) -> np.ndarray:
     return np.asarray(maps, dtype=np.float32)
 
 
+#: each notebook's parameters left empty -> the profile's default (None: everything on disk);
+#: smoke: the categories and seeds a CPU budget carries; paper: the paper's
+NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_representations": {"smoke": dict(category="wood"), "paper": dict(category="hazelnut")},
+    "02_main_tables": {"smoke": dict(categories=["wood", "grass", "nut"]), "paper": dict(categories=None)},
+    "03_few_shot": {
+        "smoke": dict(seeds=[0, 1], categories=["wood"]),
+        "paper": dict(seeds=[0, 1, 2, 3, 4], categories=None),
+    },
+    "04_ablations": {"smoke": dict(categories=["wood"]), "paper": dict(categories=None)},
+}
+
+
+def defaults(notebook: str, profile: str, **given: Any) -> Any:
+    """A notebook's parameters with the profile's defaults filled in (:data:`NOTEBOOK_DEFAULTS`,
+    :func:`adlib.papers.common.notebook_defaults`)."""
+    return notebook_defaults(NOTEBOOK_DEFAULTS, notebook, profile, **given)
+
+
 __all__ = [
+    "NOTEBOOK_DEFAULTS",
+    "as_reported_rows",
+    "defaults",
+    "reproduced_on",
     "ABLATIONS",
     "COMPLEXITY_METHODS",
     "PAPER_BANK_SIZE",
