@@ -74,9 +74,6 @@ TRAINED: dict[str, tuple[str, dict[str, Any]]] = {
 
 MAIN_DATASETS = {"smoke": ("synth",), "paper": ("mvtec", "visa", "mpdd", "wfdd")}
 WEAK_DATASETS = {"smoke": ("synth-weak",), "paper": ("mad-man", "mad-sys")}
-#: texture categories of the weak-defect sets written in glass/01 (:func:`adlib.synthesis.weak.write_weak_defect_sets`);
-#: None: every texture category of the dataset. Smoke: the two its figure shows (CPU budget).
-WEAK_SET_CATEGORIES = {"smoke": ("wood", "grass"), "paper": None}
 
 #: GLASS Table 4 rows (reported names) -> GLASS-m overrides
 TABLE4: dict[str, dict[str, Any]] = {
@@ -246,7 +243,12 @@ def nearest_normal_distance(sets: dict[str, np.ndarray]) -> dict[str, float]:
 #: each notebook's parameters left empty -> the profile's default (None: everything on disk);
 #: smoke: the categories and rows a CPU budget carries; paper: all of them
 NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "01_synthesis": {"smoke": dict(dataset="synth"), "paper": dict(dataset="mvtec")},
+    # weak_categories: the texture categories of the weak-defect sets glass/01 writes (smoke: the two
+    # its figure shows, CPU budget; None: every texture category of the dataset)
+    "01_synthesis": {
+        "smoke": dict(dataset="synth", weak_categories=["wood", "grass"]),
+        "paper": dict(dataset="mvtec", weak_categories=None),
+    },
     "02_tsne": {"smoke": dict(dataset="synth", category="wood"), "paper": dict(dataset="mvtec", category="hazelnut")},
     "03_main_tables": {
         "smoke": dict(categories=["wood", "grass", "nut"], weak_categories=["wood"]),
