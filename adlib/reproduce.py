@@ -21,6 +21,7 @@ interrupted batch never leaves a half-written notebook where a good one was.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -171,6 +172,23 @@ def _execute(
         return False, time.perf_counter() - t0, _failing_cell(exc)
 
 
+@contextlib.contextmanager
+def _env(name: str, value: str | None):
+    """``os.environ[name] = value`` for the block (None: leave it as it is); restored after."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def run_notebooks(
     profile: str = "smoke",
     data_root: str | None = None,
@@ -189,7 +207,8 @@ def run_notebooks(
     """Execute the notebooks; see the module docstring.
 
     ``jobs``: worker processes for the training grids inside the notebooks (papermill parameter
-    ``jobs``; None keeps each notebook's default). ``log_output``: stream the notebooks' output
+    ``jobs``; None keeps each notebook's default, capped at ``cores // parallel`` when notebooks run
+    side by side: ``$ADLIB_MAX_WORKERS``, :func:`adlib.results.capped_workers`). ``log_output``: stream the notebooks' output
     (progress bars, run logs) to this process's log. ``parallel``: notebooks executed at the same
     time (each in its own process and kernel), longest first (:func:`expected_seconds`); runs two
     notebooks share are trained once (the results store locks each run). The numbers do not
@@ -249,13 +268,18 @@ def run_notebooks(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
+        from .results import ENV_MAX_WORKERS
+
         order = sorted(nbs, key=lambda nb: -expected_seconds(nb))
         log.info("executing %d notebooks, %d at a time, longest first (profile=%s)", len(nbs), parallel, profile)
-        with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
-            futs = {
-                ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)): nb
-                for nb in order
-            }
-            for fut in as_completed(futs):
-                record(futs[fut], *fut.result())
+        # N notebooks side by side share the cores: unless --jobs says otherwise, each notebook's
+        # store gets cores // N workers (at 1 it trains in the kernel, with no worker processes to start)
+        with _env(ENV_MAX_WORKERS, None if jobs is not None else str(max(1, (os.cpu_count() or 1) // int(parallel)))):
+            with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
+                futs = {
+                    ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)): nb
+                    for nb in order
+                }
+                for fut in as_completed(futs):
+                    record(futs[fut], *fut.result())
     return BatchResult([outcome[nb] for nb in nbs])

@@ -75,6 +75,25 @@ UNHASHED_FIELDS = ("data_root",)
 ADDED_FIELDS: dict[str, Any] = {"reweight_reduction": "sum"}
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20
+#: a cap on every store's worker processes, set by whoever runs several notebooks side by side
+#: (``adlib reproduce --parallel N``, nbval under pytest-xdist): N notebooks x workers <= cores
+ENV_MAX_WORKERS = "ADLIB_MAX_WORKERS"
+
+
+def capped_workers(workers: int) -> int:
+    """``workers`` limited by ``$ADLIB_MAX_WORKERS`` (when set), at least 1. At 1 a store runs its
+    jobs in its own process (no worker processes to start); the numbers do not depend on it."""
+    workers = max(1, int(workers))
+    cap = os.environ.get(ENV_MAX_WORKERS, "").strip()
+    if not cap:
+        return workers
+    try:
+        limit = int(cap)
+    except ValueError:
+        raise ValueError(f"${ENV_MAX_WORKERS}={cap!r}: expected a positive integer") from None
+    if limit < 1:
+        raise ValueError(f"${ENV_MAX_WORKERS}={cap!r}: expected a positive integer")
+    return min(workers, limit)
 
 
 def default_root(profile: str = "smoke") -> Path:
@@ -266,6 +285,7 @@ class ResultsStore:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        self.workers = capped_workers(self.workers)
 
     @classmethod
     def for_profile(cls, profile: str = "smoke", root: str | os.PathLike | None = None, **kw: Any) -> ResultsStore:
@@ -353,7 +373,7 @@ class ResultsStore:
         as :class:`RunFailed` after all other jobs finished."""
         jobs = list(dict.fromkeys(jobs))
         todo = [j for j in jobs if self.get(j) is None]
-        workers = max(1, int(workers or self.workers))
+        workers = capped_workers(workers or self.workers)
         log.info(
             "results store %s: %d run(s), %d cached, %d to run with %d worker(s)",
             self.root,
@@ -676,6 +696,7 @@ __all__ = [
     "config_hash",
     "weights_id",
     "run_job",
+    "capped_workers",
     "train_job",
     "test_job",
     "train_command",

@@ -197,9 +197,16 @@ def numerics_note(frame: pd.DataFrame) -> str:
     return f"; WARNING: runs made under {len(counts)} different numerics/versions, numbers not comparable to the last digit: {parts}"
 
 
-def format_table(table: pd.DataFrame, decimals: int = 1) -> str:
+def format_table(table: pd.DataFrame, decimals: int = 1, caption: bool = True) -> str:
     """Markdown with ``decimals`` digits, "–" for empty cells and ``mean ± sd`` where a column
-    ``<c> sd`` accompanies ``<c>``."""
+    ``<c> sd`` accompanies ``<c>``; with ``caption``, the caption :func:`save_table` gave the table
+    (``table.attrs["caption"]``: profile, data, weights, seeds, hardware) is the paragraph above it,
+    so that a notebook shows what the numbers are beside the numbers."""
+    text = table.attrs.get("caption", "") if caption else ""
+    return (f"{text}\n\n" if text else "") + _markdown(table, decimals)
+
+
+def _markdown(table: pd.DataFrame, decimals: int) -> str:
     t = table.copy()
     if isinstance(t.columns, pd.MultiIndex):
         t.columns = [" · ".join(METRIC_NAMES.get(str(p), str(p)) for p in c if str(p)) for c in t.columns]
@@ -227,11 +234,14 @@ def save_table(
     directory: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Write ``<figures>/<subdir>/<name>.csv`` (full precision) and ``.md`` (rounded, with the
-    caption above the table) atomically; returns the paths."""
+    caption above the table) atomically; returns the paths. The caption is also kept with the table
+    (``table.attrs["caption"]``), where :func:`format_table` shows it above the table."""
+    if caption:
+        table.attrs["caption"] = caption
     d = Path(directory) if directory else figures_dir(subdir)
     d.mkdir(parents=True, exist_ok=True)
     csv = atomic_write_text(d / f"{name}.csv", table.reset_index().to_csv(index=False))
-    md_text = (f"{caption}\n\n" if caption else "") + format_table(table, decimals) + "\n"
+    md_text = (f"{caption}\n\n" if caption else "") + format_table(table, decimals, caption=False) + "\n"
     md = atomic_write_text(d / f"{name}.md", md_text)
     log.info("saved %s, %s", csv, md)
     return [csv, md]

@@ -5,12 +5,21 @@ under the same numerics as `adlib reproduce`.
 With pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``: two notebooks at a time, each
 notebook's cells on one worker, in order) the notebooks are handed out longest first, by the
 duration recorded in their committed outputs (:func:`adlib.reproduce.expected_seconds`); runs
-that two notebooks share are trained once (the results store locks each run)."""
+that two notebooks share are trained once (the results store locks each run), and each
+notebook's store gets ``cores // workers`` worker processes (``$ADLIB_MAX_WORKERS``, inherited by
+the kernels; at 1 a notebook trains in its kernel), as under ``adlib reproduce --parallel``."""
 
+import os
 from pathlib import Path
 
 import adlib  # noqa: F401  (side effect: adlib.numerics.apply_env)
 from adlib.reproduce import expected_seconds
+
+
+def pytest_configure(config):
+    n = getattr(config.option, "numprocesses", None)  # pytest-xdist's -n (None without xdist)
+    if isinstance(n, int) and n > 1 and "ADLIB_MAX_WORKERS" not in os.environ:
+        os.environ["ADLIB_MAX_WORKERS"] = str(max(1, (os.cpu_count() or 1) // n))
 
 
 def pytest_collection_modifyitems(session, config, items):

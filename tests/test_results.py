@@ -205,7 +205,12 @@ def test_save_table_writes_csv_and_markdown(tmp_path):
     csv, md = tables.save_table(t, "t1", caption="Table 1 (smoke)", directory=tmp_path)
     assert pd.read_csv(csv)["a paper"].iloc[0] == 99.12
     text = md.read_text()
-    assert text.startswith("Table 1 (smoke)") and "99.1" in text and "–" in text
+    assert text.startswith("Table 1 (smoke)") and "99.1" in text and "–" in text and text.count("Table 1 (smoke)") == 1
+    # the notebook's view of the saved table: the caption above it (once), not only in figures/
+    shown = tables.format_table(t)
+    assert shown.startswith("Table 1 (smoke)\n\n|") and shown.count("Table 1 (smoke)") == 1
+    assert not tables.format_table(t, caption=False).startswith("Table 1")
+    assert tables.format_table(pd.DataFrame({"a": [1.0]})).startswith("|")  # never saved: no caption
 
 
 def test_side_by_side_gives_sd_over_seeds_and_format_prints_mean_pm_sd():
@@ -293,3 +298,34 @@ def test_a_config_field_added_later_keeps_the_former_hash_at_its_former_value():
     a = Job.make("adl", "synth", "wood", "smoke", 0)
     b = Job.make("adl", "synth", "wood", "smoke", 0, reweight_reduction="batch_mean")
     assert a.key()["config_hash"] != b.key()["config_hash"]
+
+
+def test_worker_cap_for_notebooks_side_by_side(tmp_path, monkeypatch):
+    """$ADLIB_MAX_WORKERS (set by `adlib reproduce --parallel N` and by nbval under xdist) caps
+    every store's worker processes; at 1 the store runs its jobs in its own process."""
+    from adlib.results import ENV_MAX_WORKERS, ResultsStore, capped_workers
+
+    monkeypatch.delenv(ENV_MAX_WORKERS, raising=False)
+    assert capped_workers(4) == 4 and capped_workers(0) == 1
+    assert ResultsStore(tmp_path, workers=3).workers == 3
+    monkeypatch.setenv(ENV_MAX_WORKERS, "1")
+    assert capped_workers(4) == 1 and ResultsStore(tmp_path, workers=2).workers == 1
+    monkeypatch.setenv(ENV_MAX_WORKERS, "8")
+    assert capped_workers(2) == 2
+    for bad in ("0", "two"):
+        monkeypatch.setenv(ENV_MAX_WORKERS, bad)
+        with pytest.raises(ValueError, match=rf"\$ADLIB_MAX_WORKERS='{bad}': expected a positive integer"):
+            capped_workers(2)
+
+
+def test_reproduce_env_helper_sets_and_restores_a_variable(monkeypatch):
+    import os
+
+    from adlib import reproduce
+
+    monkeypatch.delenv("ADLIB_MAX_WORKERS", raising=False)
+    with reproduce._env("ADLIB_MAX_WORKERS", "1"):
+        assert os.environ["ADLIB_MAX_WORKERS"] == "1"
+    assert "ADLIB_MAX_WORKERS" not in os.environ
+    with reproduce._env("ADLIB_MAX_WORKERS", None):
+        assert "ADLIB_MAX_WORKERS" not in os.environ

@@ -55,6 +55,11 @@ TRAINED: dict[str, tuple[str, dict[str, Any]]] = {
     "DRAEM / Vanilla": ("vanilla", {}),
     "ADL": ("adl", {}),
 }
+#: what the "DRAEM / Vanilla" columns hold (a header shared by two different models; in every caption)
+DRAEM_VANILLA_NOTE = (
+    "DRAEM / Vanilla: paper = DRAEM as the ADL paper reports it; ours = Vanilla, the project's DRAEM-style "
+    "reconstruction baseline (adlib.models.pouta), not the DRAEM release"
+)
 #: the every-method contamination study: name -> (registered method, overrides)
 STUDY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "GLASS-m": ("glass", {"variant": "m"}),
@@ -206,6 +211,7 @@ def defaults(notebook: str, profile: str, **given: Any) -> Any:
 
 
 __all__ = [
+    "DRAEM_VANILLA_NOTE",
     "NOTEBOOK_DEFAULTS",
     "as_reported_rows",
     "defaults",
