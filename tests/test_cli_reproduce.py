@@ -130,3 +130,7 @@ def test_strip_machine_paths_and_the_nbval_sanitizer_agree(tmp_path):
     regex, repl = cfg["absolute paths"]["regex"], cfg["absolute paths"]["replace"]
     fresh, committed = f"warning at {root}/data/x.png", "warning at data/x.png"
     assert re.sub(regex, repl, fresh) == re.sub(regex, repl, committed) == "warning at <PATH>/data/x.png"
+    # a package warning naming its file in the virtual environment (tqdm's, in a kernel without ipywidgets)
+    regex, repl = cfg["virtual environment"]["regex"], cfg["virtual environment"]["replace"]
+    fresh, committed = f"{root}/.venv/lib/tqdm/auto.py:21: TqdmWarning", ".venv/lib/tqdm/auto.py:21: TqdmWarning"
+    assert re.sub(regex, repl, fresh) == re.sub(regex, repl, committed) == "<VENV>/lib/tqdm/auto.py:21: TqdmWarning"
