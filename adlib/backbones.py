@@ -169,6 +169,19 @@ class FeatureExtractor(nn.Module):
         seed of the random initialisation when ``pretrained=False``.
     """
 
+    @classmethod
+    def from_config(cls, cfg, layers: Sequence[str | int] | None = None) -> FeatureExtractor:
+        """The backbone a method's config names: its fields ``backbone``, ``layers`` (or
+        ``layers`` given), ``pretrained``, ``backbone_tag``, ``weights_file``, ``backbone_seed``."""
+        return cls(
+            cfg.backbone,
+            cfg.layers if layers is None else layers,
+            pretrained=cfg.pretrained,
+            tag=cfg.backbone_tag,
+            weights_file=cfg.weights_file,
+            seed=cfg.backbone_seed,
+        )
+
     def __init__(
         self,
         name: str,

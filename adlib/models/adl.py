@@ -251,7 +251,7 @@ from torch import nn
 from .. import losses
 from ..backbones import BackboneInfo, FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from .base import Prediction, predict_dataset, recalibrate_batchnorm, register, resolve_device
+from .base import Prediction, recalibrate_batchnorm, register, resolve_device
 from .core import EpochMethod, MethodConfig
 from .scores import top_k_mean
 
@@ -634,14 +634,7 @@ def build_encoder(cfg: ADLConfig) -> tuple[nn.Module, BackboneInfo]:
     stage's channels (and the stem) scaled by ``encoder_width``, seeded random initialisation.
     """
     if cfg.encoder_width == 1.0:
-        fx = FeatureExtractor(
-            cfg.backbone,
-            ENCODER_LAYERS,
-            pretrained=cfg.pretrained,
-            tag=cfg.backbone_tag,
-            weights_file=cfg.weights_file,
-            seed=cfg.backbone_seed,
-        )
+        fx = FeatureExtractor.from_config(cfg, layers=ENCODER_LAYERS)
         encoder, info = fx.model, fx.info
     else:
         import timm
@@ -932,13 +925,11 @@ class ADL(EpochMethod):
     def _prepare(self) -> None:
         if self.synthesizer is not None:
             return
-        from ..data.textures import CachedTextures, texture_source
-        from ..synthesis.draem import DraemSynthesizer, preset
+        from ..synthesis.draem import synthesizer_for
 
-        textures = texture_source(self.cfg.data_root)
+        self.synthesizer, textures = synthesizer_for(self.cfg.synthesis, self.cfg.data_root)
         self.texture_description = textures.description
         self.texture_is_stand_in = bool(textures.is_stand_in)
-        self.synthesizer = DraemSynthesizer(preset(self.cfg.synthesis), textures=CachedTextures(textures))
 
     def _rotate_normal(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         from ..synthesis.perlin import rotate_fields
@@ -1138,13 +1129,7 @@ class ADL(EpochMethod):
             s, m = self.score(batch.image)
             return s, _resize(m, tuple(batch.mask.shape[-2:])).float().cpu().numpy()
 
-        return predict_dataset(
-            test_ds,
-            score_batch,
-            batch_size=batch_size or 2 * self.cfg.batch_size,
-            desc=f"{self.label} predict",
-            progress=progress,
-        )
+        return self._predict_batches(test_ds, score_batch, batch_size or 2 * self.cfg.batch_size, progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

@@ -112,7 +112,7 @@ from torch import nn
 
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
-from .base import Prediction, predict_dataset, register, resolve_device
+from .base import Prediction, register, resolve_device
 from .core import CliOption, EpochMethod, MethodConfig
 from .scores import mean_pool_max_valid, top_k_mean
 
@@ -673,14 +673,7 @@ class ADTR(EpochMethod):
         cfg = self.cfg
         backbone = None
         if cfg.target == "features":
-            backbone = FeatureExtractor(
-                cfg.backbone,
-                cfg.layers,
-                pretrained=cfg.pretrained,
-                tag=cfg.backbone_tag,
-                weights_file=cfg.weights_file,
-                seed=cfg.backbone_seed,
-            )
+            backbone = FeatureExtractor.from_config(cfg)
         self.features = FeatureTarget(cfg.target, cfg.grid, cfg.image_size, backbone, cfg.align_corners)
         with self._seeded_init():
             self.net = ADTRNet(
@@ -1010,13 +1003,7 @@ class ADTR(EpochMethod):
             maps = self.score_maps(batch.image, tuple(batch.mask.shape[-2:]))
             return image_score(maps, self.cfg.score_pool), maps.numpy()
 
-        return predict_dataset(
-            test_ds,
-            score_batch,
-            batch_size=batch_size or self.cfg.batch_size,
-            desc=f"{self.label} predict",
-            progress=progress,
-        )
+        return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

@@ -60,7 +60,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .base import atomic_torch_save, check_resumable, config_overrides, fingerprint, read_checkpoint, resolve_device
+from .base import (
+    atomic_torch_save,
+    check_resumable,
+    config_overrides,
+    fingerprint,
+    predict_dataset,
+    read_checkpoint,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +270,18 @@ class Method:
         model._load_state(state, path, strict=strict)
         model.eval()
         return model
+
+    def _predict_batches(self, test_ds, score_batch, batch_size: int | None, progress: bool):
+        """:func:`~adlib.models.base.predict_dataset` over ``test_ds`` with ``score_batch`` (a batch ->
+        image scores and maps), in batches of ``batch_size`` (None: the config's), with a progress bar
+        named after the model."""
+        return predict_dataset(
+            test_ds,
+            score_batch,
+            batch_size=batch_size or self.cfg.batch_size,
+            desc=f"{self.label} predict",
+            progress=progress,
+        )
 
     # -- what the run pipeline asks of a method --------------------------------------------------
     @property

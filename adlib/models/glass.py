@@ -145,7 +145,7 @@ from ..synthesis.gas import (
     gas as gas_synthesis,
 )
 from ..synthesis.las import LocalAnomalySynthesizer
-from .base import Prediction, evaluate, predict_dataset, register, resolve_device
+from .base import Prediction, evaluate, register, resolve_device
 from .core import EpochMethod, MethodConfig
 from .features import PatchFeatures
 from .scores import max_score
@@ -617,14 +617,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
         super().__init__(cfg)
         cfg = self.cfg
         with self._seeded_init():
-            fx = FeatureExtractor(
-                cfg.backbone,
-                cfg.layers,
-                pretrained=cfg.pretrained,
-                tag=cfg.backbone_tag,
-                weights_file=cfg.weights_file,
-                seed=cfg.backbone_seed,
-            )
+            fx = FeatureExtractor.from_config(cfg)
             self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
             dim = self.features.dim
             self.adaptor: nn.Module = Adaptor(dim) if cfg.adaptor else nn.Identity()
@@ -793,13 +786,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
             grid = self.score_grid(batch.image)
             return image_score(grid), smooth_map(grid, tuple(batch.mask.shape[-2:]), sigma)
 
-        return predict_dataset(
-            test_ds,
-            score_batch,
-            batch_size=batch_size or self.cfg.batch_size,
-            desc=f"{self.label} predict",
-            progress=progress,
-        )
+        return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:

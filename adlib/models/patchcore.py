@@ -90,7 +90,7 @@ from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
-from .base import Prediction, predict_dataset, register, resolve_device
+from .base import Prediction, register, resolve_device
 from .core import Method, MethodConfig
 from .features import PatchFeatures
 
@@ -453,14 +453,7 @@ class PatchCore(Method):
     def __init__(self, cfg: PatchCoreConfig | None = None) -> None:
         super().__init__(cfg)
         cfg = self.cfg
-        fx = FeatureExtractor(
-            cfg.backbone,
-            cfg.layers,
-            pretrained=cfg.pretrained,
-            tag=cfg.backbone_tag,
-            weights_file=cfg.weights_file,
-            seed=cfg.backbone_seed,
-        )
+        fx = FeatureExtractor.from_config(cfg)
         self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
         self.features.eval()
         self.memory_bank: torch.Tensor | None = None
@@ -620,13 +613,7 @@ class PatchCore(Method):
             s, grid = self.score(batch.image)
             return s, anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma)
 
-        return predict_dataset(
-            test_ds,
-            score_batch,
-            batch_size=batch_size or self.cfg.batch_size,
-            desc="patchcore predict",
-            progress=progress,
-        )
+        return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

@@ -163,7 +163,7 @@ from torch import nn
 
 from .. import losses
 from ..data.base import ImageTransform
-from .base import Prediction, predict_dataset, recalibrate_batchnorm, register, resolve_device
+from .base import Prediction, recalibrate_batchnorm, register, resolve_device
 from .core import EpochMethod, MethodConfig
 from .scores import mean_pool_max_same
 
@@ -729,13 +729,11 @@ class _ReconstructionMethod(EpochMethod):
     def _prepare(self) -> None:
         if self.synthesizer is not None:
             return
-        from ..data.textures import CachedTextures, texture_source
-        from ..synthesis.draem import DraemSynthesizer, preset
+        from ..synthesis.draem import synthesizer_for
 
-        textures = texture_source(self.cfg.data_root)
+        self.synthesizer, textures = synthesizer_for(self.cfg.synthesis, self.cfg.data_root)
         self.texture_description = textures.description
         self.texture_is_stand_in = bool(textures.is_stand_in)
-        self.synthesizer = DraemSynthesizer(preset(self.cfg.synthesis), textures=CachedTextures(textures))
 
     def synthesize(
         self, images: torch.Tensor, generator: torch.Generator | None = None
@@ -836,13 +834,7 @@ class _ReconstructionMethod(EpochMethod):
             maps = _up(heat[:, None], tuple(batch.mask.shape[-2:]))[:, 0]
             return image_score(heat, self.cfg.score_pool), maps.float().cpu().numpy()
 
-        return predict_dataset(
-            test_ds,
-            score_batch,
-            batch_size=batch_size or self.cfg.batch_size,
-            desc=f"{self.label} predict",
-            progress=progress,
-        )
+        return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

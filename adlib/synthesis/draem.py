@@ -111,6 +111,7 @@ __all__ = [
     "draem_augment",
     "preset",
     "sample_opacity",
+    "synthesizer_for",
 ]
 
 
@@ -453,3 +454,13 @@ def preset(name: str, **overrides) -> DraemSynthesisConfig:
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None
     return replace(base, **overrides) if overrides else base
+
+
+def synthesizer_for(name: str, data_root=None) -> tuple[DraemSynthesizer, TextureSource]:
+    """The preset ``name``'s synthesiser pasting textures of the data root's texture source (DTD, or
+    the built-in stand-in: :func:`adlib.data.textures.texture_source`, kept resized in memory), and
+    that source, whose description and stand-in flag a model records."""
+    from ..data.textures import CachedTextures, texture_source
+
+    textures = texture_source(data_root)
+    return DraemSynthesizer(preset(name), textures=CachedTextures(textures)), textures
