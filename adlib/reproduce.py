@@ -268,13 +268,13 @@ def run_notebooks(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        from .results import ENV_MAX_WORKERS
+        from .results import ENV_MAX_WORKERS, cores_per_notebook
 
         order = sorted(nbs, key=lambda nb: -expected_seconds(nb))
         log.info("executing %d notebooks, %d at a time, longest first (profile=%s)", len(nbs), parallel, profile)
         # N notebooks side by side share the cores: unless --jobs says otherwise, each notebook's
         # store gets cores // N workers (at 1 it trains in the kernel, with no worker processes to start)
-        with _env(ENV_MAX_WORKERS, None if jobs is not None else str(max(1, (os.cpu_count() or 1) // int(parallel)))):
+        with _env(ENV_MAX_WORKERS, None if jobs is not None else str(cores_per_notebook(parallel))):
             with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
                 futs = {
                     ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)): nb

@@ -87,13 +87,14 @@ def capped_workers(workers: int) -> int:
     cap = os.environ.get(ENV_MAX_WORKERS, "").strip()
     if not cap:
         return workers
-    try:
-        limit = int(cap)
-    except ValueError:
-        raise ValueError(f"${ENV_MAX_WORKERS}={cap!r}: expected a positive integer") from None
-    if limit < 1:
+    if not cap.isdigit() or int(cap) < 1:
         raise ValueError(f"${ENV_MAX_WORKERS}={cap!r}: expected a positive integer")
-    return min(workers, limit)
+    return min(workers, int(cap))
+
+
+def cores_per_notebook(parallel: int) -> int:
+    """The worker cap (:data:`ENV_MAX_WORKERS`) for ``parallel`` notebooks side by side: cores // N."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(parallel)))
 
 
 def default_root(profile: str = "smoke") -> Path:
@@ -481,38 +482,14 @@ def test_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: 
     ``adlib train`` command when it was not trained."""
     run_dir = Path(run_dir)
     if not (run_dir / RECORD).is_file() and not (run_dir / TRAIN_RECORD).is_file():
-        raise FileNotFoundError(f"no trained model for {job} in {run_dir}: run `{train_command(job)}` first")
+        raise FileNotFoundError(
+            f"no trained model for {job} in {run_dir}: train it first "
+            f"(`adlib train {job.label} --dataset {job.dataset} --category {job.category}` with the same options)"
+        )
     with _job_lock(run_dir):
         if (run_dir / RECORD).is_file():
             return json.loads((run_dir / RECORD).read_text())
         return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
-
-
-# the command-line options of the generic protocol fields (adlib.protocols)
-_PROTOCOL_FLAGS = {
-    "shots": "--shots",
-    "contamination": "--contamination",
-    "contamination_protocol": "--contamination-protocol",
-}
-
-
-def train_command(job: Job) -> str:
-    """The ``adlib train`` command line that trains ``job`` (for messages)."""
-    parts = ["adlib train", job.method, "--dataset", job.dataset, "--category", job.category]
-    if job.profile != "smoke":
-        parts += ["--profile", job.profile]
-    if job.seed:
-        parts += ["--seed", str(job.seed)]
-    parts += [
-        f"--set {k}={v!r}" if isinstance(v, str) and k != "variant" else f"--set {k}={v}"
-        for k, v in job.overrides
-        if k != "variant"
-    ]
-    if job.options.get("variant") is not None:
-        parts += ["--variant", str(job.options["variant"])]
-    for k, v in job.protocol:
-        parts += [_PROTOCOL_FLAGS[k], str(v)] if k in _PROTOCOL_FLAGS else [f"(protocol {k}={v})"]
-    return " ".join(parts)
 
 
 def _job_lock(run_dir: Path):
@@ -593,16 +570,11 @@ def _test_locked(
     predict_s = time.perf_counter() - t0
     metrics = evaluate(pred)
     _save_prediction(run_dir / "prediction.npz", pred)
-    record = {
-        **job.key(),
-        "label": job.label,
-        "overrides": {k: v for k, v in job.overrides},
-        "protocol_detail": train_rec.get("protocol_detail"),
+    record = {  # the training record (key, protocol, train timing) with the test's results
+        **train_rec,
         "metrics": metrics,
         "model": model.info(),
-        "train_images": train_rec.get("train_images"),
         "test_images": len(test_ds),
-        "train_seconds": train_rec.get("train_seconds"),
         "predict_seconds": round(predict_s, 3),
         "images_per_second": round(len(test_ds) / predict_s, 2) if predict_s > 0 else None,
         "environment": environment(dev),
@@ -697,9 +669,9 @@ __all__ = [
     "weights_id",
     "run_job",
     "capped_workers",
+    "cores_per_notebook",
     "train_job",
     "test_job",
-    "train_command",
     "flatten",
     "summarize",
     "default_root",

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import adlib  # noqa: F401  (side effect: adlib.numerics.apply_env)
 from adlib.reproduce import expected_seconds
+from adlib.results import ENV_MAX_WORKERS, cores_per_notebook
 
 
 def pytest_configure(config):
     n = getattr(config.option, "numprocesses", None)  # pytest-xdist's -n (None without xdist)
-    if isinstance(n, int) and n > 1 and "ADLIB_MAX_WORKERS" not in os.environ:
-        os.environ["ADLIB_MAX_WORKERS"] = str(max(1, (os.cpu_count() or 1) // n))
+    if isinstance(n, int) and n > 1 and ENV_MAX_WORKERS not in os.environ:
+        os.environ[ENV_MAX_WORKERS] = str(cores_per_notebook(n))
 
 
 def pytest_collection_modifyitems(session, config, items):
