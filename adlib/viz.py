@@ -162,3 +162,40 @@ def qualitative_grid(rows: Sequence[dict], cell: float = 1.5):
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+#: the t-SNE pictures' default styles: group -> (colour, marker)
+TSNE_STYLES = {
+    0: ("tab:blue", "o"),
+    1: ("tab:red", "o"),
+    "normal": ("tab:green", "o"),
+    "LAS": ("tab:gray", "^"),
+    "GN": ("tab:pink", "D"),
+    "GAS": ("tab:blue", "s"),
+}
+
+
+def tsne_embedding(points: np.ndarray, perplexity: float = 30, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE of ``N x D`` points (scikit-learn, PCA initialisation, ``seed``; the perplexity is
+    lowered to ``N - 1`` for small sets), the embedding of every t-SNE figure of the papers
+    (GLASS Fig. 1, POUTA Figs. 2 / 8 / 10, ADTR Fig. 5)."""
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(points)
+    perplexity = min(float(perplexity), max(1.0, len(points) - 1.0))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+
+
+def tsne_scatter(ax, xy: np.ndarray, groups, names: dict | None = None, styles: dict | None = None, size: float = 6):
+    """Scatter a t-SNE embedding on ``ax`` by group (``groups[i]`` the group of point ``i``; one
+    legend entry per group, named by ``names`` when given, coloured by ``styles`` or
+    :data:`TSNE_STYLES`), without ticks."""
+    styles = {**TSNE_STYLES, **(styles or {})}
+    groups = np.asarray(groups)
+    for g in dict.fromkeys(groups.tolist()):
+        colour, marker = styles.get(g, (None, "o"))
+        sel = groups == g
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, c=colour, marker=marker, alpha=0.7, label=(names or {}).get(g, g))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax

@@ -292,6 +292,29 @@ def test_every_method_shares_the_lifecycle_and_records_provenance(bench):
             assert model.RESUME_FREE_FIELDS >= {"epochs", "data_root"}
 
 
+@pytest.mark.parametrize("label", list(TINY))
+def test_one_module_holds_every_part_of_a_method(label, bench):
+    """``model.network``: one nn.Module with every trainable parameter (those the optimisers step)
+    and every frozen one (the backbone); moving it moves the whole method; training mode never
+    reaches the frozen backbone."""
+    model = tiny(label, bench)
+    net = model.network
+    assert isinstance(net, torch.nn.Module) and model.modules() == {"net": net}
+    held = {id(p) for p in net.parameters()}
+    stepped = [p for opt in model.optimizers() if opt is not None for g in opt.param_groups for p in g["params"]]
+    assert all(id(p) in held for p in stepped) and (stepped or label == "patchcore")
+    backbone = model._backbone()
+    if backbone is not None:
+        frozen = list(backbone.parameters())
+        assert frozen and all(id(p) in held for p in frozen) and not any(p.requires_grad for p in frozen)
+    net.double()
+    parts = [*stepped, *(backbone.parameters() if backbone is not None else ())]
+    assert all(p.dtype == torch.float64 for p in parts)
+    net.train()
+    if backbone is not None:
+        assert not any(m.training for m in backbone.modules())
+
+
 # ----------------------------------------------------------------------------------------------
 # Score functions
 

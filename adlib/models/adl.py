@@ -182,58 +182,23 @@ Smoke profile (CPU-sized; the paper's settings are the ``paper`` profile)
     Random-init ResNet-18 with every channel count divided by 4 (``encoder_width = 0.25``: layer2
     / 3 / 4 give 32 / 64 / 128 channels, ``F_Co`` 224), 64 px, 1x1 up-sampling convs,
     segmentation width 16, ``B = 8`` (16 images a step), 8 steps x 10 epochs = 80 Adam steps at
-    lr ``2e-3`` (x0.1 from epoch 8), burn-in 80 % of the iterations (75 % before the change below),
-    BatchNorm statistics recalibrated after the last epoch (see the end of this section; the
-    numbers in this paragraph and the next were made before it). Fit + predict on a built-in
-    category takes 11-14 s on one CPU thread shared with another process (load about 2; the
-    ``dl`` variant about 7 s). Seed 0, eps = 0, image / pixel AUROC: wood 0.92 / 0.93, grass
-    0.80 / 0.83, brick 0.61 / 0.49, screw 0.59 / 0.68, pill 0.57 / 0.68, gravel 0.54 / 0.68, nut
-    0.49 / 0.50, fabric 0.36 / 0.63: the smoke model learns the two categories with large,
-    high-contrast defects and stays near chance on the others. Why these values (synth/grass,
-    eps = 10 %, image AUROC over seeds):
+    lr ``2e-3`` (x0.1 from epoch 8). Three rules make so short a schedule train, none chosen on a
+    category's result:
 
-    - the full-width ResNet-18 costs 0.6 s a step at 64 px; 48 steps did not separate the
-      built-in defects (image AUROC 0.46 / 0.72 on wood, 0.18 - 0.74 on the seven other categories);
-    - with the released 6 % burn-in (4 of 80 iterations) the soft-label phase starts before the
-      classifier and the scores have separated anything: the k-means pseudo-labels mark normal
-      images as anomalies, the classifier follows, the soft deviation pushes their scores up, and
-      runs collapse to one score for every image (0.35 0.29 0.45 0.43 on seeds 1-4 at lr 1e-3;
-      the ``softdl-ce`` variant, soft from the first iteration, 0.17 0.42 0.44 at eps = 0). A
-      75 % burn-in (60 iterations; the paper's 6 % of 500 is 30) avoids it;
-    - lr ``2e-3`` instead of ``1e-3``: seeds 0-3 0.88 0.92 0.91 0.91 against 0.66 0.73 0.79 0.78.
+    - *burn-in to the learning-rate step* (``burn_in = 0.8``): the soft labels and the reweighting
+      refine a model at the decayed learning rate; started earlier (the released 6 %), the k-means
+      pseudo-labels of a classifier that has separated nothing mark normal images as anomalies and
+      the runs collapse to one score for every image;
+    - *lr 2e-3* (10x the paper's, for 80 steps instead of tens of thousands);
+    - *BatchNorm statistics of the final weights* (``bn_recalibration = 16``): recomputed after the
+      last epoch on 16 training batches (:meth:`ADL.recalibrate_batchnorm`); the running averages
+      lag weights that moved a lot, and the eval network then scored every image near the margin,
+      a ranking that float round-off decided (numbers moved between machines).
 
-    At this scale contamination barely matters: on a larger generated grass test set (30 good,
-    45 defective; models at eps = 0 and 0.2 scored on the same leak-free test set, seeds 0-5) the
-    image AUROC of ``proposed`` went from 0.80 to 0.78 on average and that of ``dl`` from 0.78 to
-    0.75, with seed-to-seed changes of +-0.1-0.2 either way: the paper's robustness gap is not
-    measurable with 80 steps from scratch (see ``tests/test_adl.py``).
-
-    BatchNorm statistics (``bn_recalibration = 16``). The numbers above were made with the
-    running averages of training, and they did not carry over between machines (synth/wood,
-    eps = 0: image AUROC 0.54 in the committed notebook, 0.84 on another machine; here seed 0
-    gave 0.45 under the reference numerics and 0.895 under the native ones). Cause: in eval mode
-    the network normalises with exponential running averages (momentum 0.1) of weights that
-    moved a lot at lr 2e-3 and of 2x2 ``layer4`` maps; they lag the final weights, so the eval
-    network is not the trained one. In the 0.45 run the *training* normal images, which the
-    deviation loss had pushed to ``psi_K`` near 0, scored 12.7 in eval mode (above the margin
-    10), as did every test image: a constant-plus-noise score whose ranking round-off decides.
-    Rule (not chosen on a category): inference uses statistics of the final weights, recomputed
-    after the last epoch on 16 training batches made as in training (:meth:`ADL.recalibrate_batchnorm`;
-    forward passes only, about 0.5 s). Same run: training normals 0.32, image AUROC 0.74;
-    synth/wood seeds 0-2, reference / native numerics: 0.74 / 0.99, 0.98 / 0.97, 0.935 / 0.98
-    (before: 0.45 / 0.895, 0.81 / -, - / -). Held-out benchmark (``adlib data synth --seed 7``),
-    seed 0: wood 0.985, grass 0.90. Nut stays at chance (0.54: its defects are a few pixels at
-    64 px). ``tests/test_smoke_bands_pouta_adl.py`` states the measured spread.
-
-    Burn-in 80 % (``burn_in = 0.8``, the learning-rate step). With 75 % the soft-label phase began
-    four Adam steps before the step, at lr 2e-3, with a classifier that the random-init encoder
-    had not yet made reliable: a normal image with ``p > 0.5`` has its soft deviation loss
-    (Eq. 5) minimised at ``psi_K >= margin``, and those steps pushed the normal images to the
-    margin. Held-out benchmark (seed 7) wood with 16 training images, seed 0 (reference numerics,
-    statistics recalibrated): 0.45 with every test image scored about 10, 0.89 with hard labels
-    throughout (``burn_in = 1``), 0.855 with ``burn_in = 0.8``; seed 1: 0.76 -> 0.875. Rule
-    (not chosen on a category): the soft labels and the reweighting refine a model at the decayed
-    learning rate, so the burn-in ends at the step (``lr_step / epochs``).
+    The measurements behind these rules (per-category AUROC, seeds, the collapsed runs, the
+    contamination effect at this scale) are in ``benchmarks/RESULTS.md``, "Smoke-profile
+    calibration: ADL"; ``tests/test_smoke_bands_pouta_adl.py`` states the measured spread over
+    seeds and numerics.
 """
 
 from __future__ import annotations

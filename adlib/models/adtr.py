@@ -453,6 +453,29 @@ class FeatureTarget(nn.Module):
         )
 
 
+class ADTRModel(nn.Module):
+    """ADTR as one module: the frozen target ``features`` (:class:`FeatureTarget`) and the
+    ``reconstructor`` (:class:`ADTRNet`), all the method's parts (export, device moves).
+
+    ``forward(images)``: images ``B x 3 x S x S`` in [0, 1] -> the score of each grid position,
+    ``||f - f_hat||_2`` (:func:`feature_difference`, :func:`pixel_score`): ``B x grid x grid``.
+    :meth:`train` leaves the frozen features in eval mode."""
+
+    def __init__(self, features: FeatureTarget, reconstructor: ADTRNet) -> None:
+        super().__init__()
+        self.features = features
+        self.reconstructor = reconstructor
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        f = self.features(images)
+        return pixel_score(feature_difference(f, self.reconstructor(f)))
+
+    def train(self, mode: bool = True) -> ADTRModel:
+        super().train(mode)
+        self.features.eval()
+        return self
+
+
 # ----------------------------------------------------------------------------------------------
 # Configuration
 
@@ -674,10 +697,10 @@ class ADTR(EpochMethod):
         backbone = None
         if cfg.target == "features":
             backbone = FeatureExtractor.from_config(cfg)
-        self.features = FeatureTarget(cfg.target, cfg.grid, cfg.image_size, backbone, cfg.align_corners)
+        features = FeatureTarget(cfg.target, cfg.grid, cfg.image_size, backbone, cfg.align_corners)
         with self._seeded_init():
-            self.net = ADTRNet(
-                self.features.channels,
+            reconstructor = ADTRNet(
+                features.channels,
                 cfg.grid,
                 cfg.width,
                 cfg.heads,
@@ -689,7 +712,7 @@ class ADTR(EpochMethod):
                 cfg.query,
                 cfg.pos_embed,
             )
-        self.net.eval()
+        self._network = ADTRModel(features, reconstructor).eval()
         self.opt_stage = self._stage(0)
         self.optimizer = self._make_optimizer(self.opt_stage)
         self.train_counts: dict[str, int] = {}
@@ -706,8 +729,23 @@ class ADTR(EpochMethod):
     def total_epochs(self) -> int:
         return self.cfg.total_epochs
 
+    @property
+    def network(self) -> ADTRModel:
+        """The method as one module (:class:`ADTRModel`); :attr:`features` and :attr:`net` (the
+        reconstructor) are its parts."""
+        return self._network
+
+    @property
+    def features(self) -> FeatureTarget:
+        return self.network.features
+
+    @property
+    def net(self) -> ADTRNet:
+        """The reconstructor (its state is the checkpoint's ``net``)."""
+        return self.network.reconstructor
+
     def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.net, "features": self.features}
+        return {"net": self.network}
 
     def optimizers(self) -> list:
         return [self.optimizer]

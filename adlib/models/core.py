@@ -167,6 +167,14 @@ class Method:
     def label(self) -> str:
         return self.name + (f"-{self.variant}" if self.variant else "")
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """The method as one ``nn.Module`` holding all its trainable and frozen parts (what export,
+        compilation and multi-device wrappers take; GLASS / SimpleNet, PatchCore and ADTR wrap their
+        parts in one, POUTA, Vanilla and ADL are one network): ``net`` unless a method says
+        otherwise. Its ``forward`` is the method's network forward on prepared images."""
+        return self.net
+
     def modules(self) -> dict[str, torch.nn.Module]:
         """The model's torch modules by name (moved by :meth:`to`)."""
         return {}

@@ -379,6 +379,36 @@ class Discriminator(nn.Module):
         return score
 
 
+class FeatureDiscriminatorNet(nn.Module):
+    """GLASS or SimpleNet as one module: the frozen patch features (``features``), the adaptor
+    ``A`` and the discriminator ``D``, all the method's parts (export, compile, device moves).
+
+    ``forward(images)`` is the inference path: normalised images ``B x 3 x H x W`` -> raw anomaly
+    score map ``B x h x w`` on the feature grid, ``sign * D(A(features(images)))`` (``sign`` +1:
+    GLASS, ``D``'s anomaly probability; -1: SimpleNet, the negated normality score; Sec. 3.5 of
+    both papers). :meth:`train` leaves the frozen features in eval mode."""
+
+    def __init__(self, features: nn.Module, adaptor: nn.Module, discriminator: Discriminator, sign: float = 1.0):
+        super().__init__()
+        self.features = features
+        self.adaptor = adaptor
+        self.discriminator = discriminator
+        self.sign = float(sign)
+
+    def score(self, feats: torch.Tensor) -> torch.Tensor:
+        """The score of patch features ``... x D`` (``sign * D(A(t))``)."""
+        z = self.discriminator(self.adaptor(feats))
+        return z if self.sign > 0 else -z
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.score(self.features(images))
+
+    def train(self, mode: bool = True) -> FeatureDiscriminatorNet:
+        super().train(mode)
+        self.features.eval()
+        return self
+
+
 def image_score(score_map: torch.Tensor) -> torch.Tensor:
     """Image-level score: the maximum of the raw score map (GLASS Sec. 3.5 ``S_AD``; SimpleNet Sec. 3.5),
     :func:`adlib.models.scores.max_score`.
@@ -465,23 +495,13 @@ _SMOKE_FEATURES = dict(
     cache_features=True,
 )
 #: GLASS's smoke training budget (the normal images' patch features are computed once per fit,
-#: ``cache_features``). 6 epochs (24 Adam steps on a 32-image category) at 10x the papers' learning
-#: rates, and GAS with 10 ascent steps of eta = 0.002 (the released 20 steps of 0.001 reach the same
-#: distance n_step * eta = 0.02; the projection still every 5th step). Why 10x: the papers' rates
-#: are set for tens of thousands of steps (GLASS 640 epochs x 49 batches), and at 1e-4 / 2e-4 a few
-#: dozen Adam steps move the weights by well under a tenth of their scale. Why 6 epochs and 10
-#: steps: the smoke profile's CPU budget (``make reproduce`` within 15 minutes on 2 cores); GAS was
-#: half of a GLASS smoke run (each ascent step is a forward and an input-gradient pass of the
-#: discriminator over the batch's 2048 patch features). Measured (GLASS-m, seed 0, reference
-#: numerics, on the built-in brick, fabric, gravel, pill, categories the notebooks do not report;
-#: mean image AUROC / pixel AUROC / AU-PRO): 4 epochs at the papers' rates 0.61 image AUROC (the
-#: first smoke setting), 8 epochs 0.65, 8 epochs at 10x 0.685 / 0.781 / 0.512 (the previous
-#: setting, 23.5 s on one thread), 8 epochs at 10x with 10 steps of 0.002 0.685 / 0.743 / 0.463,
-#: 10 steps of 0.001 0.706 / 0.653 / 0.409, **6 epochs at 10x with 10 steps of 0.002 0.678 / 0.818 /
-#: 0.551 (12.9 s on one thread; this setting)**. The spread between categories is larger than the
-#: differences between these settings. SimpleNet at this budget is undertrained (32 steps: 0.47
-#: against 0.70 at 60 epochs on the same four categories; its pixel maps are still inverted), so
-#: SimpleNet keeps its own budget (``_SIMPLENET_SMOKE_BUDGET``).
+#: ``cache_features``): 6 epochs (24 Adam steps on a 32-image category) at 10x the papers' learning
+#: rates (set for tens of thousands of steps; at 1e-4 / 2e-4 a few dozen steps hardly move the
+#: weights), and GAS with 10 ascent steps of eta = 0.002 (the released 20 steps of 0.001 reach the
+#: same distance n_step * eta = 0.02; the projection still every 5th step), for the smoke profile's
+#: CPU budget. Chosen on built-in categories the notebooks do not report; the settings compared and
+#: their scores: ``benchmarks/RESULTS.md``, "A cheaper GLASS smoke budget". SimpleNet keeps its own
+#: budget (``_SIMPLENET_SMOKE_BUDGET``): at this one it is undertrained.
 _SMOKE_BUDGET = dict(epochs=6, adaptor_lr=1e-3, dsc_lr=2e-3, gas_steps=10, gas_eta=0.002)
 #: SimpleNet's smoke budget: 60 epochs at the papers' learning rates, the same features, image size
 #: and batch as GLASS. The budgets are *not* matched in epochs, and the GLASS-vs-SimpleNet claim is
@@ -611,6 +631,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
 
     Config: ClassVar[type] = _SharedConfig
     SIGMOID: ClassVar[bool] = True
+    SCORE_SIGN: ClassVar[float] = 1.0
     STREAMS: ClassVar[tuple[str, ...]] = ("shuffle", "las", "gas")
 
     def __init__(self, cfg: _SharedConfig | None = None) -> None:
@@ -618,10 +639,13 @@ class _FeatureDiscriminatorModel(EpochMethod):
         cfg = self.cfg
         with self._seeded_init():
             fx = FeatureExtractor.from_config(cfg)
-            self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
-            dim = self.features.dim
-            self.adaptor: nn.Module = Adaptor(dim) if cfg.adaptor else nn.Identity()
-            self.discriminator = Discriminator(dim, cfg.dsc_hidden, sigmoid=self.SIGMOID)
+            features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
+            dim = features.dim
+            adaptor: nn.Module = Adaptor(dim) if cfg.adaptor else nn.Identity()
+            discriminator = Discriminator(dim, cfg.dsc_hidden, sigmoid=self.SIGMOID)
+        #: the method as one module (:class:`FeatureDiscriminatorNet`); ``features``, ``adaptor`` and
+        #: ``discriminator`` below are its parts
+        self.net = FeatureDiscriminatorNet(features, adaptor, discriminator, sign=self.SCORE_SIGN)
         self.best: dict[str, Any] | None = None
         self.opt_adaptor, self.opt_dsc = self._make_optimizers()
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
@@ -634,19 +658,42 @@ class _FeatureDiscriminatorModel(EpochMethod):
         """The image transform the model expects (resize, centre crop, ImageNet normalisation)."""
         return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
 
+    # the parts of the one module, under their papers' names
+    @property
+    def features(self) -> nn.Module:
+        return self.net.features
+
+    @features.setter
+    def features(self, module: nn.Module) -> None:
+        self.net.features = module
+
+    @property
+    def adaptor(self) -> nn.Module:
+        return self.net.adaptor
+
+    @adaptor.setter
+    def adaptor(self, module: nn.Module) -> None:
+        self.net.adaptor = module
+
+    @property
+    def discriminator(self) -> Discriminator:
+        return self.net.discriminator
+
+    @discriminator.setter
+    def discriminator(self, module: Discriminator) -> None:
+        self.net.discriminator = module
+
     def modules(self) -> dict[str, nn.Module]:
-        return {"features": self.features, "adaptor": self.adaptor, "discriminator": self.discriminator}
+        return {"net": self.net}
 
     def optimizers(self) -> list:
         return [self.opt_adaptor, self.opt_dsc]
 
     def train(self) -> None:
-        self.adaptor.train()
-        self.discriminator.train()
+        self.net.train()
 
     def eval(self) -> None:
-        self.adaptor.eval()
-        self.discriminator.eval()
+        self.net.eval()
 
     def _make_optimizers(self):
         raise NotImplementedError
@@ -671,14 +718,15 @@ class _FeatureDiscriminatorModel(EpochMethod):
         return self.adaptor(feats)
 
     def raw_scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """Anomaly score per position from patch features (higher = more anomalous)."""
-        raise NotImplementedError
+        """Anomaly score per position from patch features (higher = more anomalous):
+        :meth:`FeatureDiscriminatorNet.score`."""
+        return self.net.score(feats)
 
     @torch.no_grad()
     def score_grid(self, images: torch.Tensor) -> torch.Tensor:
         """Raw anomaly score map ``B x h x w`` on the feature grid (model in eval mode)."""
         self.eval()
-        return self.raw_scores(self.features(images.to(self.device)))
+        return self.net(images.to(self.device))
 
     # -- training hooks ------------------------------------------------------------------------
     def _prepare(self, ds, images: torch.Tensor, progress: bool) -> None:
@@ -844,6 +892,8 @@ class GLASS(_FeatureDiscriminatorModel):
 
     Config: ClassVar[type] = GLASSConfig
     SIGMOID: ClassVar[bool] = True
+    #: GLASS: ``z = D(A(t))``, the discriminator's anomaly probability per position (Sec. 3.5)
+    SCORE_SIGN: ClassVar[float] = 1.0
 
     def __init__(self, cfg: GLASSConfig | None = None) -> None:
         super().__init__(cfg)
@@ -907,9 +957,6 @@ class GLASS(_FeatureDiscriminatorModel):
         opt_cls = torch.optim.AdamW if cfg.dsc_optimizer == "adamw" else torch.optim.Adam
         return opt_a, opt_cls(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
 
-    def raw_scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """GLASS: ``z = D(A(t))``, the discriminator's anomaly probability per position (Sec. 3.5)."""
-        return self.discriminator(self._adapt(feats))
 
     # -- GLASS-j and LAS preparation -----------------------------------------------------------
     def judge(self, images: torch.Tensor, dataset: str = "", category: str = "") -> str:
@@ -1184,6 +1231,8 @@ class SimpleNet(_FeatureDiscriminatorModel):
 
     Config: ClassVar[type] = SimpleNetConfig
     SIGMOID: ClassVar[bool] = False
+    #: SimpleNet: the anomaly score is the negated normality score, ``-D(A(t))`` (Sec. 3.5)
+    SCORE_SIGN: ClassVar[float] = -1.0
 
     def _make_optimizers(self):
         cfg = self.cfg
@@ -1194,9 +1243,6 @@ class SimpleNet(_FeatureDiscriminatorModel):
         kw = {} if cfg.dsc_weight_decay is None else {"weight_decay": cfg.dsc_weight_decay}
         return opt_a, torch.optim.Adam(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
 
-    def raw_scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """SimpleNet: the anomaly score is the negated normality score, ``-D(A(t))`` (Sec. 3.5)."""
-        return -self.discriminator(self._adapt(feats))
 
     def compute_losses(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         """SimpleNet's loss for one batch: ``q = A(t)``, ``q- = q + N(0, sigma^2)`` (Sec. 3.3),

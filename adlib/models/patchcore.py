@@ -85,6 +85,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -438,6 +439,42 @@ class PatchCoreConfig(MethodConfig):
 # The method
 
 
+class PatchCoreNet(nn.Module):
+    """PatchCore as one module: the frozen patch features and the memory bank (a buffer, None
+    until fitted), all the method's parts (export, device moves).
+
+    ``forward(images)``: normalised images ``B x 3 x H x W`` -> image scores ``B`` and the
+    per-patch nearest-neighbour distances ``B x h x w`` to the bank (:func:`nearest_neighbors`;
+    ``reweight``: the image score of :func:`reweighted_image_scores`, else the maximum distance)."""
+
+    def __init__(self, features: nn.Module, cfg: PatchCoreConfig):
+        super().__init__()
+        self.features = features
+        self.register_buffer("memory_bank", None)
+        self.cfg = cfg  # read at each call: reweight, num_neighbors, the search chunks
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bank = self.memory_bank
+        if bank is None:
+            raise RuntimeError("PatchCore has no memory bank: call fit() (or load()) first")
+        f = self.features(images)
+        B, h, w, D = f.shape
+        patches = f.reshape(B, h * w, D)
+        cfg = self.cfg
+        d, i = nearest_neighbors(patches.reshape(-1, D), bank, cfg.nn_query_chunk, cfg.nn_bank_chunk)
+        d, i = d.view(B, h * w), i.view(B, h * w)
+        if cfg.reweight:
+            s = reweighted_image_scores(patches, d, i, bank, cfg.num_neighbors, cfg.nn_bank_chunk)
+        else:
+            s = d.max(dim=1).values
+        return s, d.view(B, h, w)
+
+    def train(self, mode: bool = True) -> PatchCoreNet:
+        super().train(mode)
+        self.features.eval()
+        return self
+
+
 @register("patchcore", display="PatchCore")
 class PatchCore(Method):
     """PatchCore: frozen patch features, a coreset memory bank, nearest-neighbour scores.
@@ -454,9 +491,9 @@ class PatchCore(Method):
         super().__init__(cfg)
         cfg = self.cfg
         fx = FeatureExtractor.from_config(cfg)
-        self.features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
-        self.features.eval()
-        self.memory_bank: torch.Tensor | None = None
+        features = PatchFeatures(fx, cfg.patch_size, cfg.pretrain_embed_dim, cfg.target_embed_dim)
+        #: the method as one module (:class:`PatchCoreNet`): ``features`` and ``memory_bank`` are its parts
+        self.net = PatchCoreNet(features, cfg).eval()
         self.fit_stats: dict[str, Any] = {}
 
     # -- basics --------------------------------------------------------------------------------
@@ -469,14 +506,25 @@ class PatchCore(Method):
     def fitted(self) -> bool:
         return self.memory_bank is not None
 
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"features": self.features}
+    @property
+    def features(self) -> nn.Module:
+        return self.net.features
 
-    def to(self, device) -> PatchCore:
-        super().to(device)
-        if self.memory_bank is not None:
-            self.memory_bank = self.memory_bank.to(self.device)
-        return self
+    @features.setter
+    def features(self, module: nn.Module) -> None:
+        self.net.features = module
+
+    @property
+    def memory_bank(self) -> torch.Tensor | None:
+        """The coreset of training patch features (``M x D``), None before :meth:`fit`."""
+        return self.net.memory_bank
+
+    @memory_bank.setter
+    def memory_bank(self, bank: torch.Tensor | None) -> None:
+        self.net.memory_bank = bank
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"net": self.net}
 
     def _backbone(self) -> torch.nn.Module:
         return self.features.backbone
@@ -589,18 +637,8 @@ class PatchCore(Method):
     @torch.no_grad()
     def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Image scores ``B`` and per-patch nearest-neighbour distances ``B x h x w`` of normalised images."""
-        bank = self._check_fitted()
-        cfg = self.cfg
-        f = self.patch_features(images)
-        B, h, w, D = f.shape
-        patches = f.reshape(B, h * w, D)
-        d, i = nearest_neighbors(patches.reshape(-1, D), bank, cfg.nn_query_chunk, cfg.nn_bank_chunk)
-        d, i = d.view(B, h * w), i.view(B, h * w)
-        if cfg.reweight:
-            s = reweighted_image_scores(patches, d, i, bank, cfg.num_neighbors, cfg.nn_bank_chunk)
-        else:
-            s = d.max(dim=1).values
-        return s, d.view(B, h, w)
+        self._check_fitted()
+        return self.net(images.to(self.device))
 
     @torch.no_grad()
     def predict(self, test_ds, *, device=None, batch_size: int | None = None, progress: bool = True) -> Prediction:

@@ -114,40 +114,20 @@ Training (Sec. III-A, IV-A)
       synthesis). Checkpoints (``last.pt``, after every epoch) hold both states and the
       optimiser's, so a resumed fit continues exactly.
 
-Cost (smoke profile: 64 px, widths (8, 16, 32, 48), 40 epochs)
-    One smoke epoch on a built-in category (32 training images: synthesis + 4 Adam steps of 8)
-    takes about 0.25 s on one uncontended CPU thread, so a fit + predict is about 10-15 s. With
-    8 epochs the smoke models did not separate the built-in defects (POUTA on synth/wood: image
-    AUROC 0.66, pixel AUROC 0.42); with 40 they do (0.985 / 0.993 on wood, 1.0 / 0.999 on grass;
-    nut, an object category, stays near chance at 64 px: 0.645 / 0.665).
+Smoke profile (64 px, widths (8, 16, 32, 48), 40 epochs at lr 2e-3, x0.2 at 32 and 36)
+    Two rules make so short a schedule train, both about the schedule, not chosen on any category:
 
-Smoke profile: why ``anomaly_prob = 1`` and ``bn_recalibration = 16`` (the rule)
-    The smoke numbers used to move far beyond noise between machines (Vanilla on synth/wood: image
-    AUROC 0.13 on one machine, 0.975 on another). Two causes, both about the short schedule, not
-    about any category:
+    - ``anomaly_prob = 1``: every training image becomes a synthetic anomaly (DRAEM's 0.5 leaves
+      about 2 % anomalous pixels at 64 px, and after 160 steps the heat map had hardly left the
+      constant solution: an image score that float round-off could reorder, or even invert);
+    - ``bn_recalibration = 16``: BatchNorm statistics of the final weights, recomputed on 16
+      training batches after the last epoch (:meth:`_ReconstructionMethod.recalibrate_batchnorm`),
+      because the running averages lag weights that moved a lot at lr 2e-3.
 
-    - *The heat map hardly leaves the constant solution.* With DRAEM's ``anomaly_prob = 0.5``
-      only 2.2 % of the training pixels are anomalous (Perlin masks at 64 px, measured on 32
-      draws); the best *constant* heat map already reaches ``L_pre = 0.124``, and after the 160
-      smoke steps Vanilla's ``L_pre`` was 0.09 - 0.14 (seed 2 on wood: 0.142, worse than the
-      constant). The image score, the maximum of the pooled map, then ranks images by the small
-      deviations of a near-constant map, which float round-off can reorder; on synth/nut the map
-      was even inverted (pixel AUROC 0.20 at seed 0, the background hotter than the defects).
-      Rule: a short schedule makes every training image a synthetic anomaly (``anomaly_prob =
-      1``: twice the anomalous pixels per step; the normal pixels of every image still teach
-      "no defect"). Vanilla on synth/nut, seed 0, with both changes: pixel AUROC 0.20 -> 0.95
-      (image AUROC 0.62 -> 0.61: nut's defects are a few pixels at 64 px).
-    - *Eval-mode BatchNorm statistics lag the final weights.* The running averages are
-      exponential averages (momentum 0.1) over weights that moved a lot at lr 2e-3; the eval-mode
-      network then differs from the trained one (synth/nut: normal training images scored 0.19
-      in eval mode, 0.07 with statistics of the final weights). Rule: recompute the statistics
-      on training batches of the final weights after the last epoch
-      (:meth:`_ReconstructionMethod.recalibrate_batchnorm`, 16 batches: every training image
-      about four times; forward passes only, well under a second).
-
-    Neither setting was chosen on a category's result; they were checked on a separately
-    generated benchmark (``adlib data synth --seed 7``), see ``tests/test_smoke_bands_pouta_adl.py``
-    for the measured spread over seeds and numerics.
+    The measurements behind the budget and the rules (cost per epoch, AUROC at 8 and 40 epochs,
+    the machine-dependent Vanilla scores they fixed, 28 against 40 epochs) are in
+    ``benchmarks/RESULTS.md``, "Smoke-profile calibration: POUTA and Vanilla";
+    ``tests/test_smoke_bands_pouta_adl.py`` states the measured spread over seeds and numerics.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import Job
-from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
+from .common import Plan, as_reported_rows, example_rows, label_rows, notebook_defaults, plan, reproduced_on
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,8 @@ __all__ = [
     "DRAEM_VANILLA_NOTE",
     "NOTEBOOK_DEFAULTS",
     "as_reported_rows",
+    "example_rows",
+    "label_rows",
     "defaults",
     "reproduced_on",
     "DATASETS",

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..results import Job
-from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
+from .common import Plan, as_reported_rows, example_rows, label_rows, notebook_defaults, plan, reproduced_on
 
 #: (name in the tables, reported method, reproduced label); None = not reproduced / not in the paper
 MAIN_METHODS: tuple[tuple[str, str | None, str | None], ...] = (
@@ -329,6 +329,8 @@ __all__ = [
     "sensitivity_seeds",
     "NOTEBOOK_DEFAULTS",
     "as_reported_rows",
+    "example_rows",
+    "label_rows",
     "defaults",
     "reproduced_on",
     "ABLATIONS",

@@ -78,4 +78,56 @@ def as_reported_rows(frame, profile: str, **columns: Any):
     return frame if profile == "smoke" else frame.assign(**columns)
 
 
-__all__ = ["Plan", "as_reported_rows", "notebook_defaults", "plan", "reproduced_on"]
+def label_rows(frame, mapping: Mapping[str, Iterable], column: str = "label"):
+    """``frame`` rows of each group's jobs (:class:`adlib.results.Job`), relabelled with the group's
+    name in ``column``: one row per (group, run), so a run two groups share appears in both (the
+    rows of an ablation or sensitivity table, POUTA Tables IV/V, GLASS Tables 4/5, Fig. 8)."""
+    import pandas as pd
+
+    parts = []
+    for name, jobs in mapping.items():
+        keys = {(j.key()["config_hash"], j.dataset, j.category, j.seed) for j in jobs}
+        sub = frame[
+            [(h, d, c, s) in keys for h, d, c, s in zip(frame.config_hash, frame.dataset, frame.category, frame.seed)]
+        ].copy()
+        sub[column] = str(name)
+        parts.append(sub)
+    return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
+
+
+def example_rows(
+    store,
+    methods: Mapping[str, tuple[str, dict[str, Any]]],
+    p: Plan,
+    profile: str,
+    seed: int = 0,
+    n: int = 1,
+    image_of: str | None = None,
+    data_root=None,
+) -> list[dict]:
+    """The rows of :func:`adlib.viz.qualitative_grid` (the papers' qualitative figures): for each of
+    the first ``n`` categories of the plan, its first anomalous test image with every method's map of
+    it, read from the saved predictions of ``store`` (``methods``: column name -> (registered
+    method, overrides), trained at ``seed``). The image is shown as the ``image_of`` method (default:
+    the first) prepares it. Categories whose saved predictions hold no maps (too large to keep) are
+    left out."""
+    from ..data import get_dataset
+    from ..results import Job
+
+    image_of = image_of or next(iter(methods))
+    rows: list[dict] = []
+    for ds, cats in p.categories.items():
+        for cat in cats[:n]:
+            jobs = {name: Job.make(m, ds, cat, profile, seed, **o) for name, (m, o) in methods.items()}
+            preds = {name: store.prediction(j) for name, j in jobs.items()}
+            if any("maps" not in pr for pr in preds.values()):
+                continue
+            i = int(next(iter(idx for idx, y in enumerate(preds[image_of]["labels"]) if y == 1)))
+            transform = store.model(jobs[image_of]).transform
+            sample = get_dataset(ds, cat, "test", root=data_root, transform=transform)[i]
+            maps = {name: pr["maps"][i].astype("float32") for name, pr in preds.items()}
+            rows.append({"title": f"{cat}/{sample.defect_type}", "image": sample.image, "mask": sample.mask[0], "maps": maps})
+    return rows[:n]
+
+
+__all__ = ["Plan", "as_reported_rows", "example_rows", "label_rows", "notebook_defaults", "plan", "reproduced_on"]

@@ -38,7 +38,7 @@ import torch
 
 from ..data import get_dataset
 from ..results import Job
-from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
+from .common import Plan, as_reported_rows, example_rows, label_rows, notebook_defaults, plan, reproduced_on
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,8 @@ __all__ = [
     "r1_unit",
     "NOTEBOOK_DEFAULTS",
     "as_reported_rows",
+    "example_rows",
+    "label_rows",
     "defaults",
     "reproduced_on",
     "nearest_normal_distance",

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..results import Job
-from .common import Plan, as_reported_rows, notebook_defaults, plan, reproduced_on
+from .common import Plan, as_reported_rows, example_rows, label_rows, notebook_defaults, plan, reproduced_on
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +153,6 @@ def few_shot_jobs(
         ]
         for k in shots
     }
-
-
-def label_rows(frame, mapping: dict[str, list[Job]], column: str = "label"):
-    """``frame`` rows of each group's jobs, relabelled with the group's name (Table IV/V)."""
-    import pandas as pd
-
-    parts = []
-    for name, jobs in mapping.items():
-        keys = {(j.key()["config_hash"], j.dataset, j.category, j.seed) for j in jobs}
-        sub = frame[
-            [(h, d, c, s) in keys for h, d, c, s in zip(frame.config_hash, frame.dataset, frame.category, frame.seed)]
-        ].copy()
-        sub[column] = str(name)
-        parts.append(sub)
-    return pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -445,6 +430,7 @@ def defaults(notebook: str, profile: str, **given: Any) -> Any:
 __all__ = [
     "NOTEBOOK_DEFAULTS",
     "as_reported_rows",
+    "example_rows",
     "defaults",
     "reproduced_on",
     "ABLATIONS",
