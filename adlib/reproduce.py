@@ -173,20 +173,18 @@ def _execute(
 
 
 @contextlib.contextmanager
-def _env(name: str, value: str | None):
-    """``os.environ[name] = value`` for the block (None: leave it as it is); restored after."""
-    if value is None:
-        yield
-        return
-    before = os.environ.get(name)
-    os.environ[name] = value
+def _env(values: dict[str, str]):
+    """``os.environ.update(values)`` for the block; restored after."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_notebooks(
@@ -268,13 +266,14 @@ def run_notebooks(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        from .results import ENV_MAX_WORKERS, cores_per_notebook
+        from .results import side_by_side_env
 
         order = sorted(nbs, key=lambda nb: -expected_seconds(nb))
         log.info("executing %d notebooks, %d at a time, longest first (profile=%s)", len(nbs), parallel, profile)
         # N notebooks side by side share the cores: unless --jobs says otherwise, each notebook's
-        # store gets cores // N workers (at 1 it trains in the kernel, with no worker processes to start)
-        with _env(ENV_MAX_WORKERS, None if jobs is not None else str(cores_per_notebook(parallel))):
+        # store gets cores // N workers (at 1 it trains in the kernel, with no worker processes to start),
+        # and each kernel's thread pools cores // N threads
+        with _env(side_by_side_env(parallel, cap_workers=jobs is None)):
             with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
                 futs = {
                     ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)): nb

@@ -97,6 +97,28 @@ def cores_per_notebook(parallel: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, int(parallel)))
 
 
+#: the thread pools of a notebook's kernel outside torch's runs: OpenMP (torch before its first run,
+#: scikit-learn's t-SNE), OpenBLAS and MKL (numpy, scipy). Left at the machine's core count, two
+#: kernels side by side each start that many threads on the same cores, and OpenMP's spinning
+#: threads then slow each other down (a t-SNE of 1,000 points on 2 cores with one of them busy:
+#: 9.4 s with 2 threads, 4.4 s with 1; benchmarks/RESULTS.md).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def side_by_side_env(parallel: int, cap_workers: bool = True) -> dict[str, str]:
+    """The environment for ``parallel`` notebooks run side by side (``adlib reproduce --parallel``,
+    nbval under pytest-xdist), so that together they use each core once: every store's worker cap
+    (:data:`ENV_MAX_WORKERS`, unless ``cap_workers`` is False) and every thread pool of
+    :data:`THREAD_ENV` at cores // N. Variables the user has set are left as they are; empty for
+    one notebook at a time. The numbers do not depend on it (a run's threads are set per run:
+    :func:`adlib.numerics.configure_torch`)."""
+    if int(parallel) <= 1:
+        return {}
+    n = str(cores_per_notebook(parallel))
+    names = ((ENV_MAX_WORKERS,) if cap_workers else ()) + THREAD_ENV
+    return {k: n for k in names if k not in os.environ}
+
+
 def default_root(profile: str = "smoke") -> Path:
     """``<repo>/runs/<profile>/results``."""
     return repo_root() / "runs" / profile / "results"
@@ -670,6 +692,8 @@ __all__ = [
     "run_job",
     "capped_workers",
     "cores_per_notebook",
+    "side_by_side_env",
+    "THREAD_ENV",
     "train_job",
     "test_job",
     "flatten",

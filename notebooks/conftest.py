@@ -7,20 +7,21 @@ notebook's cells on one worker, in order) the notebooks are handed out longest f
 duration recorded in their committed outputs (:func:`adlib.reproduce.expected_seconds`); runs
 that two notebooks share are trained once (the results store locks each run), and each
 notebook's store gets ``cores // workers`` worker processes (``$ADLIB_MAX_WORKERS``, inherited by
-the kernels; at 1 a notebook trains in its kernel), as under ``adlib reproduce --parallel``."""
+the kernels; at 1 a notebook trains in its kernel) and each kernel's thread pools ``cores // workers``
+threads, as under ``adlib reproduce --parallel`` (:func:`adlib.results.side_by_side_env`)."""
 
 import os
 from pathlib import Path
 
 import adlib  # noqa: F401  (side effect: adlib.numerics.apply_env)
 from adlib.reproduce import expected_seconds
-from adlib.results import ENV_MAX_WORKERS, cores_per_notebook
+from adlib.results import side_by_side_env
 
 
 def pytest_configure(config):
     n = getattr(config.option, "numprocesses", None)  # pytest-xdist's -n (None without xdist)
-    if isinstance(n, int) and n > 1 and ENV_MAX_WORKERS not in os.environ:
-        os.environ[ENV_MAX_WORKERS] = str(cores_per_notebook(n))
+    if isinstance(n, int):
+        os.environ.update(side_by_side_env(n))
 
 
 def pytest_collection_modifyitems(session, config, items):

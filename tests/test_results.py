@@ -318,14 +318,37 @@ def test_worker_cap_for_notebooks_side_by_side(tmp_path, monkeypatch):
             capped_workers(2)
 
 
-def test_reproduce_env_helper_sets_and_restores_a_variable(monkeypatch):
+def test_reproduce_env_helper_sets_and_restores_variables(monkeypatch):
     import os
 
     from adlib import reproduce
 
     monkeypatch.delenv("ADLIB_MAX_WORKERS", raising=False)
-    with reproduce._env("ADLIB_MAX_WORKERS", "1"):
-        assert os.environ["ADLIB_MAX_WORKERS"] == "1"
-    assert "ADLIB_MAX_WORKERS" not in os.environ
-    with reproduce._env("ADLIB_MAX_WORKERS", None):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    with reproduce._env({"ADLIB_MAX_WORKERS": "1", "OMP_NUM_THREADS": "1"}):
+        assert os.environ["ADLIB_MAX_WORKERS"] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
+    assert "ADLIB_MAX_WORKERS" not in os.environ and os.environ["OMP_NUM_THREADS"] == "7"
+    with reproduce._env({}):
         assert "ADLIB_MAX_WORKERS" not in os.environ
+
+
+def test_side_by_side_env_caps_workers_and_thread_pools(monkeypatch):
+    """N notebooks side by side: each store's workers and each kernel's OpenMP/OpenBLAS/MKL threads
+    at cores // N; a variable the user set is kept; nothing for one notebook at a time."""
+    from adlib import results
+
+    for k in (results.ENV_MAX_WORKERS, *results.THREAD_ENV):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(results.os, "cpu_count", lambda: 8)
+    assert results.side_by_side_env(1) == {}
+    env = results.side_by_side_env(2)
+    assert env == {
+        "ADLIB_MAX_WORKERS": "4",
+        "OMP_NUM_THREADS": "4",
+        "OPENBLAS_NUM_THREADS": "4",
+        "MKL_NUM_THREADS": "4",
+    }
+    assert results.side_by_side_env(16)["OMP_NUM_THREADS"] == "1"
+    assert "ADLIB_MAX_WORKERS" not in results.side_by_side_env(2, cap_workers=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert "OMP_NUM_THREADS" not in results.side_by_side_env(2)
