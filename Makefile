@@ -20,11 +20,21 @@ help:
 
 setup: $(STAMP)
 
-# Every dependency at the exact version of requirements.lock (pip constraints); `make lock` refreshes it.
+# Every dependency at the exact version of requirements.lock (a complete lock: installed as it is, with
+# no dependency resolution, in two pip processes side by side, the torch stack in one and the rest in
+# the other), then adlib itself; `pip check` fails on a lock that does not satisfy its own packages'
+# requirements. `make lock` refreshes the lock.
+TORCH_STACK := ^(torch|torchvision|triton|nvidia-)
+PIP_LOCKED := $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing adlib and its dependencies (pinned by $(LOCK)) into $(VENV) ..."
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[notebooks,dev]" 2>&1 | { $(QUIET_PIP); }
+	@echo "installing the locked dependencies ($(LOCK)) and adlib into $(VENV) ..."
+	grep -E '$(TORCH_STACK)' $(LOCK) > $(VENV)/lock-torch.txt
+	grep -vE '$(TORCH_STACK)|^#' $(LOCK) > $(VENV)/lock-rest.txt
+	$(PIP_LOCKED) -r $(VENV)/lock-torch.txt 2>&1 | { $(QUIET_PIP); } & pid=$$!; \
+		$(PIP_LOCKED) -r $(VENV)/lock-rest.txt 2>&1 | { $(QUIET_PIP); }; wait $$pid
+	$(PIP_LOCKED) -e . 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -m pip check
 	$(BIN)/python -c "import adlib, torch, timm, papermill, nbval, xdist"
 	$(BIN)/ruff --version >/dev/null
 	@touch $@

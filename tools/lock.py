@@ -1,7 +1,7 @@
 """Refresh requirements.lock and environment.yml's pins (``make lock``).
 
 Creates a fresh virtual environment, installs the project and its extras (``notebooks``, ``dev``) with pyproject.toml's version ranges
-(no constraints), freezes every installed distribution into ``requirements.lock`` and rewrites the
+(no constraints), freezes every installed distribution (setuptools included, pip not) into ``requirements.lock`` and rewrites the
 ``==`` pins of ``environment.yml`` from it. Review the diff, rerun ``make test`` (numbers can move
 with numpy/scipy/torch releases: refresh the notebooks with ``make notebooks`` when they do) and
 commit both files together.
@@ -24,9 +24,9 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 #: the extras make installs (and the lock covers)
 EXTRAS = ("notebooks", "dev")
-HEADER = """# The exact versions of every dependency (Linux x86-64, Python 3.11), used as pip constraints by make:
-#   pip install -c requirements.lock -e ".[notebooks,dev]"
-# Refresh: make lock (fresh venv, unpinned install of pyproject.toml's ranges, pip freeze). environment.yml agrees.
+HEADER = """# The exact versions of every dependency (Linux x86-64, Python 3.11), complete: make installs them as they
+# are (pip install --no-deps -r requirements.lock, then pip install --no-deps -e . and pip check).
+# Refresh: make lock (fresh venv, unpinned install of pyproject.toml's ranges, pip freeze --all). environment.yml agrees.
 """
 
 
@@ -75,9 +75,10 @@ def main() -> int:
             [*pip, "install", "-q", "--disable-pip-version-check", "-e", f"{ROOT}[{','.join(EXTRAS)}]"], check=True
         )
         frozen = subprocess.run(
-            [*pip, "freeze", "--exclude-editable"], check=True, capture_output=True, text=True
+            [*pip, "freeze", "--all", "--exclude-editable"], check=True, capture_output=True, text=True
         ).stdout
-        lines = [ln for ln in frozen.splitlines() if ln and not ln.startswith(("-e", "adlib"))]
+        # --all: setuptools too (torch requires it); pip itself is the venv's
+        lines = [ln for ln in frozen.splitlines() if ln and not ln.startswith(("-e", "adlib", "pip=="))]
         (ROOT / "requirements.lock").write_text(HEADER + "\n".join(lines) + "\n")
         write_environment_pins(read_lock())
         print(f"requirements.lock: {len(lines)} pins; environment.yml pins rewritten")

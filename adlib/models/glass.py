@@ -957,7 +957,6 @@ class GLASS(_FeatureDiscriminatorModel):
         opt_cls = torch.optim.AdamW if cfg.dsc_optimizer == "adamw" else torch.optim.Adam
         return opt_a, opt_cls(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
 
-
     # -- GLASS-j and LAS preparation -----------------------------------------------------------
     def judge(self, images: torch.Tensor, dataset: str = "", category: str = "") -> str:
         """GLASS-j: set and return the distribution for these (normalised) training images."""
@@ -1242,7 +1241,6 @@ class SimpleNet(_FeatureDiscriminatorModel):
             opt_a = torch.optim.AdamW(self.adaptor.parameters(), lr=cfg.adaptor_lr, **kw)
         kw = {} if cfg.dsc_weight_decay is None else {"weight_decay": cfg.dsc_weight_decay}
         return opt_a, torch.optim.Adam(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
-
 
     def compute_losses(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         """SimpleNet's loss for one batch: ``q = A(t)``, ``q- = q + N(0, sigma^2)`` (Sec. 3.3),

@@ -85,8 +85,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from scipy import ndimage
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones import FeatureExtractor

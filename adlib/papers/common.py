@@ -126,7 +126,9 @@ def example_rows(
             transform = store.model(jobs[image_of]).transform
             sample = get_dataset(ds, cat, "test", root=data_root, transform=transform)[i]
             maps = {name: pr["maps"][i].astype("float32") for name, pr in preds.items()}
-            rows.append({"title": f"{cat}/{sample.defect_type}", "image": sample.image, "mask": sample.mask[0], "maps": maps})
+            rows.append(
+                {"title": f"{cat}/{sample.defect_type}", "image": sample.image, "mask": sample.mask[0], "maps": maps}
+            )
     return rows[:n]
 
 
