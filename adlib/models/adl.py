@@ -217,7 +217,7 @@ from .. import losses
 from ..backbones import BackboneInfo, FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
-from .core import EpochMethod, MethodConfig
+from .core import DraemSynthesis, EpochMethod, MethodConfig
 from .scores import top_k_mean
 
 log = logging.getLogger(__name__)
@@ -811,7 +811,7 @@ class ADLConfig(MethodConfig):
 
 
 @register("adl", display="ADL", variants={v: ("ADL" if v == "proposed" else TABLE2_NAMES[v]) for v in VARIANTS})
-class ADL(EpochMethod):
+class ADL(DraemSynthesis, EpochMethod):
     """Adaptive Deviation Learning (WACV 2025); ``cfg.variant`` picks a Table 2 ablation."""
 
     Config: ClassVar[type] = ADLConfig
@@ -864,12 +864,6 @@ class ADL(EpochMethod):
     def total_iterations(self) -> int:
         return int(self.cfg.epochs) * int(self.cfg.steps_per_epoch)
 
-    def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.net}
-
-    def optimizers(self) -> list:
-        return [self.optimizer]
-
     def forward(self, x: torch.Tensor, seg: bool = True) -> dict[str, Any]:
         """The network's outputs for images ``x`` (``B x 3 x H x W`` in [0, 1])."""
         return self.net(x.to(self.device), seg=seg)
@@ -886,15 +880,6 @@ class ADL(EpochMethod):
                 n_labelled,
             )
         return torch.stack([s.image for s in samples])
-
-    def _prepare(self) -> None:
-        if self.synthesizer is not None:
-            return
-        from ..synthesis.draem import synthesizer_for
-
-        self.synthesizer, textures = synthesizer_for(self.cfg.synthesis, self.cfg.data_root)
-        self.texture_description = textures.description
-        self.texture_is_stand_in = bool(textures.is_stand_in)
 
     def _rotate_normal(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         from ..synthesis.perlin import rotate_fields
@@ -1101,17 +1086,14 @@ class ADL(EpochMethod):
         return {
             **super()._state(),
             "iteration": int(self.iteration),
-            "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            **self._trained_state(),
             "backbone": self.backbone_info.as_dict(),
             "texture_description": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
         }
 
     def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self._load_epoch_state(state)
+        self._load_trained_state(state)
         self.iteration = int(state["iteration"])
         self.texture_description = state.get("texture_description")
         self.texture_is_stand_in = state.get("texture_is_stand_in")

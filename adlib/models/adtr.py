@@ -113,7 +113,7 @@ from torch import nn
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, register, resolve_device
-from .core import CliOption, EpochMethod, MethodConfig
+from .core import CliOption, EpochMethod, MethodConfig, NetworkPart
 from .scores import mean_pool_max_valid, top_k_mean
 
 log = logging.getLogger(__name__)
@@ -735,20 +735,10 @@ class ADTR(EpochMethod):
         reconstructor) are its parts."""
         return self._network
 
-    @property
-    def features(self) -> FeatureTarget:
-        return self.network.features
-
-    @property
-    def net(self) -> ADTRNet:
-        """The reconstructor (its state is the checkpoint's ``net``)."""
-        return self.network.reconstructor
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.network}
-
-    def optimizers(self) -> list:
-        return [self.optimizer]
+    features = NetworkPart(doc="The frozen target (:class:`FeatureTarget`).")
+    net = NetworkPart(
+        "reconstructor", doc="The reconstructor (:class:`ADTRNet`; its state is the checkpoint's ``net``)."
+    )
 
     def eval(self) -> None:
         self.net.eval()
@@ -1047,8 +1037,7 @@ class ADTR(EpochMethod):
     def _state(self) -> dict[str, Any]:
         return {
             **super()._state(),
-            "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            **self._trained_state(),
             "optimizer_stage": self.opt_stage,
             "train_counts": dict(self.train_counts),
             "backbone_fingerprint": self.backbone_fingerprint(),
@@ -1057,11 +1046,9 @@ class ADTR(EpochMethod):
     def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
         """The frozen backbone is rebuilt from the config; its fingerprint must match the checkpoint's."""
         self._check_backbone(state, path, strict)
-        self.net.load_state_dict(state["net"])
         self.opt_stage = state.get("optimizer_stage", "normal")
         self.optimizer = self._make_optimizer(self.opt_stage)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self._load_epoch_state(state)
+        self._load_trained_state(state)
         self.train_counts = dict(state.get("train_counts", {}))
         self.to(self.device)
 

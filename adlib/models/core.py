@@ -100,6 +100,45 @@ class CliOption:
     metavar: str | None = None
 
 
+class DraemSynthesis:
+    """Mixin of the methods trained on DRAEM-style synthetic anomalies (POUTA, Vanilla, ADL): the
+    synthesiser of ``cfg.synthesis`` (:func:`adlib.synthesis.draem.synthesizer_for`) is built once,
+    before the first epoch, and the texture source it draws from is recorded for provenance
+    (``texture_description``, ``texture_is_stand_in``)."""
+
+    synthesizer = None
+    texture_description: str | None = None
+    texture_is_stand_in: bool | None = None
+
+    def _prepare(self) -> None:
+        if self.synthesizer is not None:
+            return
+        from ..synthesis.draem import synthesizer_for
+
+        self.synthesizer, textures = synthesizer_for(self.cfg.synthesis, self.cfg.data_root)
+        self.texture_description = textures.description
+        self.texture_is_stand_in = bool(textures.is_stand_in)
+
+
+class NetworkPart:
+    """A method's attribute that is a part of its one module: ``model.<name>`` reads and assigns
+    ``model.network.<attribute>`` (default: the same name), so the papers' names (``features``,
+    ``adaptor``, ``memory_bank``, ...) stay on the method while one ``nn.Module`` holds them."""
+
+    def __init__(self, attribute: str | None = None, doc: str | None = None) -> None:
+        self.attribute = attribute
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = self.attribute or name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj.network, self.attribute)
+
+    def __set__(self, obj, value) -> None:
+        setattr(obj.network, self.attribute, value)
+
+
 @dataclasses.dataclass
 class MethodConfig:
     """Base of every method's settings: profiles, validation at construction, ``as_dict``."""
@@ -176,12 +215,14 @@ class Method:
         return self.net
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        """The model's torch modules by name (moved by :meth:`to`)."""
-        return {}
+        """The model's torch modules by name (moved by :meth:`to`): its one :attr:`network`."""
+        return {"net": self.network}
 
     def optimizers(self) -> list[torch.optim.Optimizer | None]:
-        """The model's optimisers (their state follows the parameters in :meth:`to`)."""
-        return []
+        """The model's optimisers (their state follows the parameters in :meth:`to`): ``optimizer``
+        when the method has one."""
+        opt = getattr(self, "optimizer", None)
+        return [opt] if opt is not None else []
 
     def to(self, device):
         device = torch.device(device)
@@ -416,6 +457,20 @@ class EpochMethod(Method):
             "history": [dict(h) for h in self.history],
         }
 
+    def _trained_state(self) -> dict[str, Any]:
+        """``net`` (the trained network's tensors, on the CPU) and ``optimizer``: the checkpoint keys
+        of the methods with one trained network and one optimiser (ADL, POUTA, Vanilla, ADTR)."""
+        return {
+            "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _load_trained_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_trained_state` and :meth:`_state` saved (network, optimiser, epoch)."""
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_epoch_state(state)
+
     def _load_epoch_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`EpochMethod._state` saved (epoch, generator states, history)."""
         for k, g in self.generators.items():
@@ -438,4 +493,4 @@ class EpochMethod(Method):
         }
 
 
-__all__ = ["CHECKPOINT_FORMAT", "EpochMethod", "Method", "MethodConfig", "seed_for"]
+__all__ = ["CHECKPOINT_FORMAT", "DraemSynthesis", "EpochMethod", "Method", "MethodConfig", "NetworkPart", "seed_for"]

@@ -146,7 +146,7 @@ from ..synthesis.gas import (
 )
 from ..synthesis.las import LocalAnomalySynthesizer
 from .base import Prediction, evaluate, register, resolve_device
-from .core import EpochMethod, MethodConfig
+from .core import EpochMethod, MethodConfig, NetworkPart
 from .features import PatchFeatures
 from .scores import max_score
 
@@ -659,32 +659,9 @@ class _FeatureDiscriminatorModel(EpochMethod):
         return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
 
     # the parts of the one module, under their papers' names
-    @property
-    def features(self) -> nn.Module:
-        return self.net.features
-
-    @features.setter
-    def features(self, module: nn.Module) -> None:
-        self.net.features = module
-
-    @property
-    def adaptor(self) -> nn.Module:
-        return self.net.adaptor
-
-    @adaptor.setter
-    def adaptor(self, module: nn.Module) -> None:
-        self.net.adaptor = module
-
-    @property
-    def discriminator(self) -> Discriminator:
-        return self.net.discriminator
-
-    @discriminator.setter
-    def discriminator(self, module: Discriminator) -> None:
-        self.net.discriminator = module
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.net}
+    features = NetworkPart(doc="The frozen patch features (:class:`~adlib.models.features.PatchFeatures`).")
+    adaptor = NetworkPart(doc="The feature adaptor ``A`` (:class:`Adaptor`, or the identity).")
+    discriminator = NetworkPart(doc="The discriminator ``D`` (:class:`Discriminator`).")
 
     def optimizers(self) -> list:
         return [self.opt_adaptor, self.opt_dsc]

@@ -92,7 +92,7 @@ from tqdm.auto import tqdm
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
 from .base import Prediction, register, resolve_device
-from .core import Method, MethodConfig
+from .core import Method, MethodConfig, NetworkPart
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
@@ -506,25 +506,8 @@ class PatchCore(Method):
     def fitted(self) -> bool:
         return self.memory_bank is not None
 
-    @property
-    def features(self) -> nn.Module:
-        return self.net.features
-
-    @features.setter
-    def features(self, module: nn.Module) -> None:
-        self.net.features = module
-
-    @property
-    def memory_bank(self) -> torch.Tensor | None:
-        """The coreset of training patch features (``M x D``), None before :meth:`fit`."""
-        return self.net.memory_bank
-
-    @memory_bank.setter
-    def memory_bank(self, bank: torch.Tensor | None) -> None:
-        self.net.memory_bank = bank
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"net": self.net}
+    features = NetworkPart(doc="The frozen patch features (:class:`~adlib.models.features.PatchFeatures`).")
+    memory_bank = NetworkPart(doc="The coreset of training patch features (``M x D``), None before :meth:`fit`.")
 
     def _backbone(self) -> torch.nn.Module:
         return self.features.backbone

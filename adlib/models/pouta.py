@@ -144,7 +144,7 @@ from torch import nn
 from .. import losses
 from ..data.base import ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
-from .core import EpochMethod, MethodConfig
+from .core import DraemSynthesis, EpochMethod, MethodConfig
 from .scores import mean_pool_max_same
 
 log = logging.getLogger(__name__)
@@ -655,7 +655,7 @@ def learning_rate(cfg: _SharedConfig, epoch: int) -> float:
 # The methods
 
 
-class _ReconstructionMethod(EpochMethod):
+class _ReconstructionMethod(DraemSynthesis, EpochMethod):
     """Synthetic anomalies -> reconstructive + discriminative network, trained end to end.
 
     The lifecycle (epoch loop, checkpoints, resume, save/load, provenance) is
@@ -683,12 +683,6 @@ class _ReconstructionMethod(EpochMethod):
         """Resize to ``image_size`` (square), values in [0, 1] (no normalisation)."""
         return ImageTransform(resize=self.cfg.image_size, crop=None, normalize=False)
 
-    def modules(self) -> dict[str, nn.Module]:
-        return {"net": self.net}
-
-    def optimizers(self) -> list:
-        return [self.optimizer]
-
     def forward(self, x: torch.Tensor, side: bool = True) -> dict[str, Any]:
         """The network's outputs for images ``x`` (``B x 3 x H x W`` in [0, 1])."""
         return self.net(x.to(self.device), side=side)
@@ -706,15 +700,6 @@ class _ReconstructionMethod(EpochMethod):
         raise NotImplementedError
 
     # -- data ----------------------------------------------------------------------------------
-    def _prepare(self) -> None:
-        if self.synthesizer is not None:
-            return
-        from ..synthesis.draem import synthesizer_for
-
-        self.synthesizer, textures = synthesizer_for(self.cfg.synthesis, self.cfg.data_root)
-        self.texture_description = textures.description
-        self.texture_is_stand_in = bool(textures.is_stand_in)
-
     def synthesize(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -820,16 +805,13 @@ class _ReconstructionMethod(EpochMethod):
     def _state(self) -> dict[str, Any]:
         return {
             **super()._state(),
-            "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            **self._trained_state(),
             "texture_description": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
         }
 
     def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self._load_epoch_state(state)
+        self._load_trained_state(state)
         self.texture_description = state.get("texture_description")
         self.texture_is_stand_in = state.get("texture_is_stand_in")
         self.to(self.device)
