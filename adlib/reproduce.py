@@ -64,9 +64,15 @@ class BatchResult:
 
 
 def discover(notebooks_dir: Path | None = None, only: str | None = None) -> list[Path]:
-    """Notebooks in execution order; ``only`` is a glob matched against the relative path."""
+    """Notebooks in execution order; ``only`` is a glob matched against the relative path. What an
+    interrupted or failed run leaves beside a notebook (``.<name>.partial.ipynb``,
+    ``<name>.failed.ipynb``) and JupyterLab's checkpoints are not notebooks to run."""
     base = Path(notebooks_dir or repo_root() / "notebooks")
-    nbs = sorted(p for p in base.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    nbs = sorted(
+        p
+        for p in base.rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.parts and not p.name.startswith(".") and not p.name.endswith(".failed.ipynb")
+    )
     if only:
         nbs = [p for p in nbs if fnmatch.fnmatch(str(p.relative_to(base)), only) or only in str(p.relative_to(base))]
     return nbs

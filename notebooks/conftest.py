@@ -17,6 +17,9 @@ import adlib  # noqa: F401  (side effect: adlib.numerics.apply_env)
 from adlib.reproduce import expected_seconds
 from adlib.results import side_by_side_env
 
+#: what an interrupted or failed `adlib reproduce` leaves beside a notebook is not checked
+collect_ignore_glob = ["*.failed.ipynb", ".*.partial.ipynb"]
+
 
 def pytest_configure(config):
     n = getattr(config.option, "numprocesses", None)  # pytest-xdist's -n (None without xdist)

@@ -73,6 +73,10 @@ def test_batch_runs_all_reports_failures_with_cell_and_keeps_going(tmp_path):
     assert bad.notebook == "sub/01_bad.ipynb" and "ValueError" in bad.error and "broken on purpose" in bad.error
     assert "cell" in bad.error
     assert (tmp_path / "runs" / "sub" / "01_bad.failed.ipynb").is_file()
+    # an inplace run's leftovers beside the notebooks are not notebooks to run next time
+    (nbdir / "sub" / "01_bad.failed.ipynb").write_text((nbdir / "sub" / "01_bad.ipynb").read_text())
+    (nbdir / "sub" / ".02_ok.partial.ipynb").write_text((nbdir / "sub" / "02_ok.ipynb").read_text())
+    assert [p.name for p in discover(nbdir)] == ["00_ok.ipynb", "01_bad.ipynb", "02_ok.ipynb"]
     assert not (tmp_path / "runs" / "sub" / "01_bad.ipynb").exists()
     html = (tmp_path / "runs" / "html" / "00_ok.html").read_text()  # a rendering to read without a kernel
     assert "<html" in html and "profile is smoke cpu jobs 3" in html
