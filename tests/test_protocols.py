@@ -17,10 +17,8 @@ FAST = dict(resize=64, crop=64)
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("proto_data")
-    generate_benchmark(root, categories=["wood"], n_train=8, n_test_good=4, n_per_defect=2, size=64, progress=False)
-    return root
+def data_root(benchmark):
+    return benchmark  # its wood category (tests/conftest.py)
 
 
 def test_check_protocol_drops_none_and_names_bad_values():

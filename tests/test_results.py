@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from adlib import reported, tables
-from adlib.data.synth import generate_benchmark
 from adlib.results import Job, ResultsStore, RunFailed, config_hash, summarize, weights_id
 
 # PatchCore at 64 px on 8 training images: a run takes about a second.
@@ -21,12 +20,8 @@ FAST = dict(resize=64, crop=64)
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rs_data")
-    generate_benchmark(
-        root, categories=["wood", "grass", "nut"], n_train=8, n_test_good=4, n_per_defect=2, size=64, progress=False
-    )
-    return root
+def data_root(benchmark):
+    return benchmark  # wood, grass, nut at 64 px (tests/conftest.py)
 
 
 def test_job_key_tracks_every_setting_but_not_the_data_root():
