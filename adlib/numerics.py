@@ -178,10 +178,16 @@ def configure_torch(device: Any = "cpu") -> int:
 
 
 def run_threads(workers: int = 1) -> int:
-    """Torch threads of one run of a batch: the reference's one thread, else ``cpu_count // workers``."""
+    """Torch threads of one run of a batch: the reference's one thread, else the cores this process
+    may use divided by ``workers``. Those cores are ``cpu_count``, or fewer where ``$OMP_NUM_THREADS``
+    says so (notebooks side by side get cores // N: :func:`adlib.results.side_by_side_env`)."""
     if mode() == "reference":
         return REFERENCE_THREADS
-    return max(1, (os.cpu_count() or 1) // max(1, int(workers)))
+    cores = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        cores = min(cores, int(omp))
+    return max(1, cores // max(1, int(workers)))
 
 
 def versions() -> dict[str, str]:

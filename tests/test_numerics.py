@@ -106,6 +106,19 @@ def test_run_threads_do_not_depend_on_the_machine(workers):
     assert numerics.run_threads(workers) == numerics.REFERENCE_THREADS
 
 
+def test_native_run_threads_share_the_cores_the_process_was_given(monkeypatch):
+    """Native numerics: cores // workers, the cores capped by $OMP_NUM_THREADS (two notebooks side
+    by side on two cores: one thread each, not two)."""
+    monkeypatch.setenv("ADLIB_NUMERICS", "native")
+    monkeypatch.setattr(numerics.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [numerics.run_threads(w) for w in (1, 2, 16)] == [8, 4, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert [numerics.run_threads(w) for w in (1, 2, 8)] == [4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert numerics.run_threads(1) == 8
+
+
 def test_a_native_child_of_a_reference_process_gets_the_machine_back():
     """A reference process (this one) wrote its pins into os.environ; a child asking for native
     numerics must not inherit them (the two settings of a comparison would be the same)."""
