@@ -66,7 +66,8 @@ def test_table4_rows_fill_the_profile_stages():
         "layers": (1, 2, 3),
     }
     abl = paper.ablation_jobs(Plan(categories={"synth": ["wood"]}), "smoke", rows=paper.SMOKE_ABLATION_ROWS)
-    assert ("c", "EfficientNet-B4") not in abl and len(abl) == len(paper.ABLATIONS) - 1
+    assert ("c", "EfficientNet-B4") not in abl and len(abl) == len(paper.ABLATIONS) - len(paper.SMOKE_SKIPPED_ROWS)
+    assert {t for t, _ in abl} == {"a", "b", "c", "d"} and all(sum(t == s for t, _ in abl) >= 2 for s in "abcd")
     cfg = {row: js[0].config() for row, js in abl.items()}
     assert cfg[("a", "CNN")]["reconstructor"] == "cnn" and cfg[("b", "pixels")]["target"] == "pixels"
     assert cfg[("d", "last layer")]["layers"] == (3,) or list(cfg[("d", "last layer")]["layers"]) == [3]

@@ -258,7 +258,7 @@ NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": dict(
             categories=["wood"],
             table5_categories=["wood"],
-            table5_rows=["resnet18 levels 2", "resnet18 levels 2+3", "resnet34 levels 2+3"],
+            table5_rows=["resnet18 levels 2", "resnet18 levels 2+3"],
         ),
         "paper": dict(categories=None, table5_categories=None, table5_rows=None),
     },
