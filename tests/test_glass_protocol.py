@@ -126,6 +126,33 @@ def test_mask_rules_count_the_pixels_of_a_resized_square():
         tf.mask_resampled(Image.fromarray(m), "bicubic")
 
 
+def test_geometry_and_mask_rules_match_the_released_torchvision_pipeline():
+    """The released loaders' transforms, rebuilt from torchvision (the library they call):
+    ``Resize(int)``, ``CenterCrop``, ``ToTensor``; MVTec masks as ``L`` then ``astype(int)`` in the
+    metrics, VisA masks as ``F`` (defect-class ids) then ``> 0``. A non-square image and mask."""
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8))
+    yy, xx = np.mgrid[0:45, 0:70]
+    blob = ((yy - 20) / 9.0) ** 2 + ((xx - 40) / 13.0) ** 2 <= 1.0
+    ids = (blob * 1 + ((yy - 30) ** 2 + (xx - 12) ** 2 <= 16) * 3).astype(np.uint8)  # class ids 1 and 3
+    mask_l = Image.fromarray((ids > 0).astype(np.uint8) * 255)
+    for resize, crop in [(20, 17), (24, 24), (31, 20), (45, 44)]:
+        tf = ImageTransform(resize, crop, normalize=False, resize_mode="shorter_side")
+        pipe = T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor()])
+        assert torch.equal(tf.image(img), pipe(img)), (resize, crop)
+        mvtec = pipe(mask_l).numpy()[0].astype(int)
+        assert np.array_equal(tf.mask_resampled(mask_l, "bilinear_truncate"), mvtec), (resize, crop)
+        visa = (pipe(Image.fromarray(ids).convert("F")) > 0).numpy()[0]
+        assert np.array_equal(tf.mask_resampled(Image.fromarray(ids), "bilinear_positive"), visa), (resize, crop)
+        n_nearest = int(tf.mask_resampled(mask_l, "nearest").sum())
+        if resize == 45:  # no resize, only the crop: every rule keeps the same pixels
+            assert mvtec.sum() == n_nearest == visa.sum()
+        else:  # eroded, dilated
+            assert mvtec.sum() < n_nearest < visa.sum()
+
+
 def test_dataset_masks_nearest_are_the_prediction_masks(root):
     ds = get_dataset("synth", "wood", "test", root=root, transform=ImageTransform(resize=32, crop=None))
     nearest = ds.masks("nearest")
