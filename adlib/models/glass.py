@@ -873,6 +873,9 @@ class _FeatureDiscriminatorModel(EpochMethod):
         """
         if self.cfg.select_best_on_test and test_ds is None:
             raise ValueError("select_best_on_test=True needs test_ds= (it selects the epoch on the test set)")
+        if self.cfg.eval_pro == "released" and getattr(metrics_mod, "pro_released", None) is None:
+            # said before training, not after it (the released PRO is computed when the run is tested)
+            raise RuntimeError("eval_pro='released' needs adlib.metrics.pro_released (the released compute_pro)")
         self._test_ds = test_ds
         self._selection_masks = None
         if self.last_state is not None and self.epoch < self.total_epochs:
