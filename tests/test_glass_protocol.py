@@ -465,3 +465,13 @@ def test_selection_bias_from_records():
     assert row["difference sd"] == pytest.approx(float(np.std([5.0, 10.0, 5.0], ddof=1)))
     assert res.table.loc["pixel_auroc", "difference"] == pytest.approx(10.0)
     assert res.same_as_plain == 0.0 and res.verdict.verdict == "holds" and "optimistic" in res.caption
+
+
+def test_released_pro_without_the_metric_is_refused_before_training(root, monkeypatch):
+    from adlib import metrics as metrics_mod
+
+    monkeypatch.delattr(metrics_mod, "pro_released", raising=False)
+    model = _tiny(GLASS, eval_pro="released")
+    with pytest.raises(RuntimeError, match="pro_released"):
+        model.fit(_ds(root, "train", model), progress=False)
+    assert model.epoch == 0
