@@ -85,7 +85,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def parse_overrides(items: list[str] | None) -> dict:
-    """``["epochs=3", "variant=h", "lr=1e-4"]`` -> typed dict (Python literals, else strings)."""
+    """``["epochs=3", "variant=h", "lr=1e-4"]`` -> typed dict (Python literals; ``true`` / ``false`` in
+    any case as booleans; else strings)."""
     import ast
 
     out: dict = {}
@@ -96,7 +97,8 @@ def parse_overrides(items: list[str] | None) -> dict:
         try:
             out[k.strip()] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            out[k.strip()] = v
+            low = v.strip().lower()
+            out[k.strip()] = {"true": True, "false": False}[low] if low in ("true", "false") else v
     return out
 
 

@@ -27,7 +27,13 @@ layout and :func:`run_job`: ``adlib train`` writes ``model.pt`` and ``train.json
 ``record.json`` holds the key, the metrics of :func:`adlib.models.evaluate`, the model's
 ``info()`` (config, actual backbone weights, method-specific choices such as GLASS-j's),
 timings (train and predict seconds, images per second), the environment (versions, device) and
-the time it was written. Records are written atomically (temporary file + ``os.replace``):
+the time it was written. A run whose model states a released evaluation protocol (GLASS and
+SimpleNet with test-set selection, released masks or released PRO:
+``model.evaluation_protocol``) records both protocols from one training: ``metrics`` is the
+standard one (last epoch, nearest-neighbour masks, AU-PRO; ``prediction.npz`` is its prediction)
+and ``metrics_released`` the released one (the test-selected epoch, labelled "test-set selection
+(optimistic)", the released masks, ``pro_released``), with ``released_protocol`` saying which;
+:func:`flatten` gives them as ``released_<metric>`` columns. Records are written atomically (temporary file + ``os.replace``):
 a batch that is killed and restarted skips the runs it finished, resumes the one it was in from
 its last epoch checkpoint, and loses nothing.
 
@@ -72,7 +78,17 @@ TRAIN_RECORD = "train.json"
 UNHASHED_FIELDS = ("data_root",)
 #: config fields added after records were written, with the value that reproduces the former
 #: behaviour: hashed only when set to something else, so the records written before still match
-ADDED_FIELDS: dict[str, Any] = {"reweight_reduction": "sum"}
+ADDED_FIELDS: dict[str, Any] = {
+    "reweight_reduction": "sum",
+    # GLASS / SimpleNet protocol options (issue 17), at the project's values (the smoke profile's)
+    "select_every": None,
+    "eval_masks": "nearest",
+    "eval_pro": "standard",
+    "resize_mode": "squash",
+    "category_resize": "fixed",
+    "texture_resize_mode": "squash",
+    "samples_cap": "exact",
+}
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20
 #: a cap on every store's worker processes, set by whoever runs several notebooks side by side
@@ -537,8 +553,11 @@ def _datasets(job: Job, model, data_root):
     from .protocols import apply_protocol, check_method_accepts
 
     check_method_accepts(dict(job.protocol), model)
-    train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=model.transform)
-    test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=model.transform)
+    # a method may resize per category (GLASS's released wood/toothbrush 329: ``transform_for``)
+    for_category = getattr(model, "transform_for", None)
+    transform = for_category(job.dataset, job.category) if for_category is not None else model.transform
+    train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=transform)
+    test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=transform)
     return apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)
 
 
@@ -590,11 +609,17 @@ def _test_locked(
     t0 = time.perf_counter()
     pred = model.predict(test_ds, device=dev, progress=progress)
     predict_s = time.perf_counter() - t0
-    metrics = evaluate(pred)
+    spec = model.evaluation_protocol(job.dataset) if hasattr(model, "evaluation_protocol") else None
+    released: dict[str, Any] = {}
+    if spec is None:
+        metrics = evaluate(pred)
+    else:  # both protocols from one training: standard (last epoch) and released (selected epoch)
+        pred, metrics, released = _both_protocols(model, pred, test_ds, spec, dev)
     _save_prediction(run_dir / "prediction.npz", pred)
     record = {  # the training record (key, protocol, train timing) with the test's results
         **train_rec,
         "metrics": metrics,
+        **released,
         "model": model.info(),
         "test_images": len(test_ds),
         "predict_seconds": round(predict_s, 3),
@@ -606,6 +631,44 @@ def _test_locked(
     atomic_write_json(run_dir / RECORD, record)
     log.info("%s: %s", job, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return json.loads(json.dumps(record, default=str))
+
+
+#: how the record names the two evaluation protocols of a run with ``evaluation_protocol``
+STANDARD_PROTOCOL = "last epoch, nearest-neighbour masks, AU-PRO"
+
+
+def _both_protocols(model, pred, test_ds, spec: dict[str, Any], device) -> tuple[Any, dict, dict]:
+    """A run whose model states a released evaluation protocol (GLASS / SimpleNet,
+    :meth:`~adlib.models.glass.GLASS.evaluation_protocol`): ``(standard prediction, standard
+    metrics, record entries)``.
+
+    Standard metrics (``record["metrics"]``): the last epoch's weights (predicted again when the
+    model holds the test-selected epoch), masks resized by nearest neighbour, AU-PRO. Released
+    metrics (``record["metrics_released"]``): the weights the model holds (the selected epoch with
+    test-set selection), the same predicted maps scored against the masks of ``spec["masks"]``
+    (:meth:`adlib.data.AnomalyDataset.masks`), plus ``pro_released``
+    (:func:`adlib.metrics.pro_released`) when ``spec["pro"] == "released"``.
+    ``record["released_protocol"]`` says what the released column is."""
+    from dataclasses import replace as dc_replace
+
+    from . import metrics as metrics_mod
+    from .models import evaluate
+
+    std_pred = pred
+    if spec.get("selection") != "last epoch" and getattr(model, "last_state", None) is not None:
+        with model.epoch_weights("last"):
+            std_pred = model.predict(test_ds, device=device, progress=False)
+    standard = evaluate(std_pred)
+    masks = pred.masks if spec["masks"] == "nearest" else test_ds.masks(spec["masks"])
+    rel_pred = dc_replace(pred, masks=masks)
+    released = evaluate(rel_pred)
+    if spec.get("pro") == "released" and np.asarray(masks).any():
+        pro_released = getattr(metrics_mod, "pro_released", None)
+        if pro_released is None:
+            raise RuntimeError("eval_pro='released' needs adlib.metrics.pro_released (the released compute_pro)")
+        released["pro_released"] = float(pro_released(masks, pred.maps))
+    detail = {**spec, "standard": STANDARD_PROTOCOL}
+    return std_pred, standard, {"metrics_released": released, "released_protocol": detail}
 
 
 def _save_prediction(path: Path, pred) -> None:
@@ -649,6 +712,13 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     for k, v in (record.get("protocol") or {}).items():
         row[k] = v
     row.update(record.get("metrics", {}))
+    # the released protocol's metrics (GLASS / SimpleNet with evaluation_protocol), prefixed
+    for k, v in (record.get("metrics_released") or {}).items():
+        row[f"released_{k}"] = v
+    if record.get("released_protocol"):
+        rp = record["released_protocol"]
+        row["released_protocol"] = f"{rp.get('selection')}; masks {rp.get('masks')}; PRO {rp.get('pro')}"
+        row["selected_epoch"] = rp.get("selected_epoch")
     model = record.get("model", {})
     row.update(_table_fields(record.get("method"), model))
     bb = model.get("backbone") if isinstance(model.get("backbone"), dict) else None

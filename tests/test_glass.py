@@ -306,8 +306,9 @@ def test_registry_and_config_checks():
         "released",
         "released",
         "adamw",
-        False,
+        True,  # the paper profile reproduces the released protocol (tests/test_glass_protocol.py)
     )
+    assert GLASSConfig().select_best_on_test is False and GLASSConfig.for_profile("smoke").select_best_on_test is False
     sn = SimpleNetConfig.for_profile("paper")
     assert (sn.noise_std, sn.th_pos, sn.th_neg, sn.epochs, sn.resize, sn.crop) == (0.015, 0.5, -0.5, 160, 329, 288)
     with pytest.raises(ValueError, match="variant"):

@@ -17,6 +17,23 @@ and read lazily by :class:`AnomalyDataset`, which returns :class:`Sample` tuples
 
 Images and masks go through one :class:`ImageTransform`: resize (bilinear for images, nearest for
 masks), optional centre crop, optional ImageNet normalisation. Errors name the file.
+
+Geometry (``ImageTransform.resize_mode``, a named option)
+    ``"squash"`` (default, the project's): both sides to ``resize`` (a non-square image is
+    squashed), then the centre crop (offsets rounded down). ``"shorter_side"`` (the released GLASS /
+    SimpleNet loaders: torchvision ``Resize(int)`` then ``CenterCrop``): the shorter side to
+    ``resize``, the longer one to ``int(resize * long / short)`` (aspect ratio kept), then the centre
+    crop with torchvision's offsets ``int(round((H - h) / 2))`` (Python rounding). Square images give
+    the same pixels under both modes.
+
+Ground-truth masks at evaluation (:data:`MASK_RULES`, :meth:`AnomalyDataset.masks`)
+    ``"nearest"`` (default, what :class:`Sample` carries): the binarised mask resized with nearest
+    neighbour. ``"bilinear_truncate"`` (released GLASS MVTec/MPDD/WFDD loader: the 0/255 mask
+    resized bilinearly as an ``L`` image, ``ToTensor`` then ``astype(int)`` in the metrics): a pixel
+    is anomalous only where the resized value is 255, i.e. the mask is eroded by about a pixel at
+    its border. ``"bilinear_positive"`` (released VisA loader: the mask read as a float ``F`` image,
+    resized bilinearly, then ``> 0``): any pixel that a defect pixel contributes to, i.e. dilated.
+    The released rule of a dataset: :func:`released_mask_rule`.
 """
 
 from __future__ import annotations
@@ -35,6 +52,12 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: image geometry of :class:`ImageTransform` (module docstring)
+RESIZE_MODES = ("squash", "shorter_side")
+#: ground-truth mask resampling rules at evaluation (module docstring)
+MASK_RULES = ("nearest", "bilinear_truncate", "bilinear_positive")
+#: datasets whose released GLASS loader dilates the masks (``> 0``); every other dataset truncates
+_RELEASED_POSITIVE_MASKS = frozenset({"visa"})
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".PNG", ".JPG", ".JPEG", ".BMP")
 
 
@@ -69,11 +92,18 @@ class ImageTransform:
     ``resize``: int (square) or (H, W); None keeps the file's size.
     ``crop``: int (square) or (H, W) centre crop after resizing; None for no crop.
     ``normalize``: subtract ImageNet mean and divide by its std.
+    ``resize_mode``: ``"squash"`` or ``"shorter_side"`` (module docstring, "Geometry"); with
+    ``"shorter_side"`` an int ``resize`` is the shorter side's length (a pair is used as is).
     """
 
     resize: int | tuple[int, int] | None = 256
     crop: int | tuple[int, int] | None = None
     normalize: bool = True
+    resize_mode: str = "squash"
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"ImageTransform resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
 
     @staticmethod
     def _hw(size: int | Sequence[int]) -> tuple[int, int]:
@@ -82,10 +112,21 @@ class ImageTransform:
         h, w = size
         return (int(h), int(w))
 
+    def resized_hw(self, file_hw: tuple[int, int]) -> tuple[int, int]:
+        """``(H, W)`` after the resize (before the crop) of an image of ``file_hw``."""
+        if self.resize is None:
+            return (int(file_hw[0]), int(file_hw[1]))
+        if self.resize_mode == "shorter_side" and isinstance(self.resize, int):
+            h, w = int(file_hw[0]), int(file_hw[1])
+            if h <= w:  # torchvision Resize(int): the longer side truncated
+                return (self.resize, int(self.resize * w / h))
+            return (int(self.resize * h / w), self.resize)
+        return self._hw(self.resize)
+
     def geometry(self, img: Image.Image, resample: int) -> Image.Image:
         """Resize (``resample`` filter) and centre-crop a PIL image, as :meth:`image` and :meth:`mask` do."""
         if self.resize is not None:
-            h, w = self._hw(self.resize)
+            h, w = self.resized_hw((img.size[1], img.size[0]))
             if img.size != (w, h):
                 img = img.resize((w, h), resample=resample)
         if self.crop is not None:
@@ -93,7 +134,10 @@ class ImageTransform:
             w, h = img.size
             if ch > h or cw > w:
                 raise DataError(f"crop {ch}x{cw} is larger than the resized image {h}x{w}")
-            top, left = (h - ch) // 2, (w - cw) // 2
+            if self.resize_mode == "shorter_side":  # torchvision CenterCrop's offsets
+                top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+            else:
+                top, left = (h - ch) // 2, (w - cw) // 2
             img = img.crop((left, top, left + cw, top + ch))
         return img
 
@@ -111,12 +155,32 @@ class ImageTransform:
         m = np.asarray(img) > 0
         return torch.from_numpy(m.astype(np.float32))[None]
 
+    def mask_resampled(self, img: Image.Image, rule: str = "nearest") -> np.ndarray:
+        """A mask file through this geometry with resampling ``rule`` (:data:`MASK_RULES`): ``H x W``
+        uint8 in {0, 1}. ``"nearest"`` equals :meth:`mask`; ``"bilinear_truncate"``: the 0/255
+        ``L`` image resized bilinearly, anomalous where the result is 255; ``"bilinear_positive"``:
+        the binary mask as a float ``F`` image (0/1) resized bilinearly, anomalous where > 0."""
+        if rule == "nearest":
+            return self.mask(img)[0].numpy().astype(np.uint8)
+        if rule == "bilinear_truncate":
+            out = np.asarray(self.geometry(binary_mask(img), Image.BILINEAR))
+            return (out == 255).astype(np.uint8)
+        if rule == "bilinear_positive":
+            f = Image.fromarray((np.asarray(binary_mask(img)) > 0).astype(np.float32), mode="F")
+            return (np.asarray(self.geometry(f, Image.BILINEAR)) > 0).astype(np.uint8)
+        raise ValueError(f"mask rule must be one of {MASK_RULES}, got {rule!r}")
+
     def output_size(self, file_size_hw: tuple[int, int]) -> tuple[int, int]:
         if self.crop is not None:
             return self._hw(self.crop)
-        if self.resize is not None:
-            return self._hw(self.resize)
-        return file_size_hw
+        return self.resized_hw(file_size_hw)
+
+
+def released_mask_rule(dataset: str) -> str:
+    """The mask resampling of the released GLASS loaders for ``dataset``: ``"bilinear_positive"``
+    for VisA (``datasets/visa.py``), ``"bilinear_truncate"`` for every other dataset (MVTec AD, MPDD,
+    WFDD and the MVTec-layout sets go through ``datasets/mvtec.py``)."""
+    return "bilinear_positive" if dataset.lower() in _RELEASED_POSITIVE_MASKS else "bilinear_truncate"
 
 
 def binary_mask(img: Image.Image) -> Image.Image:
@@ -226,6 +290,20 @@ class AnomalyDataset(torch.utils.data.Dataset):
                 )
             m = self.transform.mask(mask_img)
         return Sample(x, m, int(rec.label), rec.defect_type, str(rec.image_path))
+
+    def masks(self, rule: str = "nearest") -> np.ndarray:
+        """The ground-truth masks of every record, in order, resampled with ``rule``
+        (:data:`MASK_RULES`): ``N x H x W`` uint8 in {0, 1}, zeros for records without a mask.
+        ``"nearest"`` gives the masks a :class:`~adlib.models.Prediction` carries; the released rules
+        read the mask files again (the predicted maps are not touched)."""
+        out = []
+        for rec in self.records:
+            if rec.mask_path is None:
+                img = open_image(rec.image_path)
+                out.append(np.zeros(self.transform.output_size((img.size[1], img.size[0])), dtype=np.uint8))
+                continue
+            out.append(self.transform.mask_resampled(open_image(rec.mask_path), rule))
+        return np.stack(out)
 
     def summary(self) -> dict[str, int]:
         """Count of images per defect type (``good`` included)."""

@@ -52,6 +52,24 @@ def _hw(size: int | Sequence[int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+#: how a texture is brought to its size before augmentation: both sides (``"squash"``, the project's
+#: default) or the shorter side, aspect ratio kept (``"shorter_side"``, the released GLASS
+#: ``transforms.Resize(int)`` of DTD textures, then the centre crop)
+TEXTURE_RESIZE_MODES = ("squash", "shorter_side")
+
+
+def texture_size(file_hw: tuple[int, int], size: int | Sequence[int], mode: str = "squash") -> tuple[int, int]:
+    """``(H, W)`` a texture of ``file_hw`` is resized to: ``size`` itself (``"squash"``, or a pair), or
+    with ``"shorter_side"`` and an int ``size`` the shorter side to ``size`` and the longer one to
+    ``int(size * long / short)`` (torchvision's ``Resize(int)``)."""
+    if mode not in TEXTURE_RESIZE_MODES:
+        raise ValueError(f"texture resize mode must be one of {TEXTURE_RESIZE_MODES}, got {mode!r}")
+    if mode == "squash" or not isinstance(size, int):
+        return _hw(size)
+    h, w = int(file_hw[0]), int(file_hw[1])
+    return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+
+
 def to_uint8_image(img: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
     """A ``3 x H x W`` uint8 tensor from a PIL image, a uint8 tensor, or a float tensor in [0, 1]."""
     if isinstance(img, Image.Image):
@@ -75,12 +93,14 @@ class TextureSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, i: int, size: int | tuple[int, int]) -> Image.Image:
-        """Texture ``i`` as an RGB image resized (bilinear) to ``size`` (int: square, or (H, W))."""
+    def load(self, i: int, size: int | tuple[int, int], mode: str = "squash") -> Image.Image:
+        """Texture ``i`` as an RGB image resized (bilinear) to ``size`` (int: square, or (H, W));
+        ``mode="shorter_side"`` with an int ``size``: the shorter side to ``size``, the aspect ratio
+        kept (:func:`texture_size`)."""
         if not -len(self.paths) <= i < len(self.paths):
             raise IndexError(f"texture index {i} out of range for {len(self.paths)} textures ({self.name})")
-        h, w = _hw(size)
         img = open_image(self.paths[i], "RGB")
+        h, w = texture_size((img.size[1], img.size[0]), size, mode)
         if img.size != (w, h):
             img = img.resize((w, h), resample=Image.BILINEAR)
         return img
@@ -147,13 +167,13 @@ class CachedTextures:
     def __len__(self) -> int:
         return len(self.source)
 
-    def load(self, i: int, size) -> torch.Tensor:
-        hw = _hw(size)
-        key = (int(i), hw)
+    def load(self, i: int, size, mode: str = "squash") -> torch.Tensor:
+        hw = _hw(size) if mode == "squash" else size
+        key = (int(i), hw) if mode == "squash" else (int(i), hw, mode)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        t = to_uint8_image(self.source.load(i, hw))
+        t = to_uint8_image(self.source.load(i, hw) if mode == "squash" else self.source.load(i, hw, mode))
         self._cache[key] = t
         if len(self._cache) > self.max_items:
             self._cache.popitem(last=False)
@@ -191,6 +211,7 @@ def draw_texture(
     resize: int | Sequence[int] | None = None,
     augment: TextureAugment | None = None,
     owner: str = "the synthesizer",
+    resize_mode: str = "squash",
 ) -> DrawnTexture:
     """The anomaly texture for one image of ``image_size`` (``(H, W)`` or an int).
 
@@ -206,7 +227,9 @@ def draw_texture(
     resizes to ``texture_resize`` (e.g. 329 before a 288 crop) and applies ``K_R = 3`` of its 9
     uint8 transforms; the DRAEM-style synthesis of ADL / POUTA loads at the image size and applies
     DRAEM's augmenters on [0, 1] floats (or none: POUTA). ``owner`` names the caller in the error
-    raised when there is neither a non-empty ``textures`` nor a ``texture``.
+    raised when there is neither a non-empty ``textures`` nor a ``texture``. ``resize_mode``
+    (:data:`TEXTURE_RESIZE_MODES`): ``"shorter_side"`` with an int ``resize`` brings the shorter side
+    to ``resize`` (aspect ratio kept, :func:`texture_size`) before 2. and 3.
     """
     hw = _hw(image_size)
     size = _hw(resize) if resize is not None else hw
@@ -215,10 +238,15 @@ def draw_texture(
         if textures is None or len(textures) == 0:
             raise ValueError(f"{owner} needs a texture source (textures=) or a texture= argument")
         index = int(torch.randint(len(textures), (), generator=generator))
-        img = to_uint8_image(textures.load(index, size))
+        if resize_mode == "squash" or not isinstance(resize, int):
+            img = to_uint8_image(textures.load(index, size))
+        else:
+            img = to_uint8_image(textures.load(index, resize, resize_mode))
         path = str(textures.paths[index])
     else:
         img = to_uint8_image(texture)
+        if resize_mode != "squash" and isinstance(resize, int):
+            size = texture_size(tuple(img.shape[-2:]), resize, resize_mode)
         if tuple(img.shape[-2:]) != size:
             img = TF.resize(img, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     raw = img
@@ -236,9 +264,11 @@ __all__ = [
     "CachedTextures",
     "DrawnTexture",
     "STAND_IN_DESCRIPTION",
+    "TEXTURE_RESIZE_MODES",
     "TextureAugment",
     "TextureSource",
     "draw_texture",
+    "texture_size",
     "texture_source",
     "to_uint8_image",
 ]

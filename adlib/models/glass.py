@@ -32,8 +32,10 @@ GLASS (registered ``"glass"``, variants ``m`` / ``h`` / ``j`` via ``Config.varia
     from the adapted features of all training images.
 
     GLASS-j (:func:`spectrogram_judgement`): the mean training image decides manifold or
-    hypersphere at fit time by the "image-level spectrogram" rule of the implementation notes;
-    :data:`RELEASED_J_CHOICES` lists the authors' per-category choices.
+    hypersphere at fit time by the "image-level spectrogram" rule of the implementation notes
+    (``j_rule="spectrogram"``, the smoke profile's); :data:`RELEASED_J_CHOICES` lists the authors'
+    per-category choices (``j_rule="released"``, the paper profile's: the released run scripts read
+    them from ``datasets/excel/*_distribution.xlsx``).
 
 SimpleNet (registered ``"simplenet"``)
     Same features and adaptor; anomalous features are ``u + N(0, sigma^2)`` only (SimpleNet
@@ -49,7 +51,7 @@ Inference (both; GLASS Sec. 3.5 Eq. 9, SimpleNet Sec. 3.5)
     bilinear up-sampling (``align_corners=False``) to the mask resolution, then a Gaussian filter
     with ``sigma = 4`` per image (:func:`smooth_map`, ``scipy.ndimage.gaussian_filter``).
 
-Paper vs released code (named options; defaults = released behaviour, except model selection)
+Paper vs released code (named options; defaults = released behaviour)
     ======================== ==================================== ================================
     option (GLASS Config)    paper                                released (default)
     ======================== ==================================== ================================
@@ -59,15 +61,56 @@ Paper vs released code (named options; defaults = released behaviour, except mod
     ``dsc_optimizer``        ``"adam"`` (Sec. 4.1)                ``"adamw"`` (PyTorch default
                                                                   weight decay 0.01)
     ``beta_mode``            ``"truncate"``                       ``"clip"`` (LAS transparency)
-    ``select_best_on_test``  --                                   released code keeps the best
-                                                                  epoch *on the test set*; here
-                                                                  False (last epoch) by default
     ``samples_per_epoch``    (not stated)                         392 (about 50 batches of 8)
     ======================== ==================================== ================================
 
-    Resizing: the released shells resize wood and toothbrush (MVTec AD) to 329 before the 288
-    crop (:data:`RELEASED_RESIZE`); the transform is fixed before the category is known, so pass
-    ``resize=329`` for those categories (:func:`released_resize` gives the value).
+Protocol (issue 17; named options of both configs, recorded in the config hash and ``info()``)
+    The protocol around the models: which epoch is reported, the ground truth and PRO it is scored
+    with, the image geometry. The smoke profile (and the dataclass defaults) keep the project's
+    choices, so its numbers are unchanged; the paper profile takes the released code's, what
+    produced the papers' numbers (``_RELEASED_PROTOCOL``).
+
+    ======================= ============================== ======================================
+    option                  smoke / dataclass default      paper profile (released code)
+    ======================= ============================== ======================================
+    ``select_best_on_test`` False: the last epoch          True: the epoch chosen ON THE TEST SET,
+                                                           "test-set selection (optimistic)"
+    ``select_every``        None: the released cadence     None: GLASS every epoch, SimpleNet
+                                                           every meta-epoch (4 epochs)
+    ``eval_masks``          ``"nearest"``                  ``"released"``: bilinear then
+                                                           truncated (MVTec AD, MPDD, WFDD, MAD:
+                                                           eroded) / ``> 0`` (VisA: dilated)
+    ``eval_pro``            ``"standard"`` (AU-PRO)        ``"released"`` (``compute_pro``)
+    ``resize_mode``         ``"squash"``                   ``"shorter_side"`` then centre crop
+    ``category_resize``     ``"fixed"``                    ``"released"`` (GLASS: wood and
+                                                           toothbrush 329, then the 288 crop)
+    ``texture_resize_mode`` ``"squash"`` (DTD textures)    ``"shorter_side"`` (GLASS)
+    ``samples_cap``         ``"exact"`` (392 images)       ``"released"`` (400: the loop breaks
+                                                           after the batch that passes 392)
+    ``j_rule`` (GLASS)      ``"spectrogram"`` (recomputed) ``"released"`` (the authors'
+                                                           per-class spreadsheet choices)
+    ======================= ============================== ======================================
+
+    Test-set selection (released rules, :meth:`_FeatureDiscriminatorModel._better_on_test`):
+    GLASS evaluates after every epoch and keeps the FIRST epoch with the highest I-AUROC + P-AUROC
+    (glass.py:276-302; PRO only for that epoch); SimpleNet evaluates after every meta-epoch and
+    keeps the highest I-AUROC, a higher P-AUROC breaking a tie (simplenet.py ``train``). P-AUROC is
+    scored against the masks of ``eval_masks``. The per-epoch evaluation runs with the global
+    random generators restored afterwards and uses none of the model's streams, so a selection run
+    follows the same training trajectory as a plain run (its last epoch is bitwise the plain run's;
+    tests/test_glass_protocol.py). The last epoch's weights are kept (:attr:`last_state`) and the
+    run pipeline records both protocols from one training (:func:`adlib.results.run_job`:
+    ``metrics`` = standard, last epoch, nearest masks, AU-PRO; ``metrics_released`` = the selected
+    epoch with the released masks and PRO), so no training is repeated for the two columns.
+    Released GLASS reuses the MVTec-selected checkpoints for MAD-man/-sys; here each dataset's run
+    selects on its own test set.
+
+    Residual difference: the released ``compute_pro`` counts the false positives of a truncated
+    MVTec mask against the *float* resized mask (``1 - mask`` summed); here the binary masks of
+    the rule are passed (:func:`adlib.metrics.pro_released`).
+
+    Geometry: :meth:`_FeatureDiscriminatorModel.transform_for` gives a category's transform (the
+    run pipeline uses it); :func:`released_resize` the released size of a category.
 
 Smoke profile (CPU, random-init ResNet-18; not a paper setting)
     GLASS and SimpleNet get the same features, 128 px and batch 8; GLASS trains 6 epochs at
@@ -113,8 +156,10 @@ Choices the papers leave open (the project's, documented here)
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, ClassVar
 
@@ -127,8 +172,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import losses
+from .. import metrics as metrics_mod
 from ..backbones import FeatureExtractor
-from ..data.base import ImageTransform, denormalize
+from ..data.base import RESIZE_MODES, ImageTransform, denormalize, released_mask_rule
+from ..data.textures import TEXTURE_RESIZE_MODES
 from ..synthesis.foreground import estimate_foreground, uses_foreground
 from ..synthesis.gas import (
     CENTER_MODES,
@@ -145,7 +192,7 @@ from ..synthesis.gas import (
     gas as gas_synthesis,
 )
 from ..synthesis.las import LocalAnomalySynthesizer
-from .base import Prediction, evaluate, register, resolve_device
+from .base import Prediction, register, resolve_device
 from .core import EpochMethod, MethodConfig, NetworkPart
 from .features import PatchFeatures
 from .scores import max_score
@@ -159,6 +206,21 @@ DSC_OPTIMIZERS = ("adamw", "adam")
 #: of the training features' measured spread (:func:`feature_spread`, measured at fit time)
 RADII_UNITS = ("absolute", "feature_spread")
 J_RULES = ("spectrogram", "released")
+#: ground-truth masks of the released-protocol metrics: nearest (the project's, = the standard
+#: metrics') or the released loaders' resampling (:func:`adlib.data.base.released_mask_rule`)
+EVAL_MASKS = ("nearest", "released")
+#: PRO of the released-protocol metrics: the standard AU-PRO or the released ``compute_pro``
+#: (:func:`adlib.metrics.pro_released`)
+EVAL_PRO = ("standard", "released")
+#: the per-category resize before the crop: ``cfg.resize`` everywhere, or the released shells'
+#: (:data:`RELEASED_RESIZE`: MVTec AD wood and toothbrush 329 before the 288 crop)
+CATEGORY_RESIZE = ("fixed", "released")
+#: images per epoch with ``samples_per_epoch = n``: exactly ``n`` (``"exact"``) or as the released
+#: loop (``"released"``: it stops after the batch whose running count exceeds ``n``, so
+#: ``(n // batch + 1) * batch`` images, 400 for 392 and batch 8; all of them when fewer)
+SAMPLES_CAPS = ("exact", "released")
+#: the label of every number obtained with test-set model selection
+SELECTION_LABEL = "test-set selection (optimistic)"
 
 #: GLASS-j as released: the categories judged "hypersphere"; every other category of these
 #: datasets is "manifold" (implementation-notes.md, GLASS-j). MPDD and WFDD are all manifold.
@@ -319,6 +381,21 @@ def feature_spread(feats: torch.Tensor) -> float:
     return float((x - x.mean(dim=0)).pow(2).sum(dim=1).mean().sqrt())
 
 
+@contextlib.contextmanager
+def _rng_isolated(device: torch.device | None = None):
+    """The global random generators (torch CPU, and CUDA on a CUDA device; numpy; Python) as they
+    were before the block: a test-set evaluation inside a fit leaves the training streams alone."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = [dev.index or 0] if dev.type == "cuda" else []
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
 # ----------------------------------------------------------------------------------------------
 # Modules
 
@@ -465,6 +542,15 @@ class _SharedConfig(MethodConfig):
     seed: int = 0
     # selection and inference
     select_best_on_test: bool = False
+    # protocol options (module docstring, "Protocol"): dataclass defaults = the project's choices
+    # (the smoke profile's), the paper profile = the released code's (_RELEASED_PROTOCOL)
+    select_every: int | None = None  # None: the method's released cadence (SELECT_EVERY)
+    eval_masks: str = "nearest"  # EVAL_MASKS
+    eval_pro: str = "standard"  # EVAL_PRO
+    resize_mode: str = "squash"  # adlib.data.base.RESIZE_MODES
+    category_resize: str = "fixed"  # CATEGORY_RESIZE
+    texture_resize_mode: str = "squash"  # adlib.data.textures.TEXTURE_RESIZE_MODES
+    samples_cap: str = "exact"  # SAMPLES_CAPS
     smooth_sigma: float = 4.0
     cache_features: bool = False
     data_root: str | None = None
@@ -479,6 +565,20 @@ class _SharedConfig(MethodConfig):
             raise ValueError(f"samples_per_epoch must be None or >= 1, got {self.samples_per_epoch}")
         if self.noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if not isinstance(self.select_best_on_test, bool):
+            raise ValueError(f"select_best_on_test must be True or False, got {self.select_best_on_test!r}")
+        if self.select_every is not None and (isinstance(self.select_every, bool) or int(self.select_every) < 1):
+            raise ValueError(f"select_every must be None or >= 1, got {self.select_every!r}")
+        for name, allowed in (
+            ("eval_masks", EVAL_MASKS),
+            ("eval_pro", EVAL_PRO),
+            ("resize_mode", RESIZE_MODES),
+            ("category_resize", CATEGORY_RESIZE),
+            ("texture_resize_mode", TEXTURE_RESIZE_MODES),
+            ("samples_cap", SAMPLES_CAPS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         self.layers = tuple(self.layers)
 
 
@@ -511,12 +611,25 @@ _SMOKE_BUDGET = dict(epochs=6, adaptor_lr=1e-3, dsc_lr=2e-3, gas_steps=10, gas_e
 #: features), which the notebooks' CPU budget cannot carry. SimpleNet gets more optimiser steps (60
 #: per 8-image batch cycle against GLASS's 6), i.e. the comparison favours SimpleNet.
 _SIMPLENET_SMOKE_BUDGET = dict(epochs=60)
+#: the paper profile's protocol: what produced the papers' numbers (the released code's behaviour;
+#: module docstring, "Protocol"). The smoke profile keeps the dataclass defaults (the project's).
+_RELEASED_PROTOCOL = dict(
+    select_best_on_test=True,
+    eval_masks="released",
+    eval_pro="released",
+    resize_mode="shorter_side",
+    category_resize="released",
+    texture_resize_mode="shorter_side",
+    samples_cap="released",
+)
 
 
 @dataclass
 class GLASSConfig(_SharedConfig):
-    """GLASS settings. Defaults (= ``paper`` profile) are GLASS Sec. 4.1 with the released choices
-    of the module docstring's table; ``smoke`` is a CPU-sized version (random-init ResNet-18,
+    """GLASS settings. Defaults are GLASS Sec. 4.1 with the released choices of the module
+    docstring's first table and the project's protocol; the ``paper`` profile adds the released
+    protocol (second table: test-set selection, released masks, PRO and geometry, released GLASS-j
+    choices); ``smoke`` is a CPU-sized version (random-init ResNet-18,
     128 px, 256-D features, hidden 256, its smoke budget (``_SMOKE_BUDGET``): 6 epochs at learning rates
     1e-3 / 2e-3, 10 GAS ascent steps of 0.002, and manifold radii ``(0.25, 0.5)`` times the measured spread of the training
     features, ``radii_unit="feature_spread"``; see ``PROFILES``).
@@ -554,7 +667,7 @@ class GLASSConfig(_SharedConfig):
     j_rule: str = "spectrogram"
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
+        "paper": dict(_RELEASED_PROTOCOL, j_rule="released"),
         # Smoke radii, in units of the training features' spread (radii_unit="feature_spread"): the
         # rule is r1 = 0.25 s, r2 = 0.5 s (the paper's r2 = 2 r1), s = feature_spread() of the
         # patch features of all training images, measured at fit time and recorded in info().
@@ -595,7 +708,9 @@ class GLASSConfig(_SharedConfig):
 
 @dataclass
 class SimpleNetConfig(_SharedConfig):
-    """SimpleNet settings (Liu et al., CVPR 2023). Defaults (= ``paper`` profile): WideResNet-50
+    """SimpleNet settings (Liu et al., CVPR 2023). The ``paper`` profile is the defaults plus the
+    released protocol (test-set selection per meta-epoch, released masks and PRO, shorter-side
+    geometry; module docstring). Defaults: WideResNet-50
     layer2+3, p = 3, 1536-D, one-layer adaptor, Gaussian noise std 0.015 (Sec. 3.3), discriminator
     Linear->1024->BN->LeakyReLU->Linear without sigmoid, truncated l1 with ``th+ = 0.5``,
     ``th- = -0.5`` (Sec. 3.4), 160 epochs (the released run.sh: 40 meta-epochs x 4 discriminator
@@ -614,7 +729,8 @@ class SimpleNetConfig(_SharedConfig):
     th_neg: float = -0.5
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
+        # released SimpleNet: no LAS textures, no category resize (every category 329 -> 288), no cap
+        "paper": {k: _RELEASED_PROTOCOL[k] for k in ("select_best_on_test", "eval_masks", "eval_pro", "resize_mode")},
         "smoke": dict(_SMOKE_FEATURES, **_SIMPLENET_SMOKE_BUDGET),
     }
 
@@ -633,6 +749,13 @@ class _FeatureDiscriminatorModel(EpochMethod):
     SIGMOID: ClassVar[bool] = True
     SCORE_SIGN: ClassVar[float] = 1.0
     STREAMS: ClassVar[tuple[str, ...]] = ("shuffle", "las", "gas")
+    #: the released test-set selection rule (:meth:`_better_on_test`): ``"sum"`` (GLASS: the first
+    #: epoch with the highest I-AUROC + P-AUROC) or ``"image_then_pixel"`` (SimpleNet: the highest
+    #: I-AUROC, P-AUROC breaking ties)
+    SELECTION_RULE: ClassVar[str] = "sum"
+    #: the released evaluation cadence in epochs (``select_every=None``): GLASS every epoch
+    #: (``eval_epochs=1``), SimpleNet every meta-epoch (4 discriminator epochs)
+    SELECT_EVERY: ClassVar[int] = 1
 
     def __init__(self, cfg: _SharedConfig | None = None) -> None:
         super().__init__(cfg)
@@ -647,16 +770,37 @@ class _FeatureDiscriminatorModel(EpochMethod):
         #: ``discriminator`` below are its parts
         self.net = FeatureDiscriminatorNet(features, adaptor, discriminator, sign=self.SCORE_SIGN)
         self.best: dict[str, Any] | None = None
+        #: with test-set selection: the last epoch's adaptor and discriminator (the selected ones are
+        #: loaded at the end of the fit); the standard protocol's column (:meth:`epoch_weights`)
+        self.last_state: dict[str, Any] | None = None
+        #: the training set's image geometry (its transform), recorded at fit time
+        self.geometry: dict[str, Any] | None = None
         self.opt_adaptor, self.opt_dsc = self._make_optimizers()
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
         self._test_ds = None
+        self._selection_masks: np.ndarray | None = None
         self.eval()
 
     # -- basics ------------------------------------------------------------------------------
     @property
     def transform(self) -> ImageTransform:
-        """The image transform the model expects (resize, centre crop, ImageNet normalisation)."""
-        return ImageTransform(resize=self.cfg.resize, crop=self.cfg.crop, normalize=True)
+        """The image transform the model expects (resize, centre crop, ImageNet normalisation,
+        ``cfg.resize_mode``) for a category without a released special size
+        (:meth:`transform_for` gives a category's)."""
+        return self.transform_for()
+
+    def transform_for(self, dataset: str = "", category: str = "") -> ImageTransform:
+        """The transform for ``dataset/category``: :attr:`transform` with, when
+        ``category_resize="released"``, the released per-category resize (:data:`RELEASED_RESIZE`,
+        MVTec AD wood and toothbrush: ``round(crop * 329 / 288)`` before the crop, as
+        ``datasets/mvtec.py`` computes it). The run pipeline (:func:`adlib.results.run_job`) uses it."""
+        cfg = self.cfg
+        resize = cfg.resize
+        special = RELEASED_RESIZE.get(dataset.lower(), {}).get(category)
+        if cfg.category_resize == "released" and special is not None:
+            base = cfg.crop if isinstance(cfg.crop, int) else cfg.resize
+            resize = int(round(base * special / 288))
+        return ImageTransform(resize=resize, crop=cfg.crop, normalize=True, resize_mode=cfg.resize_mode)
 
     # the parts of the one module, under their papers' names
     features = NetworkPart(doc="The frozen patch features (:class:`~adlib.models.features.PatchFeatures`).")
@@ -729,13 +873,25 @@ class _FeatureDiscriminatorModel(EpochMethod):
         """
         if self.cfg.select_best_on_test and test_ds is None:
             raise ValueError("select_best_on_test=True needs test_ds= (it selects the epoch on the test set)")
+        if self.cfg.eval_pro == "released" and getattr(metrics_mod, "pro_released", None) is None:
+            # said before training, not after it (the released PRO is computed when the run is tested)
+            raise RuntimeError("eval_pro='released' needs adlib.metrics.pro_released (the released compute_pro)")
         self._test_ds = test_ds
+        self._selection_masks = None
+        if self.last_state is not None and self.epoch < self.total_epochs:
+            # training continues from the last epoch, not from the test-selected one
+            self.adaptor.load_state_dict(self.last_state["adaptor"])
+            self.discriminator.load_state_dict(self.last_state["discriminator"])
         try:
             return super().fit(train_ds, device=device, progress=progress, checkpoint_dir=checkpoint_dir)
         finally:
             self._test_ds = None
+            self._selection_masks = None
 
     def _fit_start(self, train_ds, progress: bool):
+        tf = getattr(train_ds, "transform", None)
+        if isinstance(tf, ImageTransform):
+            self.geometry = asdict(tf)
         images = self._load_images(train_ds, progress)
         self._prepare(train_ds, images, progress)
         cached = self.patch_features(images) if self.cfg.cache_features else None
@@ -744,7 +900,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
 
     def _batches(self, n: int) -> list[torch.Tensor]:
         perm = torch.randperm(n, generator=self.generators["shuffle"])
-        cap = self.cfg.samples_per_epoch
+        cap = self.images_per_epoch_cap
         if cap is not None:
             perm = perm[:cap]
         return list(torch.split(perm, self.cfg.batch_size))
@@ -762,17 +918,80 @@ class _FeatureDiscriminatorModel(EpochMethod):
         self.eval()
         return {k: v / max(len(batches), 1) for k, v in sums.items()}
 
+    @property
+    def images_per_epoch_cap(self) -> int | None:
+        """How many images an epoch takes at most: ``samples_per_epoch`` (``samples_cap="exact"``),
+        or the released loop's count (``"released"``: it breaks after the batch whose running count
+        exceeds the limit, ``(n // batch + 1) * batch``, 400 for 392 and batch 8); None: all."""
+        cap = self.cfg.samples_per_epoch
+        if cap is None or self.cfg.samples_cap == "exact":
+            return cap
+        bs = self.cfg.batch_size
+        return (cap // bs + 1) * bs
+
+    @property
+    def select_every(self) -> int:
+        """Epochs between two test-set evaluations of the selection (``cfg.select_every``, else the
+        method's released cadence :attr:`SELECT_EVERY`)."""
+        return int(self.cfg.select_every or self.SELECT_EVERY)
+
     def _epoch_end(self, data, stats: dict[str, Any]) -> None:
-        if self.cfg.select_best_on_test:
+        if self.cfg.select_best_on_test and self.epoch % self.select_every == 0:
             self._select_on_test(self._test_ds, stats)
 
     def _fit_end(self, data) -> None:
+        if self.cfg.select_best_on_test:
+            self.last_state = {"epoch": int(self.epoch), **self._head_state()}
         if self.cfg.select_best_on_test and self.best is not None:
             self.adaptor.load_state_dict(self.best["adaptor"])
             self.discriminator.load_state_dict(self.best["discriminator"])
             log.warning(
-                "%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True)", self.label, self.best["epoch"]
+                "%s: kept epoch %d selected ON THE TEST SET (select_best_on_test=True, %s)",
+                self.label,
+                self.best["epoch"],
+                SELECTION_LABEL,
             )
+
+    def _head_state(self) -> dict[str, Any]:
+        """Copies (CPU) of the trained parts' state: ``adaptor`` and ``discriminator``."""
+        return {
+            "adaptor": {k: v.detach().clone().cpu() for k, v in self.adaptor.state_dict().items()},
+            "discriminator": {k: v.detach().clone().cpu() for k, v in self.discriminator.state_dict().items()},
+        }
+
+    @contextlib.contextmanager
+    def epoch_weights(self, which: str = "last"):
+        """Within the block the model has the weights of ``which``: ``"last"`` (the last epoch,
+        :attr:`last_state`; the standard protocol) or ``"selected"`` (the weights it holds: the
+        selected epoch after a fit with test-set selection, else the last). Restored afterwards."""
+        if which not in ("last", "selected"):
+            raise ValueError(f"which must be 'last' or 'selected', got {which!r}")
+        if which == "selected" or self.last_state is None:
+            yield self
+            return
+        keep = self._head_state()
+        self.adaptor.load_state_dict(self.last_state["adaptor"])
+        self.discriminator.load_state_dict(self.last_state["discriminator"])
+        try:
+            yield self
+        finally:
+            self.adaptor.load_state_dict(keep["adaptor"])
+            self.discriminator.load_state_dict(keep["discriminator"])
+
+    def evaluation_protocol(self, dataset: str = "") -> dict[str, Any] | None:
+        """What the released-protocol metrics of a run are (None: they equal the standard ones):
+        ``selection`` (:data:`SELECTION_LABEL` or ``"last epoch"``), ``masks`` (a rule of
+        :data:`adlib.data.base.MASK_RULES`) and ``pro`` (``"released"`` or ``"standard"``). The run
+        pipeline records them beside the standard metrics (last epoch, nearest masks, AU-PRO)."""
+        cfg = self.cfg
+        if not cfg.select_best_on_test and cfg.eval_masks == "nearest" and cfg.eval_pro == "standard":
+            return None
+        return {
+            "selection": SELECTION_LABEL if cfg.select_best_on_test else "last epoch",
+            "selected_epoch": None if self.best is None or not cfg.select_best_on_test else int(self.best["epoch"]),
+            "masks": released_mask_rule(dataset) if cfg.eval_masks == "released" else "nearest",
+            "pro": cfg.eval_pro,
+        }
 
     def _train_batch(self, images: torch.Tensor, idx: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
@@ -786,16 +1005,44 @@ class _FeatureDiscriminatorModel(EpochMethod):
             self.opt_adaptor.step()
         self.opt_dsc.step()
 
+    def _test_scores(self, test_ds) -> tuple[float, float]:
+        """``(I-AUROC, P-AUROC)`` of the current weights on ``test_ds``: the released per-epoch
+        evaluation (P-AUROC against the masks of ``eval_masks``; 0 without anomalous pixels). It
+        touches no random stream: the global torch, numpy and Python generators are restored
+        afterwards (the test loader draws a base seed from torch's), the model's own generators are
+        not used, and the networks are in eval mode (BatchNorm statistics unchanged)."""
+        with _rng_isolated(self.device):
+            pred = self.predict(test_ds, device=self.device, progress=False)
+        if self._selection_masks is None:
+            rule = released_mask_rule(getattr(test_ds, "name", "")) if self.cfg.eval_masks == "released" else None
+            self._selection_masks = test_ds.masks(rule) if rule is not None else pred.masks
+        i_auroc = float(metrics_mod.image_auroc(pred.labels, pred.image_scores))
+        masks = self._selection_masks
+        p_auroc = float(metrics_mod.pixel_auroc(masks, pred.maps)) if np.asarray(masks).any() else 0.0
+        return i_auroc, p_auroc
+
+    def _better_on_test(self, i_auroc: float, p_auroc: float) -> bool:
+        """The released selection rule (:attr:`SELECTION_RULE`) against :attr:`best`. GLASS
+        (glass.py:276-302): replace when ``I + P`` is strictly higher, so the first epoch of the
+        maximum is kept. SimpleNet (simplenet.py ``train``): replace when I-AUROC is strictly higher,
+        or equal with a strictly higher P-AUROC."""
+        b = self.best
+        if b is None:
+            return True
+        if self.SELECTION_RULE == "sum":
+            return i_auroc + p_auroc > b["score"]
+        return i_auroc > b["image_auroc"] or (i_auroc == b["image_auroc"] and p_auroc > b["pixel_auroc"])
+
     def _select_on_test(self, test_ds, stats: dict) -> None:
-        m = evaluate(self.predict(test_ds, device=self.device, progress=False))
-        score = m["image_auroc"] + m.get("pixel_auroc", 0.0)
-        stats.update(test_image_auroc=m["image_auroc"], test_pixel_auroc=m.get("pixel_auroc", float("nan")))
-        if self.best is None or score > self.best["score"]:
+        i_auroc, p_auroc = self._test_scores(test_ds)
+        stats.update(test_image_auroc=i_auroc, test_pixel_auroc=p_auroc)
+        if self._better_on_test(i_auroc, p_auroc):
             self.best = {
                 "epoch": self.epoch,
-                "score": float(score),
-                "adaptor": {k: v.detach().clone().cpu() for k, v in self.adaptor.state_dict().items()},
-                "discriminator": {k: v.detach().clone().cpu() for k, v in self.discriminator.state_dict().items()},
+                "score": float(i_auroc + p_auroc),
+                "image_auroc": i_auroc,
+                "pixel_auroc": p_auroc,
+                **self._head_state(),
             }
 
     # -- inference -----------------------------------------------------------------------------
@@ -829,6 +1076,8 @@ class _FeatureDiscriminatorModel(EpochMethod):
             "opt_adaptor": self.opt_adaptor.state_dict() if self.opt_adaptor is not None else None,
             "opt_dsc": self.opt_dsc.state_dict(),
             "best": self.best,
+            "last_state": self.last_state,
+            "geometry": self.geometry,
             "backbone": dict(self.features.backbone.info.as_dict()),
             **self._extra_state(),
         }
@@ -841,6 +1090,8 @@ class _FeatureDiscriminatorModel(EpochMethod):
         self.opt_dsc.load_state_dict(state["opt_dsc"])
         self._load_epoch_state(state)
         self.best = state.get("best")
+        self.last_state = state.get("last_state")
+        self.geometry = state.get("geometry")
         self._load_extra_state(state)
         self.to(self.device)
 
@@ -848,15 +1099,27 @@ class _FeatureDiscriminatorModel(EpochMethod):
     def _selection_info(self) -> dict[str, Any]:
         if not self.cfg.select_best_on_test:
             return {"mode": "last-epoch", "epoch": self.epoch}
+        b = self.best
         return {
             "mode": "best-on-test",
+            "label": SELECTION_LABEL,
             "note": "TEST-SET MODEL SELECTION (released protocol): the epoch was chosen on the test metrics; optimistic",
-            "epoch": None if self.best is None else self.best["epoch"],
-            "score": None if self.best is None else self.best["score"],
+            "rule": self.SELECTION_RULE,
+            "every": self.select_every,
+            "epoch": None if b is None else b["epoch"],
+            "score": None if b is None else b["score"],
+            "image_auroc": None if b is None else b.get("image_auroc"),
+            "pixel_auroc": None if b is None else b.get("pixel_auroc"),
+            "last_epoch": None if self.last_state is None else self.last_state["epoch"],
         }
 
     def _info(self) -> dict[str, Any]:
-        return {"backbone": self.features.backbone.info.as_dict(), "weights": self.features.backbone.info.weights}
+        return {
+            "backbone": self.features.backbone.info.as_dict(),
+            "weights": self.features.backbone.info.weights,
+            "geometry": self.geometry,
+            "images_per_epoch_cap": self.images_per_epoch_cap,
+        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -963,7 +1226,8 @@ class GLASS(_FeatureDiscriminatorModel):
             grid=self.grid_size(hw),
             beta_mode=cfg.beta_mode,
             textures=textures,
-            texture_resize=cfg.texture_resize if cfg.texture_resize is not None else cfg.resize,
+            texture_resize=cfg.texture_resize if cfg.texture_resize is not None else self._image_resize(ds),
+            texture_resize_mode=cfg.texture_resize_mode,
             use_foreground=True,
             normalized=True,
         )
@@ -977,6 +1241,13 @@ class GLASS(_FeatureDiscriminatorModel):
             ]
         else:
             self._foregrounds = None
+
+    def _image_resize(self, ds) -> int | tuple[int, int]:
+        """The resize of the training set's transform (the released LAS resizes textures like the
+        images: 329 for wood and toothbrush with ``category_resize="released"``), else ``cfg.resize``."""
+        tf = getattr(ds, "transform", None)
+        r = getattr(tf, "resize", None) if isinstance(tf, ImageTransform) else None
+        return r if r is not None else self.cfg.resize
 
     def synthetic_features(self, train_ds, images: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
         """The features of one training step, without the update (for figures such as Fig. 1).
@@ -1207,6 +1478,9 @@ class SimpleNet(_FeatureDiscriminatorModel):
 
     Config: ClassVar[type] = SimpleNetConfig
     SIGMOID: ClassVar[bool] = False
+    #: released SimpleNet: per meta-epoch (4 discriminator epochs), I-AUROC with a P-AUROC tie-break
+    SELECTION_RULE: ClassVar[str] = "image_then_pixel"
+    SELECT_EVERY: ClassVar[int] = 4
     #: SimpleNet: the anomaly score is the negated normality score, ``-D(A(t))`` (Sec. 3.5)
     SCORE_SIGN: ClassVar[float] = -1.0
 
@@ -1249,6 +1523,7 @@ __all__ = [
     "GLASSConfig",
     "RELEASED_J_CHOICES",
     "RELEASED_RESIZE",
+    "SELECTION_LABEL",
     "SimpleNet",
     "SimpleNetConfig",
     "RADII_UNITS",

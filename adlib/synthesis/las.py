@@ -322,7 +322,9 @@ class LocalAnomalySynthesizer:
     - ``textures``: a :class:`adlib.data.textures.TextureSource` (DTD or the stand-in bank); may be
       None if every call passes ``texture=``;
     - ``texture_resize``: size the texture is resized to before augmentation (None: image size),
-      then centre-cropped to the image size; ``n_texture_transforms`` (3) of
+      then centre-cropped to the image size; ``texture_resize_mode``: ``"squash"`` (both sides to
+      ``texture_resize``) or ``"shorter_side"`` (released: the shorter side, aspect kept;
+      :func:`adlib.data.textures.texture_size`); ``n_texture_transforms`` (3) of
       ``texture_transforms`` (the 9);
     - ``use_foreground``: AND the mask with the ``foreground`` passed to ``__call__`` (Eq. 3's
       ``m_f``); ignored when no foreground is passed;
@@ -349,6 +351,7 @@ class LocalAnomalySynthesizer:
     perlin_threshold: float = 0.5
     textures: TextureSource | None = field(default=None, repr=False)
     texture_resize: int | tuple[int, int] | None = None
+    texture_resize_mode: str = "squash"
     n_texture_transforms: int = 3
     texture_transforms: tuple[str, ...] = GLASS_TEXTURE_TRANSFORMS
     use_foreground: bool = True
@@ -360,6 +363,10 @@ class LocalAnomalySynthesizer:
             raise ValueError(f"beta_mode must be one of {BETA_MODES}, got {self.beta_mode!r}")
         if self.max_tries < 1:
             raise ValueError("max_tries must be >= 1")
+        if self.texture_resize_mode not in ("squash", "shorter_side"):
+            raise ValueError(
+                f"texture_resize_mode must be 'squash' or 'shorter_side', got {self.texture_resize_mode!r}"
+            )
         unknown = set(self.texture_transforms) - set(GLASS_TEXTURE_TRANSFORMS)
         if unknown:
             raise ValueError(f"unknown texture transforms {sorted(unknown)}")
@@ -428,6 +435,7 @@ class LocalAnomalySynthesizer:
             texture,
             resize=self.texture_resize,
             owner="LocalAnomalySynthesizer",
+            resize_mode=self.texture_resize_mode,
             augment=lambda t, g: texture_augment(t, g, self.n_texture_transforms, self.texture_transforms),
         )
         img, names, params = drawn.image, drawn.augmentations, drawn.params
