@@ -88,6 +88,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "category_resize": "fixed",
     "texture_resize_mode": "squash",
     "samples_cap": "exact",
+    "mss_weights_reading": "as-printed",  # POUTA: mss_weights (4, 0.3, 0.2, 0.1) were unnamed before
 }
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20

@@ -235,11 +235,89 @@ def test_mss_loss_weighted_sum_and_length_check():
     assert mss_loss(ss, (4.0, 0.3, 0.2, 0.1)).item() == pytest.approx(5.6)
     # the paper's literal reading (0, 4, 0.3, 0.2): 0 + 8 + 0.9 + 0.8
     assert mss_loss(ss, (0.0, 4.0, 0.3, 0.2)).item() == pytest.approx(9.7)
-    assert POUTAConfig().mss_weights == (4.0, 0.3, 0.2, 0.1)
+    # the two named readings: "decimal" 0.4 + 0.6 + 0.6 + 0.4, "as-printed" as above
+    assert mss_loss(ss, P.MSS_WEIGHT_READINGS["decimal"]).item() == pytest.approx(2.0)
+    assert mss_loss(ss, P.MSS_WEIGHT_READINGS["as-printed"]).item() == pytest.approx(5.6)
     with pytest.raises(ValueError):
         mss_loss(ss, (4.0, 0.3, 0.2))
     with pytest.raises(ValueError):
         mss_loss(ss[:3], (4.0, 0.3, 0.2, 0.1))
+
+
+def test_mss_weight_readings_named_with_a_default_per_profile():
+    """The printed "0, 4, 0.3, 0.2 and 0.1" read two ways, both named; the paper profile takes
+    ``"decimal"``, the smoke profile keeps ``"as-printed"`` (its calibration)."""
+    assert P.MSS_WEIGHT_READINGS == {"decimal": (0.4, 0.3, 0.2, 0.1), "as-printed": (4.0, 0.3, 0.2, 0.1)}
+    for cfg in (POUTAConfig(), POUTAConfig.for_profile("paper")):
+        assert (cfg.mss_weights_reading, cfg.mss_weights) == ("decimal", (0.4, 0.3, 0.2, 0.1))
+    smoke = POUTAConfig.for_profile("smoke")
+    assert (smoke.mss_weights_reading, smoke.mss_weights) == ("as-printed", (4.0, 0.3, 0.2, 0.1))
+    # a reading alone sets the weights, in either profile
+    for profile in ("paper", "smoke"):
+        for name, weights in P.MSS_WEIGHT_READINGS.items():
+            cfg = POUTAConfig.for_profile(profile, mss_weights_reading=name)
+            assert (cfg.mss_weights_reading, cfg.mss_weights) == (name, weights)
+    # weights alone are named after the reading whose weights they are, else "custom"
+    assert POUTAConfig.for_profile("smoke", mss_weights=(0.4, 0.3, 0.2, 0.1)).mss_weights_reading == "decimal"
+    assert POUTAConfig.for_profile("paper", mss_weights=[4, 0.3, 0.2, 0.1]).mss_weights_reading == "as-printed"
+    custom = POUTAConfig.for_profile("smoke", mss_weights=(0, 4, 0.3, 0.2))
+    assert (custom.mss_weights_reading, custom.mss_weights) == ("custom", (0.0, 4.0, 0.3, 0.2))
+    # both, alike or not
+    same = POUTAConfig.for_profile("smoke", mss_weights=(0.4, 0.3, 0.2, 0.1), mss_weights_reading="decimal")
+    assert same.mss_weights_reading == "decimal"
+    with pytest.raises(ValueError, match=r"mss_weights \(4.0, 0.3, 0.2, 0.1\) are not the 'decimal' reading"):
+        POUTAConfig.for_profile("smoke", mss_weights=(4, 0.3, 0.2, 0.1), mss_weights_reading="decimal")
+    with pytest.raises(ValueError, match="mss_weights_reading must be one of"):
+        POUTAConfig.for_profile("paper", mss_weights_reading="0.4")
+    with pytest.raises(ValueError, match="'custom' needs mss_weights"):
+        POUTAConfig.for_profile("paper", mss_weights_reading="custom")
+    # a config read back (checkpoint, record) is the same config; one written before the reading
+    # existed (weights only) is named after its weights
+    for cfg in (smoke, custom, POUTAConfig()):
+        assert POUTAConfig(**cfg.as_dict()) == cfg
+    former = {k: v for k, v in smoke.as_dict().items() if k != "mss_weights_reading"}
+    assert POUTAConfig(**former) == smoke
+
+
+def test_mss_weights_reading_in_the_loss_the_run_key_and_info():
+    from adlib.results import Job, config_hash
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    mask = (torch.rand(2, 32, 32, generator=g) > 0.8).float()
+    out = {}
+    for name in P.MSS_WEIGHT_READINGS:
+        model = build("pouta", "smoke", image_size=32, mss_weights_reading=name)
+        with torch.no_grad():
+            out[name] = model.compute_losses(x, x, mask)
+        info = model.info()
+        assert info["mss_weights"] == {"reading": name, "lambda": list(P.MSS_WEIGHT_READINGS[name]), "used": True}
+        assert info["config"]["mss_weights_reading"] == name
+    a, d = out["as-printed"], out["decimal"]
+    for i in range(1, 5):  # same seed, same network: the same L_SS(i) under both readings
+        assert a[f"ss{i}"].item() == d[f"ss{i}"].item()
+    # only lambda_1 differs: L_MSS(as-printed) - L_MSS(decimal) = (4 - 0.4) L_SS(1)
+    assert a["mss"].item() - d["mss"].item() == pytest.approx(3.6 * a["ss1"].item(), rel=1e-5)
+    by_hand = 0.4 * d["ss1"].item() + 0.3 * d["ss2"].item() + 0.2 * d["ss3"].item() + 0.1 * d["ss4"].item()
+    assert d["mss"].item() == pytest.approx(by_hand, rel=1e-5)
+
+    jobs = {
+        "smoke": Job.make("pouta", "synth", "wood", "smoke", 0),
+        "smoke decimal": Job.make("pouta", "synth", "wood", "smoke", 0, mss_weights_reading="decimal"),
+        "smoke custom": Job.make("pouta", "synth", "wood", "smoke", 0, mss_weights=(0, 4, 0.3, 0.2)),
+        "paper": Job.make("pouta", "synth", "wood", "paper", 0),
+        "paper as-printed": Job.make("pouta", "synth", "wood", "paper", 0, mss_weights_reading="as-printed"),
+    }
+    hashes = {k: j.key()["config_hash"] for k, j in jobs.items()}
+    assert len(set(hashes.values())) == len(hashes)
+    assert jobs["smoke"].config()["mss_weights_reading"] == "as-printed"
+    assert jobs["paper"].config()["mss_weights_reading"] == "decimal"
+    # the smoke run key is the one of the former config (weights only, unnamed): records stay valid
+    cfg = jobs["smoke"].config()
+    assert config_hash(cfg) == config_hash({k: v for k, v in cfg.items() if k != "mss_weights_reading"})
+    # the paper profile's default changed (decimal); asked for, the former weights hash as before
+    former = jobs["paper as-printed"].config()
+    assert config_hash(former) == config_hash({k: v for k, v in former.items() if k != "mss_weights_reading"})
 
 
 def test_total_loss_is_the_plain_sum():

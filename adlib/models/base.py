@@ -190,14 +190,24 @@ class Prediction:
                 raise ValueError(f"{name} has NaN or inf for {len(bad)} image(s), e.g. {where}")
 
 
-def evaluate(pred: Prediction, fpr_limit: float = 0.3, pixel: bool = True) -> dict[str, float]:
-    """Image AUROC/AP and, if ``pixel`` and the test set has defect masks, pixel AUROC/AP and AU-PRO."""
+def evaluate(
+    pred: Prediction, fpr_limit: float = 0.3, pixel: bool = True, *, released_pro: bool = False
+) -> dict[str, float]:
+    """Image AUROC/AP and, if ``pixel`` and the test set has defect masks, pixel AUROC/AP and AU-PRO
+    (the standard one, :func:`adlib.metrics.au_pro`).
+
+    ``released_pro=True`` adds ``"pro_released"``: the PRO of GLASS's released code
+    (:func:`adlib.metrics.pro_released`: about 200 thresholds, predictions dilated 5 x 5 for the
+    overlaps, FPR rescaled over the points below ``fpr_limit``), beside the standard ``"au_pro"``.
+    Off by default (the returned keys, hence existing records, are unchanged)."""
     out = {
         "image_auroc": metrics.image_auroc(pred.labels, pred.image_scores),
         "image_ap": metrics.image_ap(pred.labels, pred.image_scores),
     }
     if pixel and np.asarray(pred.masks).any():
         out.update(metrics.pixel_metrics(pred.masks, pred.maps, fpr_limit=fpr_limit))
+        if released_pro:
+            out["pro_released"] = metrics.pro_released(pred.masks, pred.maps, fpr_limit=fpr_limit)
     return {k: float(v) for k, v in out.items()}
 
 

@@ -101,12 +101,31 @@ Training (Sec. III-A, IV-A)
       label smoothing 1e-5) on the anomaly-channel probability; L1 = mean absolute difference
       between that probability and the mask; SSIM term = ``1 - SSIM`` of ``pytorch-msssim``
       (Gaussian window 11, sigma 1.5, ``K = (0.01, 0.03)``).
-    - MSS weights: the paper prints five values, "0, 4, 0.3, 0.2 and 0.1", for
-      ``lambda_1..lambda_4``. The default ``mss_weights = (4, 0.3, 0.2, 0.1)`` reads the leading
-      0 as a stray: it keeps a weight for each of the four heads the text requires ("MSS
-      requires F'_C1..3 and F_C4 to predict"), with the largest weight on the finest scale and
-      weights decreasing with depth. Reading ``(0, 4, 0.3, 0.2)`` instead would switch off the
-      finest head; pass it to test that reading.
+    - MSS weights (``mss_weights_reading``, :data:`MSS_WEIGHT_READINGS`): the paper prints five
+      values for the four ``lambda_1..lambda_4`` of Eq. 6, "0, 4, 0.3, 0.2 and 0.1 respectively".
+      No code of POUTA was released, so nothing settles which weights produced its numbers. Two
+      readings are named:
+
+      ================ ======================== ================================================
+      reading          ``lambda_1..lambda_4``   the printed text read as
+      ================ ======================== ================================================
+      ``"decimal"``    ``(0.4, 0.3, 0.2, 0.1)`` "0.4" with its decimal point lost (typed "0,4"):
+                                                **paper-profile default**
+      ``"as-printed"`` ``(4, 0.3, 0.2, 0.1)``   the leading "0" a stray, the "4" kept: the
+                                                smoke profile's (this code's former default)
+      ================ ======================== ================================================
+
+      Why ``"decimal"`` for the paper profile: one lost decimal point explains both oddities of the
+      printed list at once (five values for four weights, and one weight ten times the others),
+      while ``"as-printed"`` needs a stray "0" *and* a weight of 4; it gives the regular
+      progression 0.4, 0.3, 0.2, 0.1 (largest on the finest head, decreasing with depth); and with
+      ``L_total = L_rec + L_pre + L_MSS`` (Eq. 8, unit weights on the main terms) a side head of
+      weight 4 would weigh four times the prediction loss of the heat map that is evaluated, which
+      auxiliary deep supervision is not usually given. The smoke profile keeps ``"as-printed"``
+      only because its schedule was calibrated with it (its numbers stay as committed), not as a
+      claim about the paper. The reading ``(0, 4, 0.3, 0.2)`` (the first four printed values) would
+      switch the finest head off; pass ``mss_weights`` to try it or any other set (the reading is
+      then recorded as ``"custom"``, or as the reading whose weights they are).
     - Epochs: each epoch draws a seeded permutation of the training images, in batches of
       ``batch_size`` (the last may be shorter). The last epoch's model is kept (no selection on
       the test set).
@@ -151,6 +170,14 @@ log = logging.getLogger(__name__)
 
 #: Table VI of the paper: parameters at 224 px
 PAPER_PARAMETERS = {"pouta": 15.02e6, "vanilla": 28.68e6}
+#: POUTA Eq. 6's ``lambda_1..lambda_4`` under the two readings of the printed "0, 4, 0.3, 0.2 and 0.1"
+#: (module docstring, "MSS weights"); ``"custom"`` names any other ``mss_weights``
+MSS_WEIGHT_READINGS: dict[str, tuple[float, float, float, float]] = {
+    "decimal": (0.4, 0.3, 0.2, 0.1),
+    "as-printed": (4.0, 0.3, 0.2, 0.1),
+}
+#: the reading of a config that names neither a reading nor weights (the paper profile's)
+DEFAULT_MSS_WEIGHTS_READING = "decimal"
 #: (hsg, mss) -> the row of Table V
 ABLATIONS = {
     (False, False): "POUTA-base",
@@ -231,7 +258,8 @@ def mss_loss(ss_losses: Sequence[torch.Tensor], weights: Sequence[float]) -> tor
     """``L_MSS = sum_i lambda_i L_SS(i)`` (POUTA, Eq. 6), ``i = 1..4`` (finest to coarsest).
 
     ``ss_losses``: the four ``L_SS(i)`` (:func:`semantic_supervision_loss`); ``weights``: the
-    ``lambda_i`` (default ``(4, 0.3, 0.2, 0.1)``, see the module docstring)."""
+    ``lambda_i`` (:data:`MSS_WEIGHT_READINGS`: ``(0.4, 0.3, 0.2, 0.1)`` or ``(4, 0.3, 0.2, 0.1)``,
+    see "MSS weights" in the module docstring)."""
     if len(ss_losses) != len(weights):
         raise ValueError(f"{len(ss_losses)} L_SS terms for {len(weights)} weights")
     total = ss_losses[0] * float(weights[0])
@@ -586,11 +614,17 @@ _SMOKE = dict(
 class POUTAConfig(_SharedConfig):
     """POUTA settings. Defaults (= ``paper`` profile): Sec. IV-A (224 px, 600 epochs, batch 8, Adam
     2e-4 x0.2 at 480 and 540) with the project's widths of the module docstring. ``hsg`` /
-    ``mss`` select Table V's ablations; ``mss_weights`` are ``lambda_1..lambda_4`` of Eq. 6;
+    ``mss`` select Table V's ablations; ``mss_weights`` are ``lambda_1..lambda_4`` of Eq. 6, named
+    by ``mss_weights_reading`` (:data:`MSS_WEIGHT_READINGS`: ``"decimal"`` (0.4, 0.3, 0.2, 0.1),
+    the paper profile's, or ``"as-printed"`` (4, 0.3, 0.2, 0.1), the smoke profile's; why in the
+    module docstring, "MSS weights"). Give either: a reading alone sets the weights; weights alone
+    are named after the reading whose weights they are, else ``"custom"``; both must agree. After
+    validation both fields are set (the run key and ``info()`` record the name and the numbers).
     ``disconnect`` is a test hook (zeros instead of the reconstructive representations).
     ``smoke``: 64 px, widths (8, 16, 32, 48), 40 epochs at lr 2e-3 (x0.2 at 32 and 36), 7x7
     score pooling (21 px at 224 scaled to 64 px), every training image a synthetic anomaly,
-    BatchNorm statistics recalibrated on 16 batches (see "Smoke profile" in the module docstring).
+    BatchNorm statistics recalibrated on 16 batches (see "Smoke profile" in the module docstring),
+    MSS weights ``"as-printed"`` (as calibrated).
     ``bn_recalibration``: number of training batches whose BatchNorm statistics replace the
     running averages after the last epoch (0, the paper profile: the running averages)."""
 
@@ -598,24 +632,58 @@ class POUTAConfig(_SharedConfig):
     aggregate_width: int = 64
     hsg: bool = True
     mss: bool = True
-    mss_weights: tuple[float, ...] = (4.0, 0.3, 0.2, 0.1)
+    #: ``lambda_1..lambda_4``; None: those of ``mss_weights_reading``
+    mss_weights: tuple[float, ...] | None = None
+    #: ``"decimal"``, ``"as-printed"`` or ``"custom"``; None: named after ``mss_weights`` (both None:
+    #: :data:`DEFAULT_MSS_WEIGHTS_READING`)
+    mss_weights_reading: str | None = None
     disconnect: bool = False
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
-        "smoke": dict(_SMOKE, fcm_widths=(8, 16, 32, 48), aggregate_width=16),
+        "smoke": dict(_SMOKE, fcm_widths=(8, 16, 32, 48), aggregate_width=16, mss_weights_reading="as-printed"),
     }
+
+    @classmethod
+    def for_profile(cls, profile: str = "smoke", **overrides: Any):
+        """As :meth:`MethodConfig.for_profile`; ``mss_weights`` given without a reading replace the
+        profile's reading too (they are then named after themselves)."""
+        if overrides.get("mss_weights") is not None and "mss_weights_reading" not in overrides:
+            overrides["mss_weights_reading"] = None
+        return super().for_profile(profile, **overrides)
 
     def _validate(self) -> None:
         super()._validate()
         self.fcm_widths = tuple(int(w) for w in self.fcm_widths)
-        self.mss_weights = tuple(float(w) for w in self.mss_weights)
         if len(self.fcm_widths) != 4 or min(self.fcm_widths) < 1 or self.aggregate_width < 1:
             raise ValueError(
                 f"fcm_widths must be 4 positive ints and aggregate_width >= 1, got {self.fcm_widths}, {self.aggregate_width}"
             )
-        if len(self.mss_weights) != 4:
-            raise ValueError(f"mss_weights must hold lambda_1..lambda_4, got {self.mss_weights}")
+        self._resolve_mss_weights()
+
+    def _resolve_mss_weights(self) -> None:
+        """Set both ``mss_weights`` and ``mss_weights_reading`` (see the class docstring)."""
+        reading = self.mss_weights_reading
+        if reading is not None and reading not in (*MSS_WEIGHT_READINGS, "custom"):
+            raise ValueError(
+                f"mss_weights_reading must be one of {[*MSS_WEIGHT_READINGS, 'custom']} (or None), got {reading!r}"
+            )
+        if self.mss_weights is None:
+            reading = reading or DEFAULT_MSS_WEIGHTS_READING
+            if reading == "custom":
+                raise ValueError("mss_weights_reading='custom' needs mss_weights (lambda_1..lambda_4)")
+            self.mss_weights, self.mss_weights_reading = MSS_WEIGHT_READINGS[reading], reading
+            return
+        weights = tuple(float(w) for w in self.mss_weights)
+        if len(weights) != 4:
+            raise ValueError(f"mss_weights must hold lambda_1..lambda_4, got {weights}")
+        named = next((k for k, v in MSS_WEIGHT_READINGS.items() if v == weights), "custom")
+        if reading not in (None, "custom", named):
+            raise ValueError(
+                f"mss_weights {weights} are not the {reading!r} reading {MSS_WEIGHT_READINGS[reading]}; "
+                "give one of mss_weights and mss_weights_reading, or both alike"
+            )
+        self.mss_weights, self.mss_weights_reading = weights, named
 
 
 @dataclass
@@ -871,6 +939,7 @@ class POUTA(_ReconstructionMethod):
         out.update(
             ablation=self.ablation,
             modules={"fcm": True, "hsg": bool(c.hsg), "mss": bool(c.mss)},
+            mss_weights={"reading": c.mss_weights_reading, "lambda": list(c.mss_weights), "used": bool(c.mss)},
             disconnected=bool(c.disconnect),
         )
         return out
@@ -909,8 +978,10 @@ __all__ = [
     "ABLATIONS",
     "Aggregation",
     "CoarseToFineDiscriminator",
+    "DEFAULT_MSS_WEIGHTS_READING",
     "FeatureContrast",
     "HighLevelGuidance",
+    "MSS_WEIGHT_READINGS",
     "PAPER_PARAMETERS",
     "POUTA",
     "POUTAConfig",
