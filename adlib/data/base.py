@@ -158,6 +158,18 @@ def open_image(path: Path, mode: str | None = None) -> Image.Image:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def inside_root(root: Path, rel: str, where: str) -> Path:
+    """``root / rel`` for a path read from a dataset's own index file (VisA's split CSV, DAGM's
+    ``Labels.txt``), resolved and checked to stay inside ``root``: an absolute path or one that
+    climbs out with ``..`` (or through a symbolic link) is refused, naming ``where`` (file and row)."""
+    rel_path = Path(rel.replace("\\", "/"))
+    base = Path(root).resolve()
+    target = (base / rel_path).resolve()
+    if rel_path.is_absolute() or not target.is_relative_to(base):
+        raise DataError(f"{where}: path {rel!r} points outside the dataset folder {base}; refused")
+    return Path(root) / rel_path
+
+
 def check_category_split(path: Path, category: str, split: str, categories: list[str], splits) -> None:
     """Raise :class:`DataError` for a category not in ``categories`` or a split not in ``splits``."""
     if category not in categories:
