@@ -265,13 +265,15 @@ def _coerce_one(hint: Any, value: Any, text: bool) -> Any:
     if hint is str:
         if isinstance(value, str):
             return value.strip() if text else value
+        if not text and isinstance(value, os.PathLike):  # paths for path fields
+            return value
         raise ValueError
     if origin in (tuple, list, collections.abc.Sequence):
         args = [a for a in typing.get_args(hint) if a is not Ellipsis] or [Any]
         if text and isinstance(value, str):
             v = _literal(value)
             items = list(v) if isinstance(v, (list, tuple)) else [p for p in value.split(",") if p.strip()]
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple, np.ndarray)):
             items = list(value)
         else:
             raise ValueError
@@ -350,9 +352,37 @@ def evaluate(pred: Prediction, fpr_limit: float = 0.3, pixel: bool = True) -> di
         "image_auroc": metrics.image_auroc(pred.labels, pred.image_scores),
         "image_ap": metrics.image_ap(pred.labels, pred.image_scores),
     }
-    if pixel and np.asarray(pred.masks).any():
+    if pixel and _check_defect_masks(pred):
         out.update(metrics.pixel_metrics(pred.masks, pred.maps, fpr_limit=fpr_limit))
     return {k: float(v) for k, v in out.items()}
+
+
+def _check_defect_masks(pred: Prediction) -> bool:
+    """Whether the pixel metrics can be computed (some mask has a defect pixel); warns, naming the
+    files, about images labelled anomalous whose mask is empty and, when no mask has a defect
+    pixel, that the pixel metrics are left out."""
+    labels = np.asarray(pred.labels)
+    has_pixels = np.asarray(pred.masks).reshape(len(labels), -1).any(axis=1)
+    names = pred.paths if len(pred.paths) == len(labels) else [f"#{i}" for i in range(len(labels))]
+    empty = [names[i] for i in np.flatnonzero((labels == 1) & ~has_pixels)]
+    if not has_pixels.any():
+        if empty:
+            log.warning(
+                "no defect pixel in any mask of the %d image(s) labelled anomalous (e.g. %s): pixel AUROC, "
+                "pixel AP and AU-PRO are left out, image metrics only (expected for a dataset without masks)",
+                len(empty),
+                ", ".join(empty[:3]),
+            )
+        return False
+    if empty:
+        log.warning(
+            "%d image(s) labelled anomalous have an empty mask (%s%s): they count in the image metrics; in the "
+            "pixel metrics all their pixels count as normal and AU-PRO has no region for them",
+            len(empty),
+            ", ".join(empty[:5]),
+            ", ..." if len(empty) > 5 else "",
+        )
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
