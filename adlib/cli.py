@@ -84,21 +84,39 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if batch.failed else 0
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["epochs=3", "variant=h", "lr=1e-4"]`` -> typed dict (Python literals; ``true`` / ``false`` in
-    any case as booleans; else strings)."""
+def parse_overrides(items: list[str] | None, method: str | None = None) -> dict:
+    """``["epochs=3", "variant=h", "lr=1e-4"]`` -> typed dict. With ``method`` (a registry name),
+    each value is parsed as its config field's declared type
+    (:func:`adlib.models.base.parse_field_value`: ``las=no`` is False, ``epochs=1.5`` and an
+    unknown key are errors naming the key); without it, Python literals, else strings."""
     import ast
 
+    cfg_cls = None
+    if method is not None:
+        from .models.base import MODELS, NAMES, _load_all
+
+        _load_all()
+        if method in NAMES:
+            cfg_cls = MODELS[NAMES[method].method].Config
     out: dict = {}
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            low = v.strip().lower()
-            out[k.strip()] = {"true": True, "false": False}[low] if low in ("true", "false") else v
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k == "seed":
+            try:
+                out[k] = int(v)
+            except ValueError:
+                raise ValueError(f"--set seed={v}: seed expects an integer") from None
+        elif cfg_cls is not None:
+            from .models.base import parse_field_value
+
+            out[k] = parse_field_value(cfg_cls, k, v)
+        else:
+            try:
+                out[k] = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                out[k] = v
     return out
 
 
@@ -119,7 +137,7 @@ def _job(args: argparse.Namespace):
     from .protocols import check_protocol
     from .results import Job, ResultsStore
 
-    overrides = parse_overrides(args.set)
+    overrides = parse_overrides(args.set, args.method)
     for key in ("variant", "epochs", "seed"):
         val = getattr(args, key, None)
         if val is not None:

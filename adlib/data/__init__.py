@@ -114,7 +114,27 @@ def _layout(spec: DatasetSpec):
 
 
 def dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The folder holding dataset ``name`` under the data root (or the root itself if it is one)."""
+    """The folder holding dataset ``name`` under the data root (or the root itself if it is one).
+    A built-in benchmark folder whose generation did not finish (its in-progress marker is there,
+    or its ``manifest.json``, written last, is not) is refused with the command that remakes it."""
+    found = _dataset_dir(name, root)
+    if name.lower().startswith("synth"):
+        _check_generated(found)
+    return found
+
+
+def _check_generated(folder: Path) -> None:
+    from .synth import _MARKER, MANIFEST
+
+    if (folder / _MARKER).exists() or not (folder / MANIFEST).is_file():
+        raise DataError(
+            f"{folder} is an unfinished generation of the built-in benchmark (its generation was "
+            f"interrupted: {'an in-progress marker' if (folder / _MARKER).exists() else 'no manifest.json'}); "
+            f"remake it with `adlib data synth --out {folder.parent}`"
+        )
+
+
+def _dataset_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     spec = _spec(name)
     base = data_root(root)
     tried = []

@@ -39,6 +39,7 @@ Ground-truth masks at evaluation (:data:`MASK_RULES`, :meth:`AnomalyDataset.mask
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,7 @@ class ImageTransform:
         return img
 
     def image(self, img: Image.Image) -> torch.Tensor:
-        img = self.geometry(img.convert("RGB"), Image.BILINEAR)
+        img = self.geometry(to_rgb(img), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
         if self.normalize:
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -202,6 +203,34 @@ def binary_mask(img: Image.Image) -> Image.Image:
     return Image.fromarray(((arr > 0) * 255).astype(np.uint8))
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB image of any PIL mode, converted by value.
+
+    PIL's own ``convert("RGB")`` clips 16-bit and 32-bit grey values at 255 (a 16-bit PNG reads as
+    pure white) and float images likewise. Here: 16-bit modes (``I;16*``) and ``I`` images whose
+    values exceed 255 are scaled by 255 / 65535; float (``F``) images in [0, 1] are scaled by 255,
+    others clipped to [0, 255]; palette images go through their palette; alpha is dropped (the
+    colour channels are kept as stored); 1-bit and 8-bit grey are replicated to three channels."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img).astype(np.float64)
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise DataError("float image holds NaN or inf values")
+        if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 1:
+            arr = arr * 255.0
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode in ("P", "PA"):
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
+
+
 def denormalize(x: torch.Tensor) -> torch.Tensor:
     """Undo ImageNet normalisation (``... x 3 x H x W``), clamped to [0, 1] for display."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
@@ -210,16 +239,39 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def open_image(path: Path, mode: str | None = None) -> Image.Image:
-    """Open and fully decode an image; a missing or corrupt file raises :class:`DataError` naming it."""
+    """Open and fully decode an image (every loader reads through here); ``mode="RGB"`` converts
+    by value (:func:`to_rgb`: 16-bit, float, palette, alpha). A missing, corrupt or truncated
+    file, and a decompression bomb (more pixels than PIL's ``MAX_IMAGE_PIXELS`` allows), raise
+    :class:`DataError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode) if mode else img.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                if mode == "RGB":
+                    return to_rgb(img)
+                return img.convert(mode) if mode else img.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"refused image {path}: {exc}") from exc
+    except DataError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def inside_root(root: Path, rel: str, where: str) -> Path:
+    """``root / rel`` for a path read from a dataset's own index file (VisA's split CSV, DAGM's
+    ``Labels.txt``), resolved and checked to stay inside ``root``: an absolute path or one that
+    climbs out with ``..`` (or through a symbolic link) is refused, naming ``where`` (file and row)."""
+    rel_path = Path(rel.replace("\\", "/"))
+    base = Path(root).resolve()
+    target = (base / rel_path).resolve()
+    if rel_path.is_absolute() or not target.is_relative_to(base):
+        raise DataError(f"{where}: path {rel!r} points outside the dataset folder {base}; refused")
+    return Path(root) / rel_path
 
 
 def check_category_split(path: Path, category: str, split: str, categories: list[str], splits) -> None:

@@ -37,6 +37,8 @@ Choices:
   ``zeros(1, H, W)`` at the transformed size. :class:`CifarDataset` is the
   :class:`~adlib.data.AnomalyDataset` that reads them (it reads ordinary file records too, so an
   outlier-exposed training set may mix both).
+- Safety: the pickles are read by a restricted unpickler (:class:`_CifarUnpickler`) that allows
+  only numpy's array reconstruction, so a tampered batch file is refused instead of running code.
 - Errors (:class:`~adlib.data.DataError`): a missing batch or meta file, one that does not unpickle
   or lacks the expected keys or shapes, a label outside the class list, all name the file; an
   unknown class lists the classes.
@@ -94,13 +96,40 @@ def _get(d: dict, key: str):
     return d[key.encode()] if key.encode() in d else d[key]
 
 
+#: the only globals a CIFAR batch pickle may name: numpy's array reconstruction (the official
+#: Python 2 pickles, numpy 1/2 re-pickles of protocol 2-5) and ``_codecs.encode`` (Python 3 protocol-2 bytes)
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """A restricted unpickler: the data may build dicts, lists, strings, numbers and numpy arrays,
+    nothing else. Any other global (``os.system``, ``builtins.eval``, a class, ...) is refused
+    before it is looked up, so a tampered file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (a CIFAR batch holds only arrays and lists)")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    """One batch or meta file through :class:`_CifarUnpickler` (no code runs from the file)."""
     if not path.is_file():
         raise DataError(f"CIFAR file missing: {path}")
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # a truncated or foreign file can fail in many ways
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except Exception as exc:  # a truncated, foreign or tampered file can fail in many ways
         raise DataError(f"cannot read CIFAR file {path}: {exc}") from exc
     if not isinstance(d, dict):
         raise DataError(f"CIFAR file {path} does not hold a dict (got {type(d).__name__})")

@@ -36,7 +36,7 @@ import logging
 import re
 from pathlib import Path
 
-from .base import DataError, Record, check_category_split, list_images
+from .base import DataError, Record, check_category_split, inside_root, list_images
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,13 @@ def index(path: Path, category: str, split: str) -> list[Record]:
     labels_path = split_dir / LABELS_FILE
     rows = read_labels(labels_path)
     records: list[Record] = []
-    listed: set[str] = set()
+    listed: dict[str, int] = {}
     for line, flag, image_name, label_name in rows:
         where = f"{labels_path} line {line}"
-        image = split_dir / image_name
-        listed.add(image_name)
+        if image_name in listed:
+            raise DataError(f"{where}: image {image_name!r} is listed twice (also on line {listed[image_name]})")
+        image = inside_root(split_dir, image_name, where)
+        listed[image_name] = line
         if not image.is_file():
             raise DataError(f"{where} names image {image_name!r}, which does not exist: {image}")
         if flag == 0:
@@ -139,7 +141,7 @@ def index(path: Path, category: str, split: str) -> list[Record]:
             continue
         if split == "train":
             continue  # defective training images are never used (one-class training)
-        mask = labels_path.parent / (label_name or f"{image.stem}_label.PNG")
+        mask = inside_root(labels_path.parent, label_name or f"{image.stem}_label.PNG", where)
         if not mask.is_file():
             raise DataError(f"mask missing for defect image {image}: expected {mask} (from {where})")
         records.append(Record(image, 1, DEFECT_TYPE, mask, category, split))

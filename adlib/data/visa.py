@@ -37,7 +37,7 @@ import csv
 import logging
 from pathlib import Path
 
-from .base import DataError, Record, check_category_split
+from .base import DataError, Record, check_category_split, inside_root
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,6 @@ def _read_split_csv(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
         raise DataError(f"cannot read VisA split CSV {csv_path}: {exc}") from exc
 
 
-def _resolve(root: Path, rel: str) -> Path:
-    return root / Path(rel.replace("\\", "/"))
-
-
 def index(path: Path, category: str, split: str) -> list[Record]:
     """Records of one VisA object and split, as listed by ``split_csv/1cls.csv``."""
     path = Path(path)
@@ -110,10 +106,14 @@ def index(path: Path, category: str, split: str) -> list[Record]:
     rows = _read_split_csv(csv_path)
     records: list[Record] = []
     skipped = 0
+    seen: dict[str, int] = {}
     for line, row in rows:
         if row["object"] != category or row["split"] != split:
             continue
         where = f"{csv_path} line {line}"
+        if row["image"] in seen:
+            raise DataError(f"{where}: image {row['image']!r} is listed twice (also on line {seen[row['image']]})")
+        seen[row["image"]] = line
         label_text = row["label"].lower()
         if label_text not in LABELS:
             raise DataError(f"{where}: unknown label {row['label']!r}; expected 'normal' or 'anomaly'")
@@ -123,7 +123,7 @@ def index(path: Path, category: str, split: str) -> list[Record]:
             continue
         if not row["image"]:
             raise DataError(f"{where}: empty image path")
-        image = _resolve(path, row["image"])
+        image = inside_root(path, row["image"], where)
         if not image.is_file():
             raise DataError(f"image listed in {where} not found: {image}")
         if label == 0:
@@ -131,7 +131,7 @@ def index(path: Path, category: str, split: str) -> list[Record]:
             continue
         if not row["mask"]:
             raise DataError(f"mask missing for defect image {image}: {where} gives no mask path")
-        mask = _resolve(path, row["mask"])
+        mask = inside_root(path, row["mask"], where)
         if not mask.is_file():
             raise DataError(f"mask missing for defect image {image}: expected {mask} (from {where})")
         records.append(Record(image, 1, DEFECT_TYPE, mask, category, split))

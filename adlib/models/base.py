@@ -28,10 +28,15 @@ input size after its transform), already up-sampled and smoothed as the method p
 
 from __future__ import annotations
 
+import ast
+import collections.abc
 import dataclasses
+import difflib
 import hashlib
 import logging
 import os
+import types
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,13 +160,164 @@ def build(name: str, profile: str = "smoke", **overrides: Any):
     return cls(cfg)
 
 
+def _unknown_fields_message(cfg_cls: type, bad: list[str], names: set[str]) -> str:
+    close = {b: difflib.get_close_matches(b, sorted(names), n=3, cutoff=0.6) for b in bad}
+    hints = "; ".join(f"{b!r}: did you mean {', '.join(map(repr, c))}?" for b, c in close.items() if c)
+    return (
+        f"unknown {cfg_cls.__qualname__} field(s) {bad}"
+        + (f" ({hints})" if hints else "")
+        + f"; known: {sorted(names)}"
+    )
+
+
 def config_overrides(cfg_cls: type, profile_defaults: dict, overrides: dict) -> dict:
-    """Merge profile defaults and overrides, rejecting names that are not config fields."""
+    """Merge profile defaults and overrides, rejecting names that are not config fields (the
+    error lists the close ones) and values of the wrong kind for their field's declared type
+    (:func:`check_field_value`: a string for a boolean, 1.5 for an integer, ...)."""
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     bad = sorted(set(overrides) - names)
     if bad:
-        raise ValueError(f"unknown {cfg_cls.__qualname__} field(s) {bad}; known: {sorted(names)}")
+        raise ValueError(_unknown_fields_message(cfg_cls, bad, names))
+    for key, value in overrides.items():
+        check_field_value(cfg_cls, key, value)
     return {**profile_defaults, **overrides}
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _field_types(cfg_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cfg_cls)
+
+
+def _alternatives(hint: Any) -> tuple[Any, ...]:
+    """``int | None`` -> ``(int, NoneType)``; a plain type -> ``(type,)``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _describe(hint: Any) -> str:
+    alts = _alternatives(hint)
+    if len(alts) > 1:
+        return " or ".join(_describe(a) for a in alts)
+    if hint is type(None):
+        return "None"
+    if hint is bool:
+        return "a boolean (" + "/".join(f"{t}/{f}" for t, f in zip(_TRUE, _FALSE)) + ")"
+    origin = typing.get_origin(hint)
+    if origin in (tuple, list, collections.abc.Sequence):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        inner = _describe(args[0]) if args else "values"
+        return f"a comma-separated list of {inner}"
+    return {int: "an integer", float: "a number", str: "a string"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(hint: Any, value: Any, text: bool) -> Any:
+    """``value`` as ``hint`` (``text``: it came from a command line); ``ValueError`` if it is not one."""
+    alts = _alternatives(hint)
+    if text:  # from a command line everything is text: try the other readings before a string
+        alts = tuple(a for a in alts if a is not str) + tuple(a for a in alts if a is str)
+    for alt in alts:
+        try:
+            return _coerce_one(alt, value, text)
+        except (ValueError, TypeError):
+            continue
+    raise ValueError(_describe(hint))
+
+
+def _coerce_one(hint: Any, value: Any, text: bool) -> Any:
+    if hint is Any:
+        return _literal(value) if text else value
+    if hint is type(None):
+        if value is None or (text and str(value).strip().lower() == "none"):
+            return None
+        raise ValueError
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        v = _literal(value) if text else value
+        if v in typing.get_args(hint):
+            return v
+        raise ValueError
+    if hint is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if text and str(value).strip().lower() in _TRUE + _FALSE:
+            return str(value).strip().lower() in _TRUE
+        raise ValueError
+    if hint is int:
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if text:
+            return int(str(value).strip())
+        raise ValueError
+    if hint is float:
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return float(value)
+        if text:
+            return float(str(value).strip())
+        raise ValueError
+    if hint is str:
+        if isinstance(value, str):
+            return value.strip() if text else value
+        if not text and isinstance(value, os.PathLike):  # paths for path fields
+            return value
+        raise ValueError
+    if origin in (tuple, list, collections.abc.Sequence):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis] or [Any]
+        if text and isinstance(value, str):
+            v = _literal(value)
+            items = list(v) if isinstance(v, (list, tuple)) else [p for p in value.split(",") if p.strip()]
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            items = list(value)
+        else:
+            raise ValueError
+        homogeneous = len(args) == 1 or Ellipsis in typing.get_args(hint)
+        if not homogeneous and len(items) != len(args):
+            raise ValueError
+        out = [_coerce(args[0] if homogeneous else a, x, text) for x, a in zip(items, args * len(items))]
+        return tuple(out) if origin is not list else out
+    return _literal(value) if text else value  # other annotations (dicts, classes): as given
+
+
+def _literal(value: Any) -> Any:
+    """A Python literal from command-line text, else the text itself."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return value.strip()
+
+
+def check_field_value(cfg_cls: type, key: str, value: Any) -> None:
+    """Refuse a value of the wrong kind for the declared type of ``cfg_cls.key`` (typed Python
+    values: no text parsing), naming the field and what it accepts."""
+    hint = _field_types(cfg_cls).get(key, Any)
+    try:
+        _coerce(hint, value, text=False)
+    except ValueError:
+        raise ValueError(f"{cfg_cls.__qualname__}.{key} = {value!r}: expected {_describe(hint)}") from None
+
+
+def parse_field_value(cfg_cls: type, key: str, text: str) -> Any:
+    """Command-line text (``--set key=text``) as the declared type of ``cfg_cls.key``: booleans
+    from true/false, yes/no, on/off, 1/0; integers refuse ``1.5``; a tuple field takes a
+    comma-separated list (``layers=layer2,layer3``) or a Python literal; ``None`` where the field
+    allows it. An unknown key lists the close ones. ``ValueError`` names the key and what it accepts."""
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    if key not in names:
+        raise ValueError(_unknown_fields_message(cfg_cls, [key], names))
+    hint = _field_types(cfg_cls).get(key, Any)
+    try:
+        return _coerce(hint, text, text=True)
+    except ValueError:
+        raise ValueError(f"--set {key}={text}: {key} expects {_describe(hint)}") from None
 
 
 @dataclass
@@ -204,11 +360,39 @@ def evaluate(
         "image_auroc": metrics.image_auroc(pred.labels, pred.image_scores),
         "image_ap": metrics.image_ap(pred.labels, pred.image_scores),
     }
-    if pixel and np.asarray(pred.masks).any():
+    if pixel and _check_defect_masks(pred):
         out.update(metrics.pixel_metrics(pred.masks, pred.maps, fpr_limit=fpr_limit))
         if released_pro:
             out["pro_released"] = metrics.pro_released(pred.masks, pred.maps, fpr_limit=fpr_limit)
     return {k: float(v) for k, v in out.items()}
+
+
+def _check_defect_masks(pred: Prediction) -> bool:
+    """Whether the pixel metrics can be computed (some mask has a defect pixel); warns, naming the
+    files, about images labelled anomalous whose mask is empty and, when no mask has a defect
+    pixel, that the pixel metrics are left out."""
+    labels = np.asarray(pred.labels)
+    has_pixels = np.asarray(pred.masks).reshape(len(labels), -1).any(axis=1)
+    names = pred.paths if len(pred.paths) == len(labels) else [f"#{i}" for i in range(len(labels))]
+    empty = [names[i] for i in np.flatnonzero((labels == 1) & ~has_pixels)]
+    if not has_pixels.any():
+        if empty:
+            log.warning(
+                "no defect pixel in any mask of the %d image(s) labelled anomalous (e.g. %s): pixel AUROC, "
+                "pixel AP and AU-PRO are left out, image metrics only (expected for a dataset without masks)",
+                len(empty),
+                ", ".join(empty[:3]),
+            )
+        return False
+    if empty:
+        log.warning(
+            "%d image(s) labelled anomalous have an empty mask (%s%s): they count in the image metrics; in the "
+            "pixel metrics all their pixels count as normal and AU-PRO has no region for them",
+            len(empty),
+            ", ".join(empty[:5]),
+            ", ..." if len(empty) > 5 else "",
+        )
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
