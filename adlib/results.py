@@ -72,7 +72,13 @@ TRAIN_RECORD = "train.json"
 UNHASHED_FIELDS = ("data_root",)
 #: config fields added after records were written, with the value that reproduces the former
 #: behaviour: hashed only when set to something else, so the records written before still match
-ADDED_FIELDS: dict[str, Any] = {"reweight_reduction": "sum"}
+ADDED_FIELDS: dict[str, Any] = {
+    "reweight_reduction": "sum",
+    # ADL (issue 17): the layout the smoke records were written with; the paper profile's released
+    # defaults ("two_x2", no bias) are hashed
+    "layer4_upsampling": "one_x4",
+    "upsample_bias": True,
+}
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20
 #: a cap on every store's worker processes, set by whoever runs several notebooks side by side
