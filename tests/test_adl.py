@@ -339,6 +339,9 @@ def test_layer4_upsampling_layouts_and_parameter_counts():
             "adl", "synth", "wood", "smoke", 0, layer4_upsampling="one_x4", upsample_bias=True, reweight_reduction="sum"
         ).key()
     )
+    from adlib.results import ADDED_FIELDS
+
+    assert all(ADDED_FIELDS[k] == v == getattr(smoke, k) for k, v in ADL.FORMER_CONFIG.items())
     keys = {
         Job.make("adl", "synth", "wood", "paper", 0, layer4_upsampling=v, upsample_bias=b).key()["config_hash"]
         for v in A.LAYER4_UPSAMPLINGS

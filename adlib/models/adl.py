@@ -865,6 +865,13 @@ class ADL(DraemSynthesis, EpochMethod):
     Config: ClassVar[type] = ADLConfig
     name: ClassVar[str] = "adl"
     STREAMS: ClassVar[tuple[str, ...]] = GENERATORS
+    #: config fields added after checkpoints were written, at the value those checkpoints ran with
+    #: (as :data:`adlib.results.ADDED_FIELDS` for run keys): filled in where a checkpoint lacks them
+    FORMER_CONFIG: ClassVar[dict[str, Any]] = {
+        "reweight_reduction": "sum",
+        "layer4_upsampling": "one_x4",
+        "upsample_bias": True,
+    }
 
     def __init__(self, cfg: ADLConfig | None = None, *, load_weights: bool = True) -> None:
         """``load_weights=False`` (used by :meth:`load`): build the architecture without fetching
@@ -1152,6 +1159,14 @@ class ADL(DraemSynthesis, EpochMethod):
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in state["backbone"].items()}
             )
         self.to(self.device)
+
+    @classmethod
+    def read(cls, path) -> dict[str, Any]:
+        """A checkpoint (:meth:`Method.read`) whose config has the :data:`FORMER_CONFIG` values
+        where it predates those fields (it loads and resumes as the network it holds)."""
+        state = super().read(path)
+        state["config"] = {**cls.FORMER_CONFIG, **state["config"]}
+        return state
 
     @classmethod
     def _from_config(cls, cfg: ADLConfig) -> ADL:
