@@ -266,3 +266,21 @@ def test_runnable_leaves_out_short_leak_free_draws_and_names_them(benchmark, cap
         and f"needs {k + 1} test" in caplog.text
     )
     assert paper.runnable([jobs[0], jobs[0]], benchmark) == [jobs[0]]  # no duplicates
+
+
+def test_runnable_grid_keeps_the_same_classes_in_every_cell(benchmark):
+    from adlib.data import get_dataset
+
+    # the shared benchmark: 8 training images, 2 anomalies per defect type (wood 4 types, grass 3)
+    cats = ("wood", "grass")
+    anomalies = {c: int(get_dataset("synth", c, "test", root=benchmark).labels.sum()) for c in cats}
+    p = Plan(categories={"synth": list(cats)})
+    g = paper.protocol_grid(p, "smoke", {"ADL": ("adl", {})}, (0.0, 0.45), (0,), paper.PROTOCOLS)
+    k = contamination_count(0.45, 8)
+    short = {c for c, a in anomalies.items() if k + 1 > a}  # leak-free at 0.45 must leave one to test
+    assert short == {"grass"}
+    r = paper.runnable_grid(g, benchmark)
+    assert set(r) == set(g)
+    for jobs in r.values():
+        assert {j.category for j in jobs} == {"wood"}  # also at eps 0 and under released
+    assert len(paper.runnable(g, benchmark)) == len({j for js in g.values() for j in js}) - 1

@@ -270,6 +270,15 @@ def runnable(grid: dict[tuple[str, float], list[Job]] | Sequence[Job], data_root
     return out
 
 
+def runnable_grid(grid: dict[tuple[str, float], list[Job]], data_root=None) -> dict[tuple[str, float], list[Job]]:
+    """``grid`` restricted to the classes (dataset, category) all of whose jobs are
+    :func:`runnable`, so that the cells of a comparison (two eps levels of a claim, two
+    protocols) average over the same classes; the classes dropped are logged by :func:`runnable`."""
+    ok = set(runnable(grid, data_root))
+    dropped = {(j.dataset, j.category) for js in grid.values() for j in js if j not in ok}
+    return {k: [j for j in js if (j.dataset, j.category) not in dropped] for k, js in grid.items()}
+
+
 def protocol_comparison(
     rows: pd.DataFrame, name: str = "ADL", metrics: Sequence[str] = ("image_auroc", "image_ap")
 ) -> tuple[pd.DataFrame, str]:
@@ -440,6 +449,7 @@ __all__ = [
     "protocol_methods",
     "protocols_text",
     "runnable",
+    "runnable_grid",
     "table1",
     "rank_shifts",
     "sensitivity_settings",
