@@ -18,7 +18,12 @@ normal training images, the whole test split.
     anomalies, uniform over defect types, released noise on each). ``contamination_protocol``:
     ``"leak-free"`` (default: the contaminating anomalies leave the test set) or ``"released"``
     (they stay in it, as in the released ADL code); it is always written into the protocol, so
-    every record says which one produced it. The draw depends on ``(seed, eps)``:
+    every record says which one produced it. A class with too few test anomalies: ``"released"``
+    draws with replacement, as the released code does, and the record says so
+    (``protocol_detail``: ``n_contaminating``, ``n_available``, ``with_replacement``,
+    ``n_distinct``); ``"leak-free"`` needs the drawn anomalies plus one left to test and otherwise
+    stops with one error line naming the class and both counts
+    (:func:`adlib.synthesis.contamination.draw_plan`). The draw depends on ``(seed, eps)``:
     ``default_rng(SeedSequence([seed, round(eps * 1e6), 0xC0A7]))``, so each seed is a different
     contamination (the paper averages seeds). ``eps = 0`` adds and removes nothing: it is the
     standard protocol and is normalised to it (same key as a run without a protocol).
@@ -230,9 +235,14 @@ def contaminated(
     train_ds: AnomalyDataset, test_ds: AnomalyDataset, eps: float, seed: int, protocol: str = DEFAULT_PROTOCOL
 ) -> tuple[ContaminatedDataset, AnomalyDataset, dict[str, Any]]:
     """``train_ds`` contaminated with ``eps`` of ``test_ds``'s anomalies (module docstring), the
-    test set under ``protocol``, and what was done (``n_contaminating``, the files, ``leaked``)."""
+    test set under ``protocol``, and what was done: ``n_contaminating`` (the count drawn),
+    ``n_available`` (test anomalies to draw from), ``with_replacement`` (the released fallback
+    when short), ``n_distinct``, the files (a file twice when drawn twice), ``leaked``. Too few
+    anomalies under ``"leak-free"``: one :class:`~adlib.synthesis.contamination.ContaminationError`
+    naming ``dataset/category``, the count needed and the count available."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(round(float(eps) * 1e6)), 0xC0A7]))
-    split = contaminate(train_ds.records, test_ds.records, eps, rng, protocol=protocol)
+    where = f"{train_ds.name}/{train_ds.category}"
+    split = contaminate(train_ds.records, test_ds.records, eps, rng, protocol=protocol, where=where)
     seeds = (None,) * split.n_normal_train + tuple(split.noise_seeds)
     fields = {f.name: getattr(train_ds, f.name) for f in dataclasses.fields(AnomalyDataset)}
     train = ContaminatedDataset(**{**fields, "records": split.train}, noise_seeds=seeds, noise_std=split.noise_std)
@@ -240,6 +250,9 @@ def contaminated(
     detail = {
         "n_normal_train": split.n_normal_train,
         "n_contaminating": split.n_contaminating,
+        "n_available": split.n_available,
+        "with_replacement": split.with_replacement,
+        "n_distinct": split.n_distinct,
         "contaminating_files": [_short(p) for p in split.chosen_files],
         "leaked": split.leaked,
         "test_images": len(split.test),

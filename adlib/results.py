@@ -89,6 +89,10 @@ ADDED_FIELDS: dict[str, Any] = {
     "texture_resize_mode": "squash",
     "samples_cap": "exact",
     "mss_weights_reading": "as-printed",  # POUTA: mss_weights (4, 0.3, 0.2, 0.1) were unnamed before
+    # ADL (issue 17): the layout the smoke records were written with; the paper profile's released
+    # defaults ("two_x2", no bias) are hashed
+    "layer4_upsampling": "one_x4",
+    "upsample_bias": True,
 }
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20

@@ -243,6 +243,113 @@ def test_reweighted_objective_by_hand():
     assert adl_objective(l, b, 0.0, w1, w2).item() == pytest.approx(1.0 + 2.0)  # w1 on l_dev, w2 on l_bce
 
 
+def test_eq11_reductions_by_hand_and_per_profile():
+    l = torch.tensor([1.0, 2.0, 3.0])
+    b = torch.tensor([0.5, 0.5, 2.0])
+    w1, w2 = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.0, 0.5, 0.5])
+    # sum (Eq. 11 as printed): 0.5 + 0.5 + 0.75 = 1.75 and 0.25 + 1.0 = 1.25, plus l_seg 0.25
+    assert adl_objective(l, b, 0.25, w1, w2, "sum").item() == pytest.approx(1.75 + 1.25 + 0.25)
+    # released mean(l w) over n = 3 images: 1.75 / 3 and 1.25 / 3, the segmentation loss undivided
+    assert adl_objective(l, b, 0.25, w1, w2, "batch_mean").item() == pytest.approx(1.75 / 3 + 1.25 / 3 + 0.25)
+    assert reweighted_loss(l, w1, "batch_mean").item() == pytest.approx(1.75 / 3)
+    # burn-in (uniform 1/n): the released terms are the plain means divided by n once more
+    u = uniform_weights(3)
+    assert adl_objective(l, b, 0.0, u, u, "batch_mean").item() == pytest.approx((2.0 + 1.0) / 3)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        adl_objective(l, b, 0.0, w1, w2, "mean")
+    # paper profile = released; smoke keeps the sum (its recorded numbers)
+    assert ADLConfig.for_profile("paper").reweight_reduction == "batch_mean" == ADLConfig().reweight_reduction
+    assert ADLConfig.for_profile("smoke").reweight_reduction == "sum"
+    # the option reaches the objective: same model and batch in burn-in, the reweighted terms / 2B
+    x, y, mask = _batch(n=2)
+    out = {}
+    for red in ("sum", "batch_mean"):
+        m = _tiny(reweight_reduction=red)
+        with torch.no_grad():
+            out[red] = m.compute_losses(x, y, mask, 0)
+        assert out[red]["loss"].item() == pytest.approx(
+            (out[red]["dev"] + out[red]["bce"] + out[red]["seg"]).item(), rel=1e-6
+        )
+    assert out["batch_mean"]["dev"].item() == pytest.approx(out["sum"]["dev"].item() / 4, rel=1e-6)
+    assert out["batch_mean"]["bce"].item() == pytest.approx(out["sum"]["bce"].item() / 4, rel=1e-6)
+    assert out["batch_mean"]["seg"].item() == pytest.approx(out["sum"]["seg"].item(), rel=1e-6)
+    info = _tiny(reweight_reduction="batch_mean").info()
+    assert info["config"]["reweight_reduction"] == "batch_mean" and info["eq11_reduction"].startswith("released")
+    # both codes clip the gradient norm at 1.0 in every step (released adl_train.py:154)
+    assert ADLConfig.for_profile("paper").grad_clip == 1.0 == ADLConfig.for_profile("smoke").grad_clip
+
+
+def _adl_parameters(layout: str, bias: bool, c=(128, 256, 512), seg=64) -> int:
+    """The ADL network's parameter count from its layers (ResNet-18 encoder without its fc)."""
+    c2, c3, c4 = c
+
+    def up(ch):  # conv ch -> 2ch (3x3), its bias, BatchNorm(2ch) weight and bias
+        return 9 * ch * 2 * ch + (2 * ch if bias else 0) + 2 * 2 * ch
+
+    def conv_bn(cin, cout):
+        return 9 * cin * cout + cout + 2 * cout
+
+    f = c2 + c3 + c4
+    heads = (f + 1) + (c4 + 1)
+    segmentation = conv_bn(f, seg) + conv_bn(seg, seg) + 3 * conv_bn(seg, seg) + 9 * seg * 2 + 2
+    encoder = 11_689_512 - 513_000
+    return encoder + up(c3) + (2 if layout == "two_x2" else 1) * up(c4) + heads + segmentation
+
+
+def test_layer4_upsampling_layouts_and_parameter_counts():
+    counts = {}
+    for layout, bias in (("two_x2", False), ("two_x2", True), ("one_x4", True)):
+        m = build(
+            "adl",
+            "smoke",
+            resize=64,
+            encoder_width=1.0,
+            upsample_kernel=3,
+            seg_width=64,
+            layer4_upsampling=layout,
+            upsample_bias=bias,
+        )
+        counts[(layout, bias)] = A.parameter_count(m)
+        assert counts[(layout, bias)] == _adl_parameters(layout, bias)
+        with torch.no_grad():
+            fco, f4 = m.net.eval().features(torch.rand(2, 3, 64, 64))
+        assert fco.shape == (2, 896, 8, 8) and f4.shape == (2, 512, 2, 2)
+        assert m.info()["config"]["layer4_upsampling"] == layout and m.info()["config"]["upsample_bias"] == bias
+    # released (two x2 blocks, no conv bias): 22.47 M; this project's former one x4 block: 17.75 M
+    assert counts[("two_x2", False)] == 22_465_540 and counts[("one_x4", True)] == 17_746_436
+    assert counts[("two_x2", True)] == 22_468_100
+    released = build(
+        "adl", "smoke", resize=64, encoder_width=1.0, upsample_kernel=3, layer4_upsampling="two_x2", upsample_bias=False
+    ).net.up4
+    assert [(b.scale, b.kernel, b.conv.bias) for b in released] == [(2, 3, None), (2, 3, None)]
+    # the two x2 blocks are two sequential x2 steps, each with its own 3x3 conv
+    z = torch.randn(1, 512, 2, 2)
+    released.eval()
+    with torch.no_grad():
+        assert torch.equal(released(z), released[1](released[0](z))) and released(z).shape == (1, 512, 8, 8)
+    # per profile: paper = released, smoke = the former layout (its numbers and run keys unchanged)
+    assert (ADLConfig().layer4_upsampling, ADLConfig().upsample_bias) == ("two_x2", False)
+    smoke = ADLConfig.for_profile("smoke")
+    assert (smoke.layer4_upsampling, smoke.upsample_bias) == ("one_x4", True)
+    from adlib.results import Job
+
+    assert (
+        Job.make("adl", "synth", "wood", "smoke", 0).key()
+        == Job.make(
+            "adl", "synth", "wood", "smoke", 0, layer4_upsampling="one_x4", upsample_bias=True, reweight_reduction="sum"
+        ).key()
+    )
+    from adlib.results import ADDED_FIELDS
+
+    assert all(ADDED_FIELDS[k] == v == getattr(smoke, k) for k, v in ADL.FORMER_CONFIG.items())
+    keys = {
+        Job.make("adl", "synth", "wood", "paper", 0, layer4_upsampling=v, upsample_bias=b).key()["config_hash"]
+        for v in A.LAYER4_UPSAMPLINGS
+        for b in (False, True)
+    }
+    assert len(keys) == 4
+
+
 def test_burn_in_iterations_and_learning_rate():
     assert burn_in_iterations(500, 0.06) == 30 and burn_in_iterations(10, 0.06) == 0
     assert [in_burn_in(t, 100) for t in (0, 5, 6, 99)] == [True, True, False, False]
@@ -389,6 +496,9 @@ def test_config_validation_errors():
         (dict(pseudo_label_prob=1.2), "pseudo_label_prob"),
         (dict(batch_size=0), "batch_size"),
         (dict(grad_clip=0.0), "grad_clip"),
+        (dict(reweight_reduction="mean"), "reweight_reduction"),
+        (dict(layer4_upsampling="x4"), "layer4_upsampling"),
+        (dict(upsample_bias="no"), "upsample_bias"),
     ]:
         with pytest.raises(ValueError, match=match):
             build("adl", "smoke", **bad)

@@ -98,9 +98,10 @@ def test_burn_in_weights(ref, which):
 
 def test_reweighted_terms_differ_by_batch_size(ref):
     """Known difference (both offered; ``reweight_reduction``): the released trainer takes ``torch.mean(L * w)`` with
-    weights that sum to 1, i.e. ``sum(w L) / B``; adlib's Eq. 11 term is ``sum(w L)``. The weights
-    agree (above); the reweighted terms differ by exactly the factor B, so the released objective
-    scales both reweighted terms by 1/B relative to the segmentation loss."""
+    weights that sum to 1, i.e. ``sum(w L) / B`` (``"batch_mean"``, the paper profile's default);
+    Eq. 11 as printed is ``sum(w L)`` (``"sum"``, the smoke profile's). The weights agree (above);
+    the reweighted terms differ by exactly the factor B, so the released objective scales both
+    reweighted terms by 1/B relative to the segmentation loss."""
     b = ref["scores"].numel()
     w_dev = adl.alpha_divergence_weights(ref["soft_dev_loss"], 0.1, 0.1)
     w_bce = adl.alpha_divergence_weights(ref["bce_loss_pseudo"], 0.1, 0.1)
@@ -108,7 +109,7 @@ def test_reweighted_terms_differ_by_batch_size(ref):
     bce = adl.reweighted_loss(ref["bce_loss_pseudo"], w_bce)
     _close(dev / b, ref["term_dev"], rtol=1e-5, atol=1e-7)  # measured max |diff| 6e-8
     _close(bce / b, ref["term_bce"], rtol=1e-5, atol=1e-8)  # measured max |diff| 1.9e-9
-    assert abs(float(dev) - float(ref["term_dev"])) > 1.0  # the paper's sum (default) does not divide by B
+    assert abs(float(dev) - float(ref["term_dev"])) > 1.0  # Eq. 11's sum (reduction="sum") does not divide by B
     # the released reduction, offered as reweight_reduction="batch_mean", is the released term
     _close(adl.reweighted_loss(ref["soft_dev_loss"], w_dev, "batch_mean"), ref["term_dev"], rtol=1e-5, atol=1e-7)
     _close(adl.reweighted_loss(ref["bce_loss_pseudo"], w_bce, "batch_mean"), ref["term_bce"], rtol=1e-5, atol=1e-8)

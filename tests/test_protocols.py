@@ -160,6 +160,29 @@ def test_contaminated_split_counts_noise_and_protocols(data_root):
     assert len(others) > 1
 
 
+def test_too_few_anomalies_released_draws_with_replacement_leak_free_names_the_class(data_root):
+    from adlib.synthesis.contamination import ContaminationError
+
+    train, test = _splits(data_root)
+    n_normal = len(train)
+    n_anom = int(test.labels.sum())
+    eps = 0.6  # k = int(1.5 * n_normal) anomalies, more than the test set has
+    k = int(eps / (1 - eps) * n_normal)
+    assert k > n_anom
+    tr, te, d = apply_protocol({"contamination": eps, "contamination_protocol": "released"}, train, test, seed=0)
+    assert d["n_contaminating"] == k and d["n_available"] == n_anom and d["with_replacement"]
+    assert d["n_distinct"] <= n_anom and len(d["contaminating_files"]) == k  # a file once per draw
+    assert len(tr) == n_normal + k and len(te) == len(test) and d["leaked"]
+    with pytest.raises(ContaminationError) as err:
+        apply_protocol({"contamination": eps}, train, test, seed=0)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("synth/wood: leak-free")
+    assert f"needs {k + 1} test anomalies" in msg and f"only {n_anom} are available" in msg
+    # not short: no replacement, recorded as such
+    _, _, d2 = apply_protocol({"contamination": 0.2, "contamination_protocol": "released"}, train, test, seed=0)
+    assert not d2["with_replacement"] and d2["n_distinct"] == d2["n_contaminating"]
+
+
 def test_a_contaminated_job_runs_through_the_store_and_cli(data_root, tmp_path):
     job = Job.make("patchcore", "synth", "wood", protocol={"contamination": 0.2}, **FAST)
     assert job.key()["protocol"] == {"contamination": 0.2, "contamination_protocol": "leak-free"}

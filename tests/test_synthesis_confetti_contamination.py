@@ -23,6 +23,7 @@ from adlib.synthesis.contamination import (
     add_contamination_noise,
     contaminate,
     contamination_count,
+    draw_plan,
 )
 
 
@@ -200,17 +201,150 @@ def test_contamination_deterministic_and_order_independent():
 
 
 def test_contamination_shortage_and_bad_input():
-    train, test = _records()
+    train, test = _records()  # 100 normal training images, 45 test anomalies
+    # leak-free: eps 0.5 hides 100 anomalies and must leave one to test: one line with both counts
+    with pytest.raises(ContaminationError, match=r"^mvtec/bottle: leak-free .*needs 101 test anomalies.*only 45 "):
+        contaminate(train, test, 0.5, seed=0, where="mvtec/bottle")
+    with pytest.raises(ContaminationError, match="not allowed under the leak-free"):
+        contaminate(train, test, 0.1, seed=0, on_shortage="with_replacement")
+    # released: with replacement when short (the released try/except fallback), and it says so
+    dup = contaminate(train, test, 0.5, seed=0, protocol="released")
+    assert dup.with_replacement and dup.n_contaminating == 100 and dup.n_available == 45
+    assert dup.n_distinct == len(set(dup.chosen_files)) <= 45 and len(dup.noise_seeds) == 100
+    assert dup.test == test  # the released protocol keeps every test anomaly
+    # not short: the same draw as before (without replacement), nothing recorded as replaced
+    ok = contaminate(train, test, 0.3, seed=0, protocol="released")  # k = 42 of 45
+    assert not ok.with_replacement and ok.n_distinct == ok.n_contaminating == 42
     with pytest.raises(ContaminationError, match=r"needs 100 anomalies.*only 45"):
-        contaminate(train, test, 0.5, seed=0)
-    dup = contaminate(train, test, 0.5, seed=0, on_shortage="with_replacement")
-    assert dup.n_contaminating == 100 and len(set(dup.chosen_files)) <= 45
+        contaminate(train, test, 0.5, seed=0, protocol="released", on_shortage="raise")
+    # leak-free with exactly k anomalies would leave none to test (AUROC undefined): refused
+    with pytest.raises(ContaminationError, match=r"needs 43 test anomalies \(42 to hide.*only 42"):
+        contaminate(train, [r for r in test if r.label == 0] + [r for r in test if r.label == 1][:42], 0.3, seed=0)
+    assert sum(r.label for r in contaminate(train, test, 0.3, seed=0).test) == 3  # 42 of 45: three left
     with pytest.raises(ContaminationError, match="protocol"):
         contaminate(train, test, 0.1, seed=0, protocol="leaky")
+    with pytest.raises(ContaminationError, match="on_shortage"):
+        contaminate(train, test, 0.1, seed=0, on_shortage="duplicate")
     with pytest.raises(ContaminationError, match="label 0"):
         contaminate(train + test[-1:], test, 0.1, seed=0)
     with pytest.raises(ValueError, match="got 1.0"):
         contaminate(train, test, 1.0, seed=0)
+    with pytest.raises(ContaminationError, match="only 0"):  # released, but nothing to draw from
+        contaminate(train, test[:20], 0.1, seed=0, protocol="released")
+
+
+# Class sizes of the real datasets (normal training images, anomalous test images).
+# MVTec AD: Bergmann et al., "MVTec AD - A Comprehensive Real-World Dataset for Unsupervised Anomaly
+# Detection", CVPR 2019, Table 1 (3629 training and 1725 test images: 467 good, 1258 defective;
+# 5354 in all, the paper's abstract).
+MVTEC_COUNTS = {
+    "bottle": (209, 63),
+    "cable": (224, 92),
+    "capsule": (219, 109),
+    "carpet": (280, 89),
+    "grid": (264, 57),
+    "hazelnut": (391, 70),
+    "leather": (245, 92),
+    "metal_nut": (220, 93),
+    "pill": (267, 141),
+    "screw": (320, 119),
+    "tile": (230, 84),
+    "toothbrush": (60, 30),
+    "transistor": (213, 40),
+    "wood": (247, 60),
+    "zipper": (240, 119),
+}
+MVTEC_TEST_GOOD = 467
+# VisA: Zou et al., "SPot-the-Difference Self-Supervised Pre-training for Anomaly Detection and
+# Segmentation", ECCV 2022; the one-class split amazon-science/spot-diff split_csv/1cls.csv (commit
+# 2a692ab), which both ADL's loader and adlib.data.visa read: rows with split=train, label=normal
+# and split=test, label=anomaly per object (8659 training images; 962 good and 1200 anomalous test).
+VISA_COUNTS = {
+    "candle": (900, 100),
+    "capsules": (542, 100),
+    "cashew": (450, 100),
+    "chewinggum": (453, 100),
+    "fryum": (450, 100),
+    "macaroni1": (900, 100),
+    "macaroni2": (900, 100),
+    "pcb1": (904, 100),
+    "pcb2": (901, 100),
+    "pcb3": (905, 100),
+    "pcb4": (904, 100),
+    "pipe_fryum": (450, 100),
+}
+VISA_TEST_GOOD = 962
+
+
+def test_real_class_size_tables_add_up():
+    assert sum(n for n, _ in MVTEC_COUNTS.values()) == 3629
+    assert sum(a for _, a in MVTEC_COUNTS.values()) + MVTEC_TEST_GOOD == 1725
+    assert 3629 + 1725 == 5354
+    assert sum(n for n, _ in VISA_COUNTS.values()) == 8659 and sum(a for _, a in VISA_COUNTS.values()) == 1200
+
+
+def _class_records(cls: str, n_train: int, n_anomalies: int):
+    train = [Record(Path(f"/d/{cls}/train/good/{i:04d}.png"), 0, "good", None, cls, "train") for i in range(n_train)]
+    test = [Record(Path(f"/d/{cls}/test/good/{i:04d}.png"), 0, "good", None, cls, "test") for i in range(5)]
+    test += [
+        Record(Path(f"/d/{cls}/test/bad/{i:04d}.png"), 1, "bad", Path(f"/m/{i:04d}.png"), cls, "test")
+        for i in range(n_anomalies)
+    ]
+    return train, test
+
+
+def _draws(counts: dict, eps: float, protocol: str):
+    """class -> the ContaminatedSplit of a real draw on records of that class's size, or the error."""
+    out = {}
+    for cls, (n, a) in counts.items():
+        train, test = _class_records(cls, n, a)
+        try:
+            out[cls] = contaminate(train, test, eps, seed=0, protocol=protocol, where=f"data/{cls}")
+        except ContaminationError as exc:
+            out[cls] = exc
+    return out
+
+
+def test_released_protocol_samples_with_replacement_exactly_where_the_real_classes_are_short():
+    mv20 = _draws(MVTEC_COUNTS, 0.2, "released")
+    assert not any(isinstance(v, Exception) for v in mv20.values())
+    assert {c for c, s in mv20.items() if s.with_replacement} == {"grid", "hazelnut", "transistor", "wood"}
+    for c, s in mv20.items():  # the count drawn is the released formula's; duplicates only when short
+        n, a = MVTEC_COUNTS[c]
+        assert s.n_contaminating == contamination_count(0.2, n) and s.n_available == a
+        assert s.n_distinct <= a and (s.n_distinct == s.n_contaminating) == (not s.with_replacement)
+        assert len(s.test) == a + 5  # released: every test anomaly stays
+    assert not any(s.with_replacement for s in _draws(MVTEC_COUNTS, 0.1, "released").values())
+    visa15 = _draws(VISA_COUNTS, 0.15, "released")
+    short15 = {c for c, s in visa15.items() if s.with_replacement}
+    assert len(short15) == 7 and short15 == {c for c, (n, _) in VISA_COUNTS.items() if n >= 900}
+    assert all(s.with_replacement for s in _draws(VISA_COUNTS, 0.2, "released").values())  # all 12
+
+
+def test_leak_free_visa_at_10_percent_names_the_seven_classes_left_without_test_anomalies():
+    lf = _draws(VISA_COUNTS, 0.1, "leak-free")
+    failed = {c: str(v) for c, v in lf.items() if isinstance(v, ContaminationError)}
+    assert len(failed) == 7 and set(failed) == {c for c, (n, _) in VISA_COUNTS.items() if n >= 900}
+    for c, msg in failed.items():
+        n, a = VISA_COUNTS[c]
+        k = contamination_count(0.1, n)
+        assert k == a  # the draw would take every test anomaly of the class
+        assert "\n" not in msg and msg.startswith(f"data/{c}: leak-free contamination at eps=0.1")
+        assert f"needs {k + 1} test anomalies ({k} to hide among {n} normal" in msg and f"only {a} are" in msg
+    for c, s in lf.items():
+        if c not in failed:
+            assert not s.leaked and len([r for r in s.test if r.label == 1]) == VISA_COUNTS[c][1] - s.n_contaminating
+    # the pure plan agrees with the draw, class by class
+    for c, (n, a) in VISA_COUNTS.items():
+        if c in failed:
+            with pytest.raises(ContaminationError, match=c):
+                draw_plan(0.1, n, a, "leak-free", where=c)
+        else:
+            assert draw_plan(0.1, n, a, "leak-free").test_anomalies_left == a - contamination_count(0.1, n) >= 1
+    # MVTec AD leak-free: fine at 10 and 15 %, short at 20 % on the four classes the released draw repeats
+    assert not any(isinstance(v, Exception) for e in (0.1, 0.15) for v in _draws(MVTEC_COUNTS, e, "leak-free").values())
+    lf20 = _draws(MVTEC_COUNTS, 0.2, "leak-free")
+    assert {c for c, v in lf20.items() if isinstance(v, Exception)} == {"grid", "hazelnut", "transistor", "wood"}
 
 
 def test_contamination_noise_clamp_mode():

@@ -11,7 +11,15 @@ Network (Sec. 3.3-3.4, Fig. 1; layout as released, implementation notes)
     - Feature encoder: ResNet-18 (timm, ``features_only``), **fine-tuned** (not frozen): ``layer2``
       (128 ch, stride 8), ``layer3`` (256 ch) up x2 and ``layer4`` (512 ch) up x4 by learned
       blocks (:class:`UpBlock`: nearest up-sampling, 3x3 conv to 2C, BatchNorm, GLU back to C),
-      concatenated: ``F_Co`` with 896 channels at stride 8 (32 x 32 for a 256 input). The encoder
+      concatenated: ``F_Co`` with 896 channels at stride 8 (32 x 32 for a 256 input). Layer 4's
+      x4 (``layer4_upsampling``): ``"two_x2"`` (released ``modeling/networks/resnet18.py:49-50,
+      62``: ``upsample4_2(upsample4_1(x4))``, two x2 blocks with a 3x3 conv each; paper profile) or
+      ``"one_x4"`` (one x4 block, this project's former layout; smoke profile). The released
+      block convs have no bias (``conv3x3(..., bias=False)`` before BatchNorm; ``upsample_bias``
+      False, paper profile; True, smoke). Parameters of the whole network (ResNet-18 without its
+      unused ``fc``): 22,465,540 released (``two_x2``, no bias), 22,468,100 ``two_x2`` with bias,
+      17,746,436 ``one_x4`` with bias (the former 17.75 M; the issue's 22.47 M is ``two_x2``);
+      asserted in ``tests/test_adl.py``. The encoder
       is built through :class:`adlib.backbones.FeatureExtractor` (same weight sources, offline
       rules and :class:`~adlib.backbones.WeightsUnavailable` message), whose timm module is then
       unfrozen and trained (:func:`build_encoder`). The ``paper`` profile uses the pretrained
@@ -47,7 +55,8 @@ Losses (one function each; all per sample unless said otherwise)
     :func:`reverse_kl_weights`             Eq. 9 (reverse KL)
     :func:`alpha_divergence_weights`       Eq. 10 (alpha divergence; Eq. 8 at ``alpha = 1``,
                                            Eq. 9 at ``alpha = 0``)
-    :func:`reweighted_loss`                Eq. 7's objective ``sum_i w_i L(x_i)``
+    :func:`reweighted_loss`                Eq. 7's objective ``sum_i w_i L(x_i)`` (or the released
+                                           ``mean_i w_i L(x_i)``, ``reweight_reduction``)
     :func:`adl_objective`                  Eq. 11, ``sum w1 l_dev|soft + sum w2 l_bce + l_seg``
     ====================================== ======================================================
 
@@ -97,16 +106,26 @@ Training (Algorithm 1; released details from the implementation notes)
     - Reweighting: ``w1`` from the deviation losses and ``w2`` from the BCE losses of the batch
       (both detached), each by Eq. 10 with ``alpha = 0.1``, ``lambda = 0.1`` (Sec. 4.1, released),
       normalised to sum 1 over the batch; the objective is Eq. 11 with ``l_seg`` the focal loss
-      averaged over the batch's pixels. The released trainer (``utils.get_loss_weights``, in the
-      source at ADL4VAD 0e809c1; ``tests/test_golden_adl.py``) computes the same weights but takes
-      ``mean(L * w)``: both reweighted terms are divided by the batch size relative to ``l_seg``.
-      Both are offered (``reweight_reduction``); the default is the paper's sum, the one
-      exception besides ``epochs`` to "defaults = released" below (kept because the smoke and paper
-      numbers recorded so far use it; sum-to-1 weights make the burn-in objective the plain
-      batch mean, continuous with the reweighted one).
+      averaged over the batch's pixels. Eq. 11's reduction (``reweight_reduction``, both named):
+      ``"batch_mean"``, released and the **paper profile's default**: the released trainer
+      (ADL4VAD 0e809c1, ``adl_train.py:149-152``: ``CE_loss = torch.mean(CE_losses * w1)``,
+      ``loss = torch.mean(losses * w2)``, ``total = loss + CE_loss + segment_loss``) with the
+      weights of ``utils.get_loss_weights`` (its source is in ``utils.py:58-77``, normalised to
+      sum 1; the same weights as :func:`alpha_divergence_weights`, ``tests/test_golden_adl.py``)
+      takes ``(1/n) sum_i w_i L_i`` over the ``n = 2B`` images of the step, so both reweighted
+      terms are divided by ``n`` relative to the mean segmentation loss; ``"sum"``, Eq. 11 as
+      printed, ``sum_i w_i L_i`` (the **smoke profile's**, unchanged: its calibration and recorded
+      numbers were made with it). With uniform burn-in weights ``1/n`` the sum is the plain batch
+      mean and the released form the mean divided by ``n``. Gradient clipping is the same in
+      both codes: every step, norm 1.0 over all parameters (released ``adl_train.py:154``,
+      ``grad_clip = 1.0`` here); with the sum the reweighted terms are ``n`` times larger, so the
+      clip binds on more steps and the segmentation gradient is a smaller share of the clipped
+      step.
     - The last epoch's model is kept (no selection on the test set).
 
-Paper vs released code (named options; defaults = released, except ``epochs``)
+Paper vs released code (named options; defaults = released, except ``epochs``; the ``smoke``
+profile keeps ``reweight_reduction="sum"``, ``layer4_upsampling="one_x4"`` and ``upsample_bias=True``,
+with which its numbers were recorded)
     ======================== ===================================== =================================
     option                   paper                                 released (default)
     ======================== ===================================== =================================
@@ -118,7 +137,9 @@ Paper vs released code (named options; defaults = released, except ``epochs``)
     ``burn_in_mode``         ``"paper"`` (only weights uniform)    ``"released"`` (hard labels too)
     ``pseudo_label_rule``    ``"kmeans"`` (``y~`` alone)           ``"or"`` (``y~`` OR ``y``)
     ``pseudo_label_schedule`` ``"alternate"``                      ``"random"`` (p = 0.6)
-    ``reweight_reduction``   ``"sum"`` (Eq. 11; **default**)       ``"batch_mean"`` (``mean(L w)``)
+    ``reweight_reduction``   ``"sum"`` (Eq. 11; smoke)             ``"batch_mean"`` (``mean(L w)``)
+    ``layer4_upsampling``    interpolated (Sec. 3.3.2; no layout)  ``"two_x2"`` (``"one_x4"``: smoke)
+    ``upsample_bias``        not stated                            False (True: smoke)
     ``epochs``               25 (default)                          50 (argparse) / 2 (script)
     ======================== ===================================== =================================
 
@@ -268,6 +289,7 @@ BURN_IN_MODES = ("released", "paper")
 PSEUDO_LABEL_RULES = ("or", "kmeans")
 PSEUDO_LABEL_SCHEDULES = ("random", "alternate")
 REWEIGHT_REDUCTIONS = ("sum", "batch_mean")
+LAYER4_UPSAMPLINGS = ("two_x2", "one_x4")
 PIXEL_MAPS = ("segmentation", "score")
 GENERATORS = ("sampler", "synthesis", "reference", "labels")
 
@@ -446,7 +468,8 @@ def reweighted_loss(loss_values: torch.Tensor, weights: torch.Tensor, reduction:
     """``sum_i w_i L(x_i)`` (ADL, Eq. 7's objective for a mini-batch; weights detached).
 
     ``reduction="sum"`` is the paper's Eq. 7 / Eq. 11 (weights summing to 1); ``"batch_mean"`` is
-    the released trainer's ``mean(L * w)``, the same sum divided by the batch size B."""
+    the released trainer's ``torch.mean(L * w)`` (ADL4VAD ``adl_train.py:149-150``), the same sum
+    divided by the number of images ``n`` in the batch."""
     terms = weights.detach().to(loss_values.device, loss_values.dtype) * loss_values.reshape(-1)
     if reduction == "sum":
         return terms.sum()
@@ -468,7 +491,9 @@ def adl_objective(
     ``l_dev``: the per-sample deviation losses (soft, Eq. 5, or hard, Eq. 4, per variant and
     burn-in); ``l_bce`` (per sample) or None when the variant has no BCE term; ``l_seg`` the
     batch's mean focal loss (0 without it); ``w1``, ``w2`` sum to 1 each. ``reduction``: see
-    :func:`reweighted_loss` (``"batch_mean"``, released, divides both reweighted terms by B)."""
+    :func:`reweighted_loss`: ``"sum"`` is Eq. 11 as printed; ``"batch_mean"`` the released
+    ``mean(l w1) + mean(l w2) + l_seg`` (ADL4VAD ``adl_train.py:149-152``), i.e. both reweighted
+    terms divided by the batch's ``n`` images (the config's ``reweight_reduction``)."""
     total = reweighted_loss(l_dev, w1, reduction)
     if l_bce is not None:
         total = total + reweighted_loss(l_bce, w2, reduction)
@@ -497,14 +522,14 @@ def learning_rate(cfg: ADLConfig, epoch: int) -> float:
 
 
 class UpBlock(nn.Module):
-    """Nearest up-sampling by ``scale``, ``kernel x kernel`` conv ``C -> 2C``, BatchNorm, GLU
-    (``-> C``). With ``kernel = 1`` the conv / BN / GLU run before the up-sampling (same outputs,
-    see the module docstring)."""
+    """Nearest up-sampling by ``scale``, ``kernel x kernel`` conv ``C -> 2C`` (with a bias unless
+    ``bias=False``, the released ``conv3x3``), BatchNorm, GLU (``-> C``). With ``kernel = 1`` the
+    conv / BN / GLU run before the up-sampling (same outputs, see the module docstring)."""
 
-    def __init__(self, channels: int, scale: int, kernel: int = 3) -> None:
+    def __init__(self, channels: int, scale: int, kernel: int = 3, bias: bool = True) -> None:
         super().__init__()
         self.scale, self.kernel = int(scale), int(kernel)
-        self.conv = nn.Conv2d(channels, 2 * channels, kernel, padding=kernel // 2)
+        self.conv = nn.Conv2d(channels, 2 * channels, kernel, padding=kernel // 2, bias=bool(bias))
         self.bn = nn.BatchNorm2d(2 * channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -541,7 +566,9 @@ class SegmentationNet(nn.Module):
 class ADLNet(nn.Module):
     """Fine-tuned ResNet encoder + up-sampling blocks + scoring, classification and segmentation
     heads. ``forward(x, seg=True)`` -> dict: ``score_map`` (``|psi|``, ``B x h x w``), ``score``
-    (``psi_K``, ``B``), ``prob`` (``p``, ``B``), ``seg`` (``M_o``, ``B x H x W``, or None)."""
+    (``psi_K``, ``B``), ``prob`` (``p``, ``B``), ``seg`` (``M_o``, ``B x H x W``, or None).
+    ``layer4_upsampling``: ``"two_x2"`` (``up4`` = two x2 :class:`UpBlock` s, released) or
+    ``"one_x4"`` (one x4 block); ``upsample_bias``: the blocks' conv bias (released: none)."""
 
     def __init__(
         self,
@@ -551,12 +578,21 @@ class ADLNet(nn.Module):
         upsample_kernel: int = 3,
         seg_width: int = 64,
         normalize: bool = False,
+        layer4_upsampling: str = "two_x2",
+        upsample_bias: bool = False,
     ) -> None:
         super().__init__()
+        if layer4_upsampling not in LAYER4_UPSAMPLINGS:
+            raise ValueError(f"layer4_upsampling must be one of {LAYER4_UPSAMPLINGS}, got {layer4_upsampling!r}")
         c2, c3, c4 = channels
         self.encoder = encoder
-        self.up3 = UpBlock(c3, 2, upsample_kernel)
-        self.up4 = UpBlock(c4, 4, upsample_kernel)
+        self.up3 = UpBlock(c3, 2, upsample_kernel, upsample_bias)
+        if layer4_upsampling == "one_x4":
+            self.up4 = UpBlock(c4, 4, upsample_kernel, upsample_bias)
+        else:  # released: upsample4_2(upsample4_1(x4))
+            self.up4 = nn.Sequential(
+                UpBlock(c4, 2, upsample_kernel, upsample_bias), UpBlock(c4, 2, upsample_kernel, upsample_bias)
+            )
         width = c2 + c3 + c4
         self.scoring = nn.Conv2d(width, 1, 1)
         self.classifier = nn.Linear(c4, 1)
@@ -651,7 +687,8 @@ def parameter_count(model) -> int:
 class ADLConfig(MethodConfig):
     """ADL settings. Defaults (= ``paper`` profile): Sec. 4.1 with the released choices of the module
     docstring's table (input 256 in [0, 1], margin 10, pretrained ResNet-18 ``tv_in1k``, batches of
-    24 + 24, 20 steps an epoch, 25 epochs). ``smoke``: CPU-sized (see :attr:`PROFILES`)."""
+    24 + 24, 20 steps an epoch, 25 epochs, Eq. 11 as ``mean(L w)``, layer 4 up-sampled by two x2
+    blocks without conv bias). ``smoke``: CPU-sized (see :attr:`PROFILES`)."""
 
     variant: str = "proposed"
     # encoder (Sec. 3.3.2, 4.1)
@@ -662,6 +699,8 @@ class ADLConfig(MethodConfig):
     backbone_seed: int = 0  # random initialisation when pretrained=False
     encoder_width: float = 1.0  # < 1: channels scaled (smoke only, random init)
     upsample_kernel: int = 3
+    layer4_upsampling: str = "two_x2"  # released; "one_x4": one x4 block (smoke)
+    upsample_bias: bool = False  # released conv3x3(bias=False); True: smoke
     seg_width: int = 64
     # input
     resize: int = 256
@@ -680,7 +719,7 @@ class ADLConfig(MethodConfig):
     pseudo_label_rule: str = "or"
     pseudo_label_schedule: str = "random"
     pseudo_label_prob: float = 0.6
-    reweight_reduction: str = "sum"  # paper Eq. 11; "batch_mean": released mean(L * w)
+    reweight_reduction: str = "batch_mean"  # released mean(L * w); "sum": Eq. 11 as printed (smoke)
     focal_gamma: float = 2.0
     focal_alpha: float = 1.0
     focal_smoothing: float = 1e-5
@@ -712,6 +751,8 @@ class ADLConfig(MethodConfig):
     #: recalibrated on 16 training batches after the last epoch (``bn_recalibration``). The rules
     #: (not chosen on any category, see "Smoke profile"): the soft-label phase refines a model at
     #: the decayed learning rate, and inference uses normalisation statistics of the final weights.
+    #: It keeps the settings its numbers were recorded with where the paper profile now follows
+    #: the released code: Eq. 11 as a sum, one x4 layer-4 block, conv biases in the blocks.
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         "smoke": dict(
@@ -728,6 +769,9 @@ class ADLConfig(MethodConfig):
             lr_step=8,
             burn_in=0.8,
             bn_recalibration=16,
+            reweight_reduction="sum",
+            layer4_upsampling="one_x4",
+            upsample_bias=True,
         ),
     }
 
@@ -757,6 +801,10 @@ class ADLConfig(MethodConfig):
             )
         if self.upsample_kernel not in (1, 3, 5):
             raise ValueError(f"upsample_kernel must be 1, 3 or 5, got {self.upsample_kernel}")
+        if self.layer4_upsampling not in LAYER4_UPSAMPLINGS:
+            raise ValueError(f"layer4_upsampling must be one of {LAYER4_UPSAMPLINGS}, got {self.layer4_upsampling!r}")
+        if not isinstance(self.upsample_bias, bool):
+            raise ValueError(f"upsample_bias must be True or False, got {self.upsample_bias!r}")
         if self.seg_width < 1:
             raise ValueError(f"seg_width must be >= 1, got {self.seg_width}")
         if not 0.0 < self.top_k <= 1.0:
@@ -817,6 +865,13 @@ class ADL(DraemSynthesis, EpochMethod):
     Config: ClassVar[type] = ADLConfig
     name: ClassVar[str] = "adl"
     STREAMS: ClassVar[tuple[str, ...]] = GENERATORS
+    #: config fields added after checkpoints were written, at the value those checkpoints ran with
+    #: (as :data:`adlib.results.ADDED_FIELDS` for run keys): filled in where a checkpoint lacks them
+    FORMER_CONFIG: ClassVar[dict[str, Any]] = {
+        "reweight_reduction": "sum",
+        "layer4_upsampling": "one_x4",
+        "upsample_bias": True,
+    }
 
     def __init__(self, cfg: ADLConfig | None = None, *, load_weights: bool = True) -> None:
         """``load_weights=False`` (used by :meth:`load`): build the architecture without fetching
@@ -834,6 +889,8 @@ class ADL(DraemSynthesis, EpochMethod):
                 cfg.upsample_kernel,
                 cfg.seg_width,
                 cfg.normalize,
+                cfg.layer4_upsampling,
+                cfg.upsample_bias,
             )
         self.iteration = 0
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -1104,6 +1161,14 @@ class ADL(DraemSynthesis, EpochMethod):
         self.to(self.device)
 
     @classmethod
+    def read(cls, path) -> dict[str, Any]:
+        """A checkpoint (:meth:`Method.read`) whose config has the :data:`FORMER_CONFIG` values
+        where it predates those fields (it loads and resumes as the network it holds)."""
+        state = super().read(path)
+        state["config"] = {**cls.FORMER_CONFIG, **state["config"]}
+        return state
+
+    @classmethod
     def _from_config(cls, cfg: ADLConfig) -> ADL:
         return cls(cfg, load_weights=False)
 
@@ -1119,6 +1184,15 @@ class ADL(DraemSynthesis, EpochMethod):
             "parameters": parameter_count(self),
             "pixel_map": self.pixel_map,
             "image_score": "top-K mean of |psi| (Eq. 2)",
+            "eq11_reduction": (
+                "released: mean(l_dev w1) + mean(l_bce w2) + l_seg (adl_train.py:149-152)"
+                if self.cfg.reweight_reduction == "batch_mean"
+                else "Eq. 11 as printed: sum(w1 l_dev) + sum(w2 l_bce) + l_seg"
+            ),
+            "layer4_upsampling": (
+                "two x2 blocks (released resnet18.py)" if self.cfg.layer4_upsampling == "two_x2" else "one x4 block"
+            )
+            + (", conv bias" if self.cfg.upsample_bias else ", no conv bias (released)"),
             "texture_source": self.texture_description,
             "texture_is_stand_in": self.texture_is_stand_in,
             "iterations_trained": self.iteration,
@@ -1143,9 +1217,11 @@ __all__ = [
     "ADLNet",
     "BURN_IN_MODES",
     "Components",
+    "LAYER4_UPSAMPLINGS",
     "PIXEL_MAPS",
     "PSEUDO_LABEL_RULES",
     "PSEUDO_LABEL_SCHEDULES",
+    "REWEIGHT_REDUCTIONS",
     "SegmentationNet",
     "TABLE2_NAMES",
     "TABLE2_REPORTED",

@@ -22,9 +22,27 @@ Choice of anomalies. Uniformly at random without replacement over all test anoma
 types together (no stratification; the released code draws ``np.random.choice(..., replace=False)``
 over the pooled, shuffled list). The candidates are first sorted by image path so the choice
 depends only on the seed and the set of records, not on their order (the released code starts
-from ``os.listdir`` order, which is file-system dependent). If more anomalies are needed than the
-test set has, :func:`contaminate` raises (the released code silently falls back to sampling with
-replacement, i.e. duplicates; available as ``on_shortage="with_replacement"``).
+from ``os.listdir`` order, which is file-system dependent).
+
+When a class has too few anomalies (:func:`draw_plan`, used by :func:`contaminate`; the outcome is
+recorded: ``n_contaminating``, ``n_available``, ``with_replacement``, ``n_distinct``)
+    - ``"released"``: as the released code (``datasets/mvtecad_perlintest.py`` and
+      ``visa_perlintest.py``, ``synthetic_contamination``: ``np.random.choice(..., replace=False)``
+      in a ``try``, ``replace=True`` in its ``except``), the ``k`` anomalies are drawn **with
+      replacement** when ``k`` exceeds the test set's anomalies (duplicates, each with its own
+      noise draw, as the released code adds noise per copy); without replacement otherwise. Only
+      an empty anomaly set is an error. On the real class sizes (table in
+      ``tests/test_synthesis_confetti_contamination.py``): MVTec AD at eps 20 % draws with
+      replacement on grid, hazelnut, transistor and wood; VisA at 15 % on the 7 classes with at
+      least 900 normal training images, at 20 % on all 12.
+    - ``"leak-free"``: the ``k`` drawn anomalies leave the test set, so the draw needs ``k`` plus
+      at least :data:`LEAK_FREE_MIN_LEFT` (1) anomaly left for testing (otherwise AUROC is
+      undefined). Short of that, one :class:`ContaminationError` line naming the class (when
+      given), eps, the count needed and the count available; no fallback (sampling with
+      replacement cannot help: every drawn image leaves the test set). E.g. VisA at 10 % needs
+      ``int(900 / 9) = 100`` anomalies for the 7 large classes, all 100 of their test anomalies.
+    - ``on_shortage`` overrides the protocol's rule: ``"raise"`` (also under ``"released"``) or
+      ``"with_replacement"`` (refused under ``"leak-free"``).
 
 How contaminating records look. Each chosen test record becomes a :class:`ContaminatedRecord` in
 the training list: ``label=0``, ``defect_type="good"``, ``mask_path=None``, ``split="train"``
@@ -63,6 +81,10 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("leak-free", "released")
 DEFAULT_PROTOCOL = "leak-free"
 SHORTAGE_MODES = ("raise", "with_replacement")
+#: the shortage rule of each protocol (module docstring)
+SHORTAGE_BY_PROTOCOL = {"leak-free": "raise", "released": "with_replacement"}
+#: anomalies a leak-free draw must leave in the test set
+LEAK_FREE_MIN_LEFT = 1
 RANGE_MODES = ("minmax", "clamp")
 NOISE_STD = 2.0
 RELEASED_JPEG_QUALITY = 95
@@ -101,6 +123,8 @@ class ContaminatedSplit:
     n_normal_train: int
     noise_std: float = NOISE_STD
     noise_seeds: list[int] = field(default_factory=list)
+    n_available: int = 0  # anomalies in the test set to draw from
+    with_replacement: bool = False  # the released fallback was used (duplicates possible)
 
     @property
     def chosen_files(self) -> list[Path]:
@@ -109,6 +133,11 @@ class ContaminatedSplit:
     @property
     def n_contaminating(self) -> int:
         return len(self.chosen)
+
+    @property
+    def n_distinct(self) -> int:
+        """Number of distinct anomalies drawn (less than :attr:`n_contaminating` only with replacement)."""
+        return len({str(r.image_path) for r in self.chosen})
 
     @property
     def leaked(self) -> bool:
@@ -134,6 +163,66 @@ def contamination_count(eps: float, n_train: int) -> int:
     if isinstance(n_train, bool) or int(n_train) != n_train or n_train < 0:
         raise ContaminationError(f"n_train must be a non-negative integer, got {n_train!r}")
     return int(e / (1.0 - e) * int(n_train))
+
+
+@dataclass(frozen=True)
+class DrawPlan:
+    """What a contamination draw does for given counts (:func:`draw_plan`)."""
+
+    n_contaminating: int  # k = contamination_count(eps, n_normal)
+    n_available: int  # anomalies in the test set
+    with_replacement: bool  # k > n_available under the released rule
+    test_anomalies_left: int  # anomalies left in the test set (leak-free: at least available - k)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def draw_plan(
+    eps: float,
+    n_normal: int,
+    n_available: int,
+    protocol: str = DEFAULT_PROTOCOL,
+    on_shortage: str | None = None,
+    where: str = "",
+) -> DrawPlan:
+    """The contamination draw for ``n_normal`` normal training images and ``n_available`` test
+    anomalies (module docstring, "When a class has too few anomalies"): ``k =
+    contamination_count(eps, n_normal)``; ``"released"`` draws with replacement when ``k >
+    n_available``; ``"leak-free"`` needs ``k + LEAK_FREE_MIN_LEFT`` anomalies and otherwise raises
+    :class:`ContaminationError` naming ``where`` (e.g. ``"visa/candle"``), eps, the count needed
+    and the count available. ``on_shortage`` (None: the protocol's rule, :data:`SHORTAGE_BY_PROTOCOL`)
+    may force ``"raise"``. Used by :func:`contaminate`; needs no records (tests on real class sizes)."""
+    if protocol not in PROTOCOLS:
+        raise ContaminationError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    rule = SHORTAGE_BY_PROTOCOL[protocol] if on_shortage is None else on_shortage
+    if rule not in SHORTAGE_MODES:
+        raise ContaminationError(f"on_shortage must be one of {SHORTAGE_MODES} or None, got {on_shortage!r}")
+    if protocol == "leak-free" and rule == "with_replacement":
+        raise ContaminationError(
+            "on_shortage='with_replacement' is not allowed under the leak-free protocol "
+            "(every drawn anomaly leaves the test set); use contamination_protocol='released'"
+        )
+    k = contamination_count(eps, n_normal)
+    avail = int(n_available)
+    prefix = f"{where}: " if where else ""
+    if k == 0:
+        return DrawPlan(0, avail, False, avail)
+    if protocol == "leak-free":
+        need = k + LEAK_FREE_MIN_LEFT
+        if avail < need:
+            raise ContaminationError(
+                f"{prefix}leak-free contamination at eps={eps:g} needs {need} test anomalies ({k} to hide among "
+                f"{n_normal} normal training images + {LEAK_FREE_MIN_LEFT} left to test), "
+                f"but only {avail} are available; use a lower eps or contamination_protocol='released'"
+            )
+        return DrawPlan(k, avail, False, avail - k)
+    if k > avail and (rule == "raise" or avail == 0):
+        raise ContaminationError(
+            f"{prefix}eps={eps:g} with {n_normal} normal training images needs {k} anomalies, "
+            f"but the test set has only {avail}"
+        )
+    return DrawPlan(k, avail, k > avail, avail)
 
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -163,43 +252,43 @@ def contaminate(
     seed: int | np.random.Generator | None,
     protocol: str = DEFAULT_PROTOCOL,
     noise_std: float = NOISE_STD,
-    on_shortage: str = "raise",
+    on_shortage: str | None = None,
+    where: str = "",
 ) -> ContaminatedSplit:
     """Contaminate ``train_records`` with ``contamination_count(eps, len(train_records))`` test anomalies.
 
     ADL Sec. 4 (experimental setup) with the released count formula (:func:`contamination_count`).
-    The anomalies (``label == 1`` test records) are chosen uniformly without replacement across
-    defect types with ``seed`` (int or ``numpy.random.Generator``), after sorting by image path.
-    ``protocol``: ``"leak-free"`` (default: removed from the test set) or ``"released"`` (kept in
-    the test set). ``on_shortage``: ``"raise"`` (default; the error names both numbers) or
-    ``"with_replacement"`` (released fallback: duplicates allowed). Every training record must be
+    The anomalies (``label == 1`` test records) are chosen uniformly across defect types with
+    ``seed`` (int or ``numpy.random.Generator``), after sorting by image path; without
+    replacement, except under ``"released"`` when the test set has fewer than needed (released
+    fallback: with replacement). ``protocol``: ``"leak-free"`` (default: removed from the test
+    set; raises when fewer than ``k + 1`` anomalies exist) or ``"released"`` (kept in the test
+    set). ``on_shortage``: None (the protocol's rule), ``"raise"`` or ``"with_replacement"``
+    (see :func:`draw_plan`); ``where`` names the class in errors. Every training record must be
     normal (``label == 0``). The inputs are not modified. See the module docstring.
     """
     if protocol not in PROTOCOLS:
         raise ContaminationError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if on_shortage not in SHORTAGE_MODES:
-        raise ContaminationError(f"on_shortage must be one of {SHORTAGE_MODES}, got {on_shortage!r}")
     bad = [r for r in train_records if int(r.label) != 0]
     if bad:
         raise ContaminationError(
             f"training records must all be normal (label 0); {len(bad)} are not, e.g. {bad[0].image_path}"
         )
     n_normal = len(train_records)
-    k = contamination_count(eps, n_normal)
     anomalies = sorted((r for r in test_records if int(r.label) == 1), key=lambda r: str(r.image_path))
     if len({str(r.image_path) for r in anomalies}) != len(anomalies):
         raise ContaminationError("test records contain duplicate anomalous image paths")
+    plan = draw_plan(eps, n_normal, len(anomalies), protocol, on_shortage, where)
+    k = plan.n_contaminating
     rng = _rng(seed)
-    replace_draw = False
-    if k > len(anomalies):
-        if on_shortage == "raise" or not anomalies:
-            raise ContaminationError(
-                f"eps={eps} with {n_normal} normal training images needs {k} anomalies, "
-                f"but the test set has only {len(anomalies)}"
-            )
-        log.warning("contaminate: %d anomalies needed, %d available; sampling with replacement", k, len(anomalies))
-        replace_draw = True
-    idx = rng.choice(len(anomalies), size=k, replace=replace_draw) if k else np.zeros(0, dtype=np.int64)
+    if plan.with_replacement:
+        log.warning(
+            "contaminate%s: %d anomalies needed, %d available; sampling with replacement (released protocol)",
+            f" {where}" if where else "",
+            k,
+            len(anomalies),
+        )
+    idx = rng.choice(len(anomalies), size=k, replace=plan.with_replacement) if k else np.zeros(0, dtype=np.int64)
     chosen = [anomalies[int(i)] for i in idx]
     seeds = [int(s) for s in rng.integers(0, 2**63 - 1, size=k)] if k else []
     train = list(train_records) + [_as_contaminating(r) for r in chosen]
@@ -218,7 +307,18 @@ def contaminate(
         len(test_records),
         len(test),
     )
-    return ContaminatedSplit(train, test, chosen, protocol, float(eps), n_normal, float(noise_std), seeds)
+    return ContaminatedSplit(
+        train,
+        test,
+        chosen,
+        protocol,
+        float(eps),
+        n_normal,
+        float(noise_std),
+        seeds,
+        n_available=len(anomalies),
+        with_replacement=plan.with_replacement,
+    )
 
 
 def _normal(shape, generator) -> np.ndarray:
@@ -286,6 +386,10 @@ def add_contamination_noise(
 
 __all__ = [
     "DEFAULT_PROTOCOL",
+    "LEAK_FREE_MIN_LEFT",
+    "SHORTAGE_BY_PROTOCOL",
+    "DrawPlan",
+    "draw_plan",
     "NOISE_STD",
     "PROTOCOLS",
     "RANGE_MODES",
