@@ -82,6 +82,23 @@ def test_image_score_is_the_21x21_mean_filter_maximum():
     assert s.tolist() == pytest.approx([25 / 441, 1 / 441])
 
 
+def test_paper_profile_is_the_released_recipe():
+    cfg = D.DraemConfig.for_profile("paper")
+    assert {k: getattr(cfg, k) for k in D.RELEASED} == D.RELEASED
+    assert D.RELEASED == {
+        "lr": 1e-4,
+        "epochs": 700,
+        "batch_size": 8,
+        "lr_milestones": (0.8, 0.9),
+        "lr_gamma": 0.2,
+        "image_size": 256,
+    }  # fmt: skip  (train_DRAEM.py and the README's command)
+    assert (cfg.rec_width, cfg.seg_width, cfg.score_pool, cfg.ssim_window, cfg.anomaly_prob) == (128, 64, 21, 11, 0.5)
+    assert (cfg.synthesis, cfg.ssim_range, cfg.epoch_sampling, cfg.init, cfg.bn_recalibration) == (
+        "draem_released", "released", "replacement", "released", 0
+    )  # fmt: skip
+
+
 def test_learning_rate_schedule_released_multisteplr():
     cfg = D.DraemConfig.for_profile("paper")
     assert [D.learning_rate(cfg, e) for e in (0, 559, 560, 629, 630, 699)] == pytest.approx(
@@ -246,3 +263,13 @@ def test_short_training_localises_synthetic_anomalies_and_round_trips(benchmark,
     np.testing.assert_array_equal(again.predict(test, progress=False).image_scores, pred.image_scores)
     np.testing.assert_array_equal(again.predict(test, progress=False).maps, pred.maps)
     assert again.info()["texture_source"] == model.info()["texture_source"] is not None
+
+
+def test_adl_draem_column_is_the_official_draem():
+    from adlib.papers import adl as paper
+
+    assert paper.TRAINED["DRAEM"] == ("draem", {}) == paper.STUDY_METHODS["DRAEM"]
+    assert ("DRAEM", "DRAEM", "DRAEM") in paper.TABLE1_METHODS  # the reported "DRAEM" rows beside ours
+    trained = {m for m, _ in [*paper.TRAINED.values(), *paper.STUDY_METHODS.values()]}
+    assert "vanilla" not in trained and "draem" in trained
+    assert "official DRAEM" in paper.DRAEM_VANILLA_NOTE and "smoke" in paper.DRAEM_VANILLA_NOTE
