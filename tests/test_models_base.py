@@ -144,7 +144,7 @@ def test_variants_are_registry_names_with_display_names():
     from adlib.models import NAMES, available_names, display_name, resolve_name
 
     names = available_names()
-    for name in ("glass", "glass-m", "glass-h", "glass-j", "simplenet", "patchcore", "pouta", "vanilla"):
+    for name in ("glass", "glass-m", "glass-h", "glass-j", "simplenet", "patchcore", "pouta", "vanilla", "draem"):
         assert name in names
     assert {n for n in names if n.startswith("adl-")} == {
         "adl-proposed", "adl-dl", "adl-wt-dl", "adl-dl-ce", "adl-softdl-ce", "adl-wt-softdl-ce"

@@ -105,7 +105,7 @@ def layouts_root(tmp_path_factory, mvtec_root):
     return root
 
 
-@pytest.mark.parametrize("method", ["pouta", "vanilla"])
+@pytest.mark.parametrize("method", ["pouta", "vanilla", "draem"])
 @pytest.mark.parametrize("dataset,category", [("mvtec", "wood"), ("visa", "candle"), ("dagm", "Class1")])
 def test_reconstruction_methods_train_and_test_on_each_layout(layouts_root, tmp_path, method, dataset, category):
     out = tmp_path / "runs"

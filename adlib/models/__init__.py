@@ -1,4 +1,4 @@
-"""The methods: GLASS (and SimpleNet), PatchCore, and later POUTA, ADL, ADTR.
+"""The methods: GLASS (and SimpleNet), PatchCore, and later POUTA (with Vanilla), ADL, ADTR and DRAEM.
 
 One way to make any of them: :func:`build` (name, profile, config overrides); one prediction
 structure (:class:`Prediction`) and one evaluation (:func:`evaluate`); :func:`load` restores a

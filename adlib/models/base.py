@@ -123,7 +123,7 @@ def method_and_overrides(name: str, overrides: dict[str, Any]) -> tuple[str, dic
 
 
 #: modules under adlib.models that register methods when imported
-METHOD_MODULES = ("glass", "patchcore", "pouta", "adl", "adtr")
+METHOD_MODULES = ("glass", "patchcore", "pouta", "adl", "adtr", "draem")
 
 
 def _load_all() -> None:

@@ -101,10 +101,10 @@ class CliOption:
 
 
 class DraemSynthesis:
-    """Mixin of the methods trained on DRAEM-style synthetic anomalies (POUTA, Vanilla, ADL): the
-    synthesiser of ``cfg.synthesis`` (:func:`adlib.synthesis.draem.synthesizer_for`) is built once,
-    before the first epoch, and the texture source it draws from is recorded for provenance
-    (``texture_description``, ``texture_is_stand_in``)."""
+    """Mixin of the methods trained on DRAEM-style synthetic anomalies (POUTA, Vanilla, ADL,
+    DRAEM): the synthesiser of ``cfg.synthesis`` (:func:`adlib.synthesis.draem.synthesizer_for`) is
+    built once, before the first epoch, and the texture source it draws from is recorded for
+    provenance (``texture_description``, ``texture_is_stand_in``)."""
 
     synthesizer = None
     texture_description: str | None = None

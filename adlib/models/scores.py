@@ -6,8 +6,8 @@ function                    formula                                          use
 :func:`max_score`           max of the map                                   GLASS, SimpleNet
 :func:`top_k_mean`          mean of the ``k`` largest positions              ADL (Eq. 2, ``k`` from
                                                                              a ratio), ADTR (Eq. 8)
-:func:`mean_pool_max_same`  max of a ``pool x pool`` box mean, zero padding  POUTA, Vanilla
-                            ``pool // 2`` counted (same size)
+:func:`mean_pool_max_same`  max of a ``pool x pool`` box mean, zero padding  POUTA, Vanilla,
+                            ``pool // 2`` counted (same size)                DRAEM (Eq. 5)
 :func:`mean_pool_max_valid` max of a ``window x window`` box mean, no        ADTR
                             padding, the window clipped to the map
 =========================== ================================================ =====================

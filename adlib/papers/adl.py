@@ -5,12 +5,12 @@ Every run goes through the results store (:mod:`adlib.results`) with a contamina
 default, the released protocol as the labelled option). ``eps = 0`` is the standard protocol,
 so those runs are shared with the other papers' notebooks.
 
-- Table 1 (:func:`grid_jobs` with :data:`TABLE1_EPS`): PatchCore, DRAEM (the Vanilla model of
-  the POUTA issue: one DRAEM-style implementation) and ADL per category at 10/15/20 %; DeSTSeg
-  and LOE are reported only ("not reproduced").
+- Table 1 (:func:`grid_jobs` with :data:`TABLE1_EPS`): PatchCore, DRAEM (the official architecture
+  and recipe, :mod:`adlib.models.draem`) and ADL per category at 10/15/20 %; DeSTSeg and LOE are
+  reported only ("not reproduced").
 - Fig. 2 (:data:`FIG2_EPS`): image AUROC and AUPR against eps for the same methods.
 - The companion's own study (:data:`STUDY_METHODS`): the same eps grid (:data:`EPS_GRID`)
-  applied to GLASS-m, POUTA, ADL, PatchCore and DRAEM/Vanilla: one figure, one table.
+  applied to GLASS-m, POUTA, ADL, PatchCore and DRAEM: one figure, one table.
 - Fig. 3 (:func:`rank_shifts`): the test images whose score ranks move most between two eps
   levels (the failure cases of training on contaminated data).
 - Table 2 (:data:`TABLE2`): the ablation variants of ADL at 10 % (configurations of one code).
@@ -60,20 +60,21 @@ PROTOCOLS = ("leak-free", "released")
 TABLE1_METHODS: tuple[tuple[str, str | None, str | None], ...] = (
     ("PatchCore", "PatchCore", "PatchCore"),
     ("DeSTSeg", "DestSeg", None),
-    ("DRAEM / Vanilla", "DRAEM", "DRAEM / Vanilla"),
+    ("DRAEM", "DRAEM", "DRAEM"),
     ("LOE", "LOE", None),
     ("ADL", "ADL", "ADL"),
 )
 #: name -> (registered method, overrides) of the methods trained for Table 1 / Fig. 2
 TRAINED: dict[str, tuple[str, dict[str, Any]]] = {
     "PatchCore": ("patchcore", {}),
-    "DRAEM / Vanilla": ("vanilla", {}),
+    "DRAEM": ("draem", {}),
     "ADL": ("adl", {}),
 }
-#: what the "DRAEM / Vanilla" columns hold (a header shared by two different models; in every caption)
+#: what the "DRAEM" columns hold (in every caption)
 DRAEM_VANILLA_NOTE = (
-    "DRAEM / Vanilla: paper = DRAEM as the ADL paper reports it; ours = Vanilla, the project's DRAEM-style "
-    "reconstruction baseline (adlib.models.pouta), not the DRAEM release"
+    "DRAEM: paper = the official DRAEM as the ADL paper reports it; ours = adlib's draem, the official DRAEM "
+    "architecture and recipe (VitjanZ/DRAEM: 97.4 M parameters, 256 px, L2 + SSIM and focal losses, 700 epochs), "
+    "smoke-sized (64 px, narrow widths, a short schedule) in the smoke profile; POUTA's DRAEM-style Vanilla is not used here"
 )
 #: the every-method contamination study: name -> (registered method, overrides)
 STUDY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -81,7 +82,7 @@ STUDY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "POUTA": ("pouta", {}),
     "ADL": ("adl", {}),
     "PatchCore": ("patchcore", {}),
-    "DRAEM / Vanilla": ("vanilla", {}),
+    "DRAEM": ("draem", {}),
 }
 #: Table 2 rows (reported names) -> ADL overrides
 TABLE2: dict[str, dict[str, Any]] = {

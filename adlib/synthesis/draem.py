@@ -1,7 +1,9 @@
-"""DRAEM/MemSeg-style Perlin + texture synthesis as ADL (Eq. 1) and POUTA use it.
+"""DRAEM/MemSeg-style Perlin + texture synthesis as DRAEM (Eq. 4), ADL (Eq. 1) and POUTA use it.
 
 One implementation, :class:`DraemSynthesizer`, driven by a :class:`DraemSynthesisConfig`. Three
-named presets:
+named presets, and two names for DRAEM itself (:mod:`adlib.models.draem`): ``DRAEM_RELEASED``
+(the settings of ``ADL_RELEASED``, whose generator is DRAEM's) and ``DRAEM_PAPER`` (those of
+``ADL_PAPER``: DRAEM's paper states the opacity interval [0.1, 1] too):
 
 ``ADL_RELEASED`` (default for ADL; the released ADL4VAD code, DRAEM's generator)
     - the whole input image is first rotated by ``U(-90, 90)`` degrees with probability 0.3
@@ -102,6 +104,8 @@ __all__ = [
     "ADL_PAPER",
     "ADL_RELEASED",
     "DRAEM_AUGMENTERS",
+    "DRAEM_PAPER",
+    "DRAEM_RELEASED",
     "POUTA",
     "PRESETS",
     "SELF_TRANSFORMS",
@@ -180,6 +184,14 @@ ADL_RELEASED = DraemSynthesisConfig(name="adl_released", opacity_range=(0.2, 1.0
 ADL_PAPER = DraemSynthesisConfig(name="adl_paper", opacity_range=(0.1, 1.0))
 """ADL as written (Sec. 3.3.1): opacity beta in [0.1, 1]; the rest as DRAEM (the project's reading)."""
 
+DRAEM_RELEASED = DraemSynthesisConfig(name="draem_released", opacity_range=(0.2, 1.0))
+"""DRAEM's released generator (VitjanZ/DRAEM ``data_loader.py``), the settings of ``ADL_RELEASED``
+under DRAEM's name (ADL4VAD copied it): image rotated with p = 0.3, Perlin scales ``2**0..2**5``,
+3 of the 10 augmenters, texture weight ``1 - 0.8 u`` in (0.2, 1]. Used by :mod:`adlib.models.draem`."""
+
+DRAEM_PAPER = DraemSynthesisConfig(name="draem_paper", opacity_range=(0.1, 1.0))
+"""DRAEM as written (ICCV 2021, Sec. 3.3, Eq. 4): opacity beta uniform in [0.1, 1]; the rest released."""
+
 POUTA = DraemSynthesisConfig(
     name="pouta",
     opacity_range=(0.15, 1.0),
@@ -189,7 +201,7 @@ POUTA = DraemSynthesisConfig(
 )
 """POUTA (project's choice, MemSeg-inspired): Perlin region, I_aug = mix of T(I) and a texture, delta in [0.15, 1]."""
 
-PRESETS = {c.name: c for c in (ADL_RELEASED, ADL_PAPER, POUTA)}
+PRESETS = {c.name: c for c in (ADL_RELEASED, ADL_PAPER, POUTA, DRAEM_RELEASED, DRAEM_PAPER)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,7 +343,9 @@ class DraemSynthesizer:
     ``synth(image, generator)`` returns ``(augmented, mask, label)``; with ``return_info=True``
     ``(augmented, mask, label, info)``, ``info`` holding ``preset``, ``rotated``,
     ``rotation_angle``, ``opacity``, ``augmenters``, ``augmenter_params``, ``texture_index``,
-    ``texture_path``, ``self_transform``, ``self_transform_params``, ``scale_exp``, ``angle``.
+    ``texture_path``, ``self_transform``, ``self_transform_params``, ``scale_exp``, ``angle``, and
+    ``image``: the anomaly-free image the anomaly was blended into (the input after the optional
+    whole-image rotation; DRAEM's reconstruction target).
     """
 
     config: DraemSynthesisConfig = ADL_RELEASED
@@ -413,7 +427,7 @@ class DraemSynthesizer:
             x = rotate_fields(x[None], torch.tensor([angle]))[0]
             if fg is not None:
                 fg = rotate_fields(fg[None, None], torch.tensor([angle]))[0, 0]
-        info.update(rotated=rotated, rotation_angle=angle if rotated else 0.0)
+        info.update(rotated=rotated, rotation_angle=angle if rotated else 0.0, image=x)
         # 2. Perlin mask
         m, pinfo = perlin_masks(
             1,
