@@ -88,7 +88,8 @@ def parse_overrides(items: list[str] | None, method: str | None = None) -> dict:
     """``["epochs=3", "variant=h", "lr=1e-4"]`` -> typed dict. With ``method`` (a registry name),
     each value is parsed as its config field's declared type
     (:func:`adlib.models.base.parse_field_value`: ``las=no`` is False, ``epochs=1.5`` and an
-    unknown key are errors naming the key); without it, Python literals, else strings."""
+    unknown key are errors naming the key); without it, Python literals, ``true`` / ``false`` in any
+    case as booleans, else strings."""
     import ast
 
     cfg_cls = None
@@ -116,7 +117,8 @@ def parse_overrides(items: list[str] | None, method: str | None = None) -> dict:
             try:
                 out[k] = ast.literal_eval(v)
             except (ValueError, SyntaxError):
-                out[k] = v
+                low = v.lower()
+                out[k] = {"true": True, "false": False}[low] if low in ("true", "false") else v
     return out
 
 
