@@ -21,8 +21,8 @@ help:
 setup: $(STAMP)
 
 # Every dependency at the exact version of requirements.lock (a complete lock: installed as it is, with
-# no dependency resolution, in two pip processes side by side, the torch stack in one and the rest in
-# the other), then adlib itself; `pip check` fails on a lock that does not satisfy its own packages'
+# no dependency resolution, in three pip processes side by side, the torch stack in one and the rest
+# split between the other two), then adlib itself; `pip check` fails on a lock that does not satisfy its own packages'
 # requirements. `make lock` refreshes the lock.
 TORCH_STACK := ^(torch|torchvision|triton|nvidia-)
 PIP_LOCKED := $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps
@@ -30,9 +30,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the locked dependencies ($(LOCK)) and adlib into $(VENV) ..."
 	grep -E '$(TORCH_STACK)' $(LOCK) > $(VENV)/lock-torch.txt
-	grep -vE '$(TORCH_STACK)|^#' $(LOCK) > $(VENV)/lock-rest.txt
+	grep -vE '$(TORCH_STACK)|^#' $(LOCK) | awk 'NR % 2 == 1' > $(VENV)/lock-rest1.txt
+	grep -vE '$(TORCH_STACK)|^#' $(LOCK) | awk 'NR % 2 == 0' > $(VENV)/lock-rest2.txt
 	$(PIP_LOCKED) -r $(VENV)/lock-torch.txt 2>&1 | { $(QUIET_PIP); } & pid=$$!; \
-		$(PIP_LOCKED) -r $(VENV)/lock-rest.txt 2>&1 | { $(QUIET_PIP); }; wait $$pid
+		$(PIP_LOCKED) -r $(VENV)/lock-rest1.txt 2>&1 | { $(QUIET_PIP); } & pid1=$$!; \
+		$(PIP_LOCKED) -r $(VENV)/lock-rest2.txt 2>&1 | { $(QUIET_PIP); }; wait $$pid; wait $$pid1
 	$(PIP_LOCKED) -e . 2>&1 | { $(QUIET_PIP); }
 	$(BIN)/python -m pip check
 	$(BIN)/ruff --version >/dev/null

@@ -405,8 +405,21 @@ NOTEBOOK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "02_robustness": {
         # smoke: eps 0 and 0.2 (CPU budget; 0.1 is in adl/01)
-        "smoke": dict(seeds=[0], categories=["wood"], eps_grid=[0.0, 0.2], protocols=["leak-free"]),
-        "paper": dict(seeds=[0, 1, 2], categories=None, eps_grid=list(EPS_GRID), protocols=["released", "leak-free"]),
+        # study_methods: the every-method study's methods (smoke: without POUTA, CPU budget; None: all)
+        "smoke": dict(
+            seeds=[0],
+            categories=["wood"],
+            eps_grid=[0.0, 0.2],
+            protocols=["leak-free"],
+            study_methods=["GLASS-m", "ADL", "PatchCore", "DRAEM"],
+        ),
+        "paper": dict(
+            seeds=[0, 1, 2],
+            categories=None,
+            eps_grid=list(EPS_GRID),
+            protocols=["released", "leak-free"],
+            study_methods=None,
+        ),
     },
     "03_ablation_sensitivity": {
         "smoke": dict(seeds=[0], categories=["wood"], lams=[0.1, 1.5], alphas=[0.1, 1.0]),
