@@ -120,7 +120,7 @@ def how_to_provide(tag: str) -> str:
     return (
         f"To provide the weights for {tag!r}: (1) run once with internet access so timm caches them "
         f"(Hugging Face cache, {_hub_cache_dir()}); or (2) download the weights file on another machine "
-        f"(hub repo 'timm/{tag}', file model.safetensors) and pass weights_file=PATH (CLI: --weights-file PATH) "
+        f"(hub repo 'timm/{tag}', file model.safetensors) and pass weights_file=PATH (CLI: --set weights_file=PATH) "
         f"or put it at ${ENV_WEIGHTS_DIR}/{tag}.safetensors; or (3) use pretrained=False "
         f"(the smoke profile does) with random weights, which every result then records."
     )

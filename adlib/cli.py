@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -244,6 +245,11 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     (the registry's, :func:`adlib.models.available_names`) are listed in their help."""
     p = argparse.ArgumentParser(prog="adlib", description="Reproducible companion to GLASS, POUTA, ADL and ADTR.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an error instead of its one line (or set ${DEBUG_ENV}=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="datasets: generate the built-in benchmark, inspect a data root")
@@ -303,13 +309,48 @@ def main(argv: list[str] | None = None) -> int:
         names = available_names()
     args = build_parser(method, names).parse_args(argv)
     _setup_logging(args.verbose)
-    from .data import DataError
-
+    expected = _expected_errors()
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
-    except (DataError, FileNotFoundError, ValueError) as exc:
-        print(f"adlib: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(
+            "adlib: interrupted (finished runs are kept; an interrupted one resumes from its checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
+    except expected as exc:
+        if debug:
+            raise
+        print(f"adlib: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - unexpected: still one line, with how to see more
+        if debug:
+            raise
+        print(
+            f"adlib: error: {type(exc).__name__}: {_one_line(exc)} (unexpected; rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+#: environment variable that shows tracebacks (like ``--debug``)
+DEBUG_ENV = "ADLIB_DEBUG"
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can cause and fix (data, config, device, weights, checkpoints, results):
+    reported as one line."""
+    import pickle
+
+    from .data import DataError
+
+    return (DataError, FileNotFoundError, ValueError, PermissionError, pickle.UnpicklingError, RuntimeError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
 
 
 def _method_in(argv: list[str]) -> str | None:

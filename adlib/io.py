@@ -19,6 +19,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:  # make the rename durable too
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # pragma: no cover - Windows, or file systems without directory fsync
+        pass
     return path
 
 

@@ -342,19 +342,15 @@ class ResultsStore:
 
     def get(self, job: Job) -> dict[str, Any] | None:
         """The finished record of ``job``, or None."""
-        path = self.run_dir(job) / RECORD
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text())
+        return read_record(self.run_dir(job) / RECORD)
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished record under the root (sorted by path)."""
         out = []
         for p in sorted(self.root.glob(f"*/*/*/*/{RECORD}")):
-            try:
-                out.append(json.loads(p.read_text()))
-            except json.JSONDecodeError as exc:  # cannot happen with atomic writes; say which file
-                raise ValueError(f"corrupt result record {p}: {exc}") from exc
+            rec = read_record(p)  # an invalid one is moved aside with a warning (recomputed when asked for)
+            if rec is not None:
+                out.append(rec)
         return out
 
     def frame(self, jobs: Iterable[Job] | None = None) -> pd.DataFrame:
@@ -488,6 +484,40 @@ def _worker(job: Job, run_dir: str, data_root, device, threads: int) -> str | No
         return traceback.format_exc()
 
 
+#: keys a record must hold to count as finished (``record.json``) / trained (``train.json``)
+REQUIRED_KEYS = {RECORD: ("method", "config_hash", "metrics"), TRAIN_RECORD: ("method", "config_hash")}
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A ``record.json`` / ``train.json`` that is complete and valid, else None: a file that is
+    empty, truncated, not a JSON object, lacks the keys of :data:`REQUIRED_KEYS` or (for
+    ``record.json``) holds no metric is moved aside to ``<name>.invalid`` with a warning naming it,
+    so the run counts as unfinished and is recomputed."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    problem = None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        rec, problem = None, f"is unreadable ({exc})"
+    if problem is None:
+        if not isinstance(rec, dict):
+            problem = f"is not a JSON object ({type(rec).__name__})"
+        else:
+            missing = [k for k in REQUIRED_KEYS.get(path.name, ()) if k not in rec]
+            if missing:
+                problem = f"lacks {missing}"
+            elif path.name == RECORD and not (isinstance(rec["metrics"], dict) and rec["metrics"]):
+                problem = "holds no metrics"
+    if problem is None:
+        return rec
+    aside = path.with_name(path.name + ".invalid")
+    os.replace(path, aside)
+    log.warning("results record %s %s: moved to %s, the run counts as unfinished", path, problem, aside.name)
+    return None
+
+
 def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
     """Train (resuming from ``run_dir/checkpoints``, or reusing a finished training), save,
     predict, evaluate and write the record: the one run pipeline of the CLI, the notebooks and
@@ -498,9 +528,9 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with _job_lock(run_dir):
-        if (run_dir / RECORD).is_file():  # another process finished it while this one waited
-            return json.loads((run_dir / RECORD).read_text())
-        if (run_dir / TRAIN_RECORD).is_file():  # trained before (``adlib train``): test only
+        if (done := read_record(run_dir / RECORD)) is not None:  # another process finished it meanwhile
+            return done
+        if read_record(run_dir / TRAIN_RECORD) is not None:  # trained before (``adlib train``): test only
             return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
         trained = _train_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
         return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress, trained=trained)
@@ -513,9 +543,9 @@ def train_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress:
     run_dir.mkdir(parents=True, exist_ok=True)
     with _job_lock(run_dir):
         for name in (TRAIN_RECORD, RECORD):
-            if (run_dir / name).is_file():
+            if (rec := read_record(run_dir / name)) is not None:
                 log.info("%s: already trained (%s)", job, run_dir / name)
-                return json.loads((run_dir / name).read_text())
+                return rec
         return _train_locked(job, run_dir, data_root=data_root, device=device, progress=progress).record
 
 
@@ -524,14 +554,14 @@ def test_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: 
     split, evaluate, write ``prediction.npz`` and ``record.json``. ``FileNotFoundError`` names the
     ``adlib train`` command when it was not trained."""
     run_dir = Path(run_dir)
-    if not (run_dir / RECORD).is_file() and not (run_dir / TRAIN_RECORD).is_file():
+    if read_record(run_dir / RECORD) is None and read_record(run_dir / TRAIN_RECORD) is None:
         raise FileNotFoundError(
             f"no trained model for {job} in {run_dir}: train it first "
             f"(`adlib train {job.label} --dataset {job.dataset} --category {job.category}` with the same options)"
         )
     with _job_lock(run_dir):
-        if (run_dir / RECORD).is_file():
-            return json.loads((run_dir / RECORD).read_text())
+        if (done := read_record(run_dir / RECORD)) is not None:
+            return done
         return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
 
 

@@ -265,7 +265,8 @@ def test_a_job_running_elsewhere_is_waited_for_not_trained_twice(tmp_path):
     job = Job.make("patchcore", "synth", "wood", "smoke", 0)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    record = {"label": "patchcore", "metrics": {"image_auroc": 0.5}}
+    record = {"label": "patchcore", "method": "patchcore", "config_hash": job.key()["config_hash"]}
+    record["metrics"] = {"image_auroc": 0.5}
     with ThreadPoolExecutor(1) as ex:
         with results._job_lock(run_dir):
             fut = ex.submit(results.run_job, job, run_dir, data_root=str(tmp_path / "missing"), progress=False)

@@ -25,12 +25,10 @@ from .base import (
 
 def load(path: str | os.PathLike):
     """Load a model saved with ``model.save(path)``, whatever its method."""
-    import torch
-
-    from .base import _load_all
+    from .base import _load_all, load_checkpoint_file
 
     _load_all()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(path)
     name = state.get("name") if isinstance(state, dict) else None
     if name not in MODELS:
         raise ValueError(f"{path}: not an adlib model checkpoint (method {name!r}; known: {', '.join(sorted(MODELS))})")

@@ -442,12 +442,48 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # durable before it replaces the previous checkpoint
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - file systems without directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing, empty, truncated or foreign
+    file raises ``ValueError`` naming it and how to recover (train the run again)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty; delete it and train the run again")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unpickler errors all mean an unusable file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); it is truncated, corrupt or not an "
+            f"adlib checkpoint: delete it and train the run again"
+        ) from exc
 
 
 def fingerprint(module: torch.nn.Module) -> str:
@@ -462,7 +498,7 @@ def fingerprint(module: torch.nn.Module) -> str:
 def read_checkpoint(path: str | os.PathLike, name: str) -> dict[str, Any]:
     """A checkpoint written by a method's ``save`` (``torch.load(weights_only=True)``, on the
     CPU); ``ValueError`` naming the file unless it is a ``name`` checkpoint."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(path)
     found = state.get("name") if isinstance(state, dict) else None
     if found != name:
         raise ValueError(f"{path} is a {found!r} checkpoint, not {name!r}")
