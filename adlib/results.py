@@ -664,8 +664,9 @@ def _test_locked(
     numerics.configure_torch(dev)
     if trained is None:  # trained by another process (``adlib train``): read it back
         model = load(run_dir / "model.pt")
-        _, test_ds, _ = _datasets(job, model, data_root)
         train_rec = json.loads((run_dir / TRAIN_RECORD).read_text())
+        _check_model_is_the_job(job, model, train_rec, run_dir)
+        _, test_ds, _ = _datasets(job, model, data_root)
     else:
         model, test_ds, train_rec = trained.model, trained.test_ds, trained.record
     t0 = time.perf_counter()
@@ -693,6 +694,24 @@ def _test_locked(
     atomic_write_json(run_dir / RECORD, record)
     log.info("%s: %s", job, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return json.loads(json.dumps(record, default=str))
+
+
+def _check_model_is_the_job(job: Job, model, train_rec: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to test a model that is not the run's (a checkpoint of another method or variant, or
+    a run folder copied from another configuration): it would be evaluated and labelled wrongly."""
+    want_variant = job.config().get("variant")
+    got_variant = getattr(model.cfg, "variant", None)
+    if model.name != job.method or want_variant != got_variant:
+        got = model.name + (f" (variant {got_variant})" if got_variant else "")
+        raise ValueError(
+            f"{run_dir / 'model.pt'} holds a {got} model, but the run is {job.label}: it cannot be tested as "
+            f"this run; delete {run_dir} and train it again"
+        )
+    if train_rec.get("config_hash") != job.key()["config_hash"] or train_rec.get("method") != job.method:
+        raise ValueError(
+            f"{run_dir / TRAIN_RECORD} belongs to {train_rec.get('method')!r} config {train_rec.get('config_hash')!r}, "
+            f"not to {job} (config {job.key()['config_hash']}); delete {run_dir} and train it again"
+        )
 
 
 #: how the record names the two evaluation protocols of a run with ``evaluation_protocol``
