@@ -62,7 +62,7 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     if not args.datasets_only:
         from .readiness import readiness
 
-        ready = readiness(args.root)
+        ready = readiness(args.root, tables=found)
     if args.json:
         out = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v) for k, v in found.items()}
         if ready is not None:
@@ -146,6 +146,11 @@ def _cmd_weights_import(args: argparse.Namespace) -> int:
             )
     if args.json:
         print(json.dumps([e.as_dict() for e in done], indent=2))
+    elif done and args.to:
+        from .backbones import ENV_WEIGHTS_DIR, weights_dir
+
+        if Path(args.to).expanduser().resolve() != weights_dir().resolve():
+            print(f"adlib looks in {weights_dir()}: set {ENV_WEIGHTS_DIR}={args.to} to use the files filed here")
     return 2 if failed else 0
 
 

@@ -114,7 +114,7 @@ class DatasetStatus:
         return d
 
 
-def _count(dataset: str, root) -> DatasetStatus:
+def _count(dataset: str, root, tables: dict | None = None) -> DatasetStatus:
     from .data import DataError, dataset_dir
     from .data import dtd as _dtd
 
@@ -133,7 +133,8 @@ def _count(dataset: str, root) -> DatasetStatus:
         else:
             from .data.info import category_table
 
-            tab = category_table(dataset, root)
+            known = (tables or {}).get(dataset)
+            tab = known if known is not None and hasattr(known, "category") else category_table(dataset, root)
             st.categories = list(tab.category)
             st.train_images = int(tab.train_good.sum())
             st.test_images = int((tab.test_good + tab.test_anomalous).sum())
@@ -234,10 +235,14 @@ def _short(notebooks: list[str]) -> str:
 
 
 def readiness(
-    root: str | os.PathLike | None = None, profile: str = "paper", weights_dir: str | None = None
+    root: str | os.PathLike | None = None,
+    profile: str = "paper",
+    weights_dir: str | None = None,
+    tables: dict | None = None,
 ) -> Readiness:
     """What the profile's notebooks need under ``root``, what is there and what is missing; the
-    weights as :func:`adlib.weights.check` sees them (``weights_dir``: its ``--dir``)."""
+    weights as :func:`adlib.weights.check` sees them (``weights_dir``: its ``--dir``). ``tables``:
+    :func:`adlib.data.info.describe_root`'s answer for ``root``, reused instead of indexing again."""
     from .paths import data_root
     from .weights import check
 
@@ -245,7 +250,7 @@ def readiness(
     statuses: dict[str, DatasetStatus] = {}
     for n in needs:
         if n.dataset not in statuses:
-            st = _count(n.dataset, root)
+            st = _count(n.dataset, root, tables)
             st.role = n.role
             st.expected = expected_categories(n.dataset) if n.role == EVALUATED else None
             statuses[n.dataset] = st

@@ -112,6 +112,11 @@ def test_import_converts_pth_files_it_and_records_sha256(tiny, tmp_path, capsys)
     entry = W.import_file(st, force=True)
     assert entry.replaced and not entry.converted and W.sha256(dest) == W.sha256(st)
     assert W.import_file(st).note == "already there, identical"
+    # --to another folder: filed there, with how to make adlib look there
+    capsys.readouterr()
+    assert main(["weights", "import", str(st), "--to", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / a.file_name).is_file()
+    assert "set ADLIB_WEIGHTS_DIR=" in capsys.readouterr().out
 
 
 def test_import_refuses_a_file_that_matches_no_needed_backbone(tiny, tmp_path, capsys):
