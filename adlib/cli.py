@@ -57,6 +57,8 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     try:
         found, missing = describe_root(args.root), None
     except DataError as exc:  # nothing known here: the readiness check still says what is needed
+        if not Path(args.root).expanduser().exists():
+            raise
         found, missing = {}, exc
     ready = None
     if not args.datasets_only:

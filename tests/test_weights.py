@@ -228,3 +228,8 @@ def test_data_info_readiness_with_some_datasets_present(tmp_path, monkeypatch, c
     # the former output alone
     assert main(["data", "info", str(root), "--datasets-only"]) == 0
     assert "readiness" not in capsys.readouterr().out
+    # an empty data root: everything needed is listed as missing, and the exit status says nothing is there
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "info", str(tmp_path / "empty")]) == 2
+    captured = capsys.readouterr()
+    assert "nothing to run: mvtec missing" in captured.out and str(tmp_path / "empty") in captured.err
