@@ -362,7 +362,9 @@ def check(
 ) -> list[Found]:
     """For each needed file (:func:`needed`), where it is: the weights dir or the Hugging Face
     cache (``ready``: adlib uses it), ``folder`` (``in --dir``: import it), or ``missing``. A file
-    found but whose keys or shapes do not match (read from the header for safetensors) is ``bad``."""
+    found but whose keys or shapes do not match (read from the header for safetensors) is ``bad``;
+    a bad file in the weights dir hides the cache (adlib loads it first), so it is ``bad`` whatever
+    else is found."""
     folder = Path(folder).expanduser() if folder else None
     out = []
     for spec in specs if specs is not None else needed(profile):
@@ -376,6 +378,9 @@ def check(
             if problem is not None:
                 if row.status == "missing":
                     row = Found(spec, "bad", where, str(path), problem)
+                if where == "weights dir":  # adlib takes this file first and would fail on it
+                    row = Found(spec, "bad", where, str(path), problem + " (adlib would load this file: replace it)")
+                    break
                 continue
             row = Found(spec, "ready" if where != "--dir" else "in --dir", where, str(path))
             if where == "--dir":

@@ -77,9 +77,10 @@ def test_check_finds_weights_dir_hf_cache_and_dir(tiny, tmp_path, capsys):
     # a wrong file where adlib looks is "bad", and the exit status says so
     save_file({"x": torch.zeros(2)}, str(tmp_path / "wd" / a.file_name))
     (r,) = [r for r in W.check() if r.spec.tag == a.tag]
-    assert r.status == "bad" and "missing" in r.detail
+    assert r.status == "bad" and "missing" in r.detail and "adlib would load this file" in r.detail
     assert main(["weights", "check"]) == 1
     # --dir: found there, to be imported
+    (tmp_path / "wd" / a.file_name).unlink()
     other = tmp_path / "usb"
     other.mkdir()
     torch.save(zeros_state(a), other / f"{a.tag}.pth")
