@@ -11,14 +11,17 @@ torchvision's original ImageNet weights (timm tag ``.tv_in1k``), which is what t
 used; timm's own default ``wide_resnet50_2`` tag (``racm_in1k``) gives noticeably different
 results. Where weights come from, in order:
 
-1. ``weights_file=PATH`` (or ``$ADLIB_WEIGHTS_DIR/<tag>.{safetensors,pth,bin}``): a local file,
-   loaded by timm with ``pretrained_cfg_overlay=dict(file=PATH)``;
+1. ``weights_file=PATH`` (or ``<weights dir>/<tag>.{safetensors,pth,bin}``, the weights dir being
+   ``$ADLIB_WEIGHTS_DIR``, else ``<repo>/weights``): a local file, loaded by timm with
+   ``pretrained_cfg_overlay=dict(file=PATH)``;
 2. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
    ``~/.cache/huggingface/hub``), used directly without touching the network;
 3. a download through timm's normal mechanism, unless ``HF_HUB_OFFLINE`` is set, in which case a
    missing cache fails at once instead of after retries.
 
-If none works, :class:`WeightsUnavailable` says how to provide the weights. ``pretrained=False``
+If none works, :class:`WeightsUnavailable` says how to provide the weights: offline, ``adlib weights
+list`` names every file the paper profile needs, ``adlib weights import PATH`` verifies one and files
+it in the weights dir, ``adlib weights check`` says what is there (:mod:`adlib.weights`). ``pretrained=False``
 builds the same architecture with a seeded random initialisation and works everywhere (the smoke
 profile uses it). :attr:`FeatureExtractor.info` records which weights were used: every result
 carries it.
@@ -96,12 +99,19 @@ def _cached_hub_file(repo_id: str) -> Path | None:
     return None
 
 
-def _weights_dir_file(tag: str) -> Path | None:
+def weights_dir() -> Path:
+    """Where adlib looks for ``<tag>.safetensors`` (and ``.pth`` / ``.bin``): ``$ADLIB_WEIGHTS_DIR``,
+    else ``<repo>/weights`` (like the data root); ``adlib weights import`` files weights there."""
+    from .paths import repo_root
+
     d = os.environ.get(ENV_WEIGHTS_DIR)
-    if not d:
-        return None
+    return Path(d).expanduser() if d else repo_root() / "weights"
+
+
+def _weights_dir_file(tag: str) -> Path | None:
+    d = weights_dir()
     for suffix in (".safetensors", ".pth", ".bin"):
-        p = Path(d).expanduser() / f"{tag}{suffix}"
+        p = d / f"{tag}{suffix}"
         if p.is_file():
             return p
     return None
@@ -117,11 +127,16 @@ def _sha256(path: Path, n: int = 12) -> str:
 
 def how_to_provide(tag: str) -> str:
     """The instructions printed when the weights for ``tag`` cannot be obtained."""
+    arch = tag.split(".")[0]
     return (
         f"To provide the weights for {tag!r}: (1) run once with internet access so timm caches them "
-        f"(Hugging Face cache, {_hub_cache_dir()}); or (2) download the weights file on another machine "
-        f"(hub repo 'timm/{tag}', file model.safetensors) and pass weights_file=PATH (CLI: --set weights_file=PATH) "
-        f"or put it at ${ENV_WEIGHTS_DIR}/{tag}.safetensors; or (3) use pretrained=False "
+        f"(Hugging Face cache, {_hub_cache_dir()}); or (2) offline: `adlib weights list` names every file the "
+        f"paper profile needs; download this one on another machine (hub repo 'timm/{tag}', file model.safetensors: "
+        f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors), then "
+        f"`adlib weights import ~/Downloads/model.safetensors` verifies it and files it as "
+        f"{weights_dir() / (tag + '.safetensors')} (${ENV_WEIGHTS_DIR}, else <repo>/weights), and "
+        f"`adlib weights check` shows what is still missing; or pass weights_file=PATH (CLI: --set weights_file=PATH) "
+        f"for a file of the {arch} architecture; or (3) use pretrained=False "
         f"(the smoke profile does) with random weights, which every result then records."
     )
 

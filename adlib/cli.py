@@ -3,7 +3,8 @@
 ::
 
     adlib data synth --out DIR [--seed N] [--force]     generate the built-in benchmark
-    adlib data info ROOT [--json]                       what a data root holds
+    adlib data info ROOT [--json] [--datasets-only]     what a data root holds; paper-profile readiness
+    adlib weights list|check [--dir D]|import PATH...   pretrained files the paper profile needs (offline)
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
@@ -49,21 +50,110 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 def _cmd_data_info(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from .data import DataError, dataset_dir
+    from .data import dtd as _dtd
     from .data.info import describe_root
 
-    found = describe_root(args.root)
+    try:
+        found, missing = describe_root(args.root), None
+    except DataError as exc:  # nothing known here: the readiness check still says what is needed
+        if not Path(args.root).expanduser().exists():
+            raise
+        found, missing = {}, exc
+    ready = None
+    if not args.datasets_only:
+        from .readiness import readiness
+
+        ready = readiness(args.root, tables=found)
     if args.json:
         out = {k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v) for k, v in found.items()}
+        if ready is not None:
+            out["paper_profile"] = ready.as_dict()
         print(json.dumps(out, indent=2))
-        return 0
-    for name, val in found.items():
-        print(f"== {name}")
-        if isinstance(val, pd.DataFrame):
-            print(val.to_string(index=False))
-        else:
-            print(f"{len(val)} texture classes: {', '.join(val)}")
-        print()
+    else:
+        for name, val in found.items():
+            print(f"== {name}")
+            if isinstance(val, pd.DataFrame):
+                print(val.to_string(index=False))
+            else:
+                per = {}
+                for _, cls in _dtd.images(dataset_dir(name, args.root)):
+                    per[cls] = per.get(cls, 0) + 1
+                print(
+                    f"{len(val)} texture classes, {sum(per.values())} images: "
+                    + ", ".join(f"{c} ({per.get(c, 0)})" for c in val)
+                )
+            print()
+        if ready is not None:
+            print(ready.text())
+    if missing is not None:
+        raise missing
     return 0
+
+
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    from .weights import list_table, needed
+
+    specs = needed("paper")
+    if args.json:
+        print(json.dumps([s.as_dict() for s in specs], indent=2))
+    else:
+        print(list_table(specs))
+    return 0
+
+
+def _cmd_weights_check(args: argparse.Namespace) -> int:
+    from .weights import check, check_table
+
+    rows = check(args.dir)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(check_table(rows))
+        bad = [r for r in rows if not r.ok]
+        print()
+        print(
+            f"{len(rows) - len(bad)} of {len(rows)} found"
+            + (
+                f"; missing or unusable: {', '.join(r.spec.tag for r in bad)} (`adlib weights list` says where to "
+                "get them, `adlib weights import FILE...` files them)"
+                if bad
+                else ""
+            )
+        )
+    return 1 if any(not r.ok for r in rows) else 0
+
+
+def _cmd_weights_import(args: argparse.Namespace) -> int:
+    from .weights import WeightsImportError, import_file, needed
+
+    specs = needed("paper")
+    failed = 0
+    done = []
+    for path in args.paths:
+        try:
+            entry = import_file(path, dest=args.to, tag=args.tag, force=args.force, specs=specs)
+        except WeightsImportError as exc:
+            failed += 1
+            print(f"adlib: refused: {_one_line(exc)}", file=sys.stderr)
+            continue
+        done.append(entry)
+        if not args.json:
+            how = "converted to safetensors" if entry.converted else "copied"
+            print(
+                f"{entry.source} -> {entry.dest} ({entry.tag}, {how}, sha256 {entry.sha256[:16]}"
+                + (", replaced the previous file" if entry.replaced else "")
+                + (f"; {entry.note}" if entry.note else "")
+                + ")"
+            )
+    if args.json:
+        print(json.dumps([e.as_dict() for e in done], indent=2))
+    elif done and args.to:
+        from .backbones import ENV_WEIGHTS_DIR, weights_dir
+
+        if Path(args.to).expanduser().resolve() != weights_dir().resolve():
+            print(f"adlib looks in {weights_dir()}: set {ENV_WEIGHTS_DIR}={args.to} to use the files filed here")
+    return 2 if failed else 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -259,10 +349,41 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="regenerate even if an up-to-date copy exists")
     s.set_defaults(func=_cmd_data_synth)
-    i = dsub.add_parser("info", help="categories, split sizes and defect types under a data root")
+    i = dsub.add_parser(
+        "info",
+        help="categories, split sizes and defect types under a data root; what the paper profile needs and lacks",
+    )
     i.add_argument("root", help="a data root or one dataset folder")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument(
+        "--datasets-only",
+        action="store_true",
+        help="only what the root holds, without the paper-profile readiness check (datasets, categories, weights)",
+    )
     i.set_defaults(func=_cmd_data_info)
+
+    w = sub.add_parser("weights", help="pretrained files the paper profile needs: list, check, import (offline)")
+    wsub = w.add_subparsers(dest="weights_command", required=True)
+    wl = wsub.add_parser("list", help="every pretrained file the paper profile needs, with where to get it")
+    wl.add_argument("--json", action="store_true", help="machine-readable output")
+    wl.set_defaults(func=_cmd_weights_list)
+    wc = wsub.add_parser(
+        "check",
+        help="which needed files are present (weights dir, Hugging Face cache, --dir); exit 1 if any is missing",
+    )
+    wc.add_argument("--dir", help="also look in this folder (files found there still need `adlib weights import`)")
+    wc.add_argument("--json", action="store_true", help="machine-readable output")
+    wc.set_defaults(func=_cmd_weights_check)
+    wi = wsub.add_parser(
+        "import",
+        help="verify .safetensors/.pth files and file them where adlib looks (<weights dir>/<tag>.safetensors)",
+    )
+    wi.add_argument("paths", nargs="+", metavar="PATH", help="weights files (.safetensors, .pth, .bin)")
+    wi.add_argument("--to", help="weights dir to file them in (default: $ADLIB_WEIGHTS_DIR, else <repo>/weights)")
+    wi.add_argument("--tag", help="the timm tag the files must match (default: identified from their keys and shapes)")
+    wi.add_argument("--force", action="store_true", help="replace a different file already filed for the tag")
+    wi.add_argument("--json", action="store_true", help="machine-readable output")
+    wi.set_defaults(func=_cmd_weights_import)
 
     r = sub.add_parser("reproduce", help="execute the notebooks with papermill")
     r.add_argument("--profile", choices=["smoke", "paper"], default="smoke")
