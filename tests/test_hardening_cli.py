@@ -72,6 +72,11 @@ def test_a_truncated_or_empty_model_is_named_with_the_fix(root, tmp_path, capsys
     # --debug (or $ADLIB_DEBUG) shows the traceback instead
     with pytest.raises(ValueError, match="is empty"):
         main(["--debug", "test", *_args(root, tmp_path)])
+    # the advice works: delete the folder it names, train again, test
+    import shutil
+
+    shutil.rmtree(model.parent)
+    assert main(["train", *_args(root, tmp_path)]) == 0 and main(["test", *_args(root, tmp_path)]) == 0
 
 
 def test_invalid_records_count_as_unfinished(tmp_path, caplog):

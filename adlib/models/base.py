@@ -475,14 +475,14 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty; delete it and train the run again")
+        raise ValueError(f"checkpoint {path} is empty; delete its folder {path.parent} and train the run again")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler errors all mean an unusable file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); it is truncated, corrupt or not an "
-            f"adlib checkpoint: delete it and train the run again"
+            f"adlib checkpoint: delete its folder {path.parent} and train the run again"
         ) from exc
 
 
