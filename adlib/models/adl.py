@@ -1140,20 +1140,12 @@ class ADL(DraemSynthesis, EpochMethod):
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {
-            **super()._state(),
-            "iteration": int(self.iteration),
-            **self._trained_state(),
-            "backbone": self.backbone_info.as_dict(),
-            "texture_description": self.texture_description,
-            "texture_is_stand_in": self.texture_is_stand_in,
-        }
+        return {**super()._state(), "iteration": int(self.iteration), "backbone": self.backbone_info.as_dict()}
 
     def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
         self._load_trained_state(state)
         self.iteration = int(state["iteration"])
-        self.texture_description = state.get("texture_description")
-        self.texture_is_stand_in = state.get("texture_is_stand_in")
+        self._load_texture_state(state)
         if state.get("backbone") and not self._weights_loaded:  # built without its weights: the checkpoint's record
             self.backbone_info = BackboneInfo(
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in state["backbone"].items()}

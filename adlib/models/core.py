@@ -119,6 +119,22 @@ class DraemSynthesis:
         self.texture_description = textures.description
         self.texture_is_stand_in = bool(textures.is_stand_in)
 
+    def _texture_state(self) -> dict[str, Any]:
+        return {"texture_description": self.texture_description, "texture_is_stand_in": self.texture_is_stand_in}
+
+    def _load_texture_state(self, state: dict[str, Any]) -> None:
+        self.texture_description = state.get("texture_description")
+        self.texture_is_stand_in = state.get("texture_is_stand_in")
+
+    # the checkpoint of these methods: the trained modules and optimisers, and the texture provenance
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), **self._trained_state(), **self._texture_state()}
+
+    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
+        self._load_trained_state(state)
+        self._load_texture_state(state)
+        self.to(self.device)
+
 
 class NetworkPart:
     """A method's attribute that is a part of its one module: ``model.<name>`` reads and assigns

@@ -685,20 +685,7 @@ class Draem(DraemSynthesis, EpochMethod):
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
-    # -- persistence ---------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {
-            **super()._state(),
-            **self._trained_state(),
-            "texture_description": self.texture_description,
-            "texture_is_stand_in": self.texture_is_stand_in,
-        }
-
-    def _load_state(self, state: dict[str, Any], path=None, strict: bool = True) -> None:
-        self._load_trained_state(state)
-        self.texture_description = state.get("texture_description")
-        self.texture_is_stand_in = state.get("texture_is_stand_in")
-        self.to(self.device)
+    # -- persistence: DraemSynthesis._state / _load_state (trained modules, texture provenance)
 
     # -- provenance ----------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
