@@ -319,6 +319,25 @@ class _PixelCounts:
     n_neg: int
 
 
+def _class_counts(masks: np.ndarray, metric: str, need_neg: bool) -> tuple[np.ndarray, int, int]:
+    """Anomalous pixels per image (binary check included) and the totals of both classes;
+    ``ValueError`` naming ``metric`` when a class it needs is absent."""
+    per_image = _count_mask_pixels(masks)
+    n_pos = int(per_image.sum())
+    n_neg = int(masks.size - n_pos)
+    if n_pos == 0:
+        raise ValueError(
+            f"{metric} is undefined when only one class is present: the masks contain no anomalous "
+            f"pixel (all {masks.shape[0]} images are normal)"
+        )
+    if need_neg and n_neg == 0:
+        raise ValueError(
+            f"{metric} is undefined when only one class is present: every pixel of the masks is "
+            "anomalous (no normal pixel)"
+        )
+    return per_image, n_pos, n_neg
+
+
 def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) -> _PixelCounts:
     """Validate inputs and compute the exact sufficient statistics in a streamed pass."""
     masks, maps = _check_pixel_inputs(masks, maps)
@@ -326,19 +345,7 @@ def _pixel_counts(masks, maps, *, metric: str, regions: bool, need_neg: bool) ->
     wd = _work_dtype(maps.dtype)
 
     # pass 0 (masks only): binary check and anomalous pixel counts, before any map is read
-    per_image = _count_mask_pixels(masks)
-    n_pos = int(per_image.sum())
-    n_neg = int(masks.size - n_pos)
-    if n_pos == 0:
-        raise ValueError(
-            f"{metric} is undefined when only one class is present: the masks contain no anomalous "
-            f"pixel (all {n} images are normal)"
-        )
-    if need_neg and n_neg == 0:
-        raise ValueError(
-            f"{metric} is undefined when only one class is present: every pixel of the masks is "
-            "anomalous (no normal pixel)"
-        )
+    per_image, n_pos, n_neg = _class_counts(masks, metric, need_neg)
 
     # pass 1: finite check of every map; gather the anomalous scores (and region weights)
     scores = np.empty(n_pos, dtype=wd)
@@ -808,19 +815,7 @@ def pro_released(masks, maps, *, num_thresholds: int = 200, dilation: int = 5, f
     limit = _check_fpr_limit(fpr_limit)
     n = masks.shape[0]
     wd = _work_dtype(maps.dtype)
-    per_image = _count_mask_pixels(masks)
-    n_pos = int(per_image.sum())
-    n_neg = int(masks.size - n_pos)
-    if n_pos == 0:
-        raise ValueError(
-            f"pro_released is undefined when only one class is present: the masks contain no anomalous "
-            f"pixel (all {n} images are normal)"
-        )
-    if n_neg == 0:
-        raise ValueError(
-            "pro_released is undefined when only one class is present: every pixel of the masks is "
-            "anomalous (no normal pixel)"
-        )
+    per_image, n_pos, n_neg = _class_counts(masks, "pro_released", need_neg=True)
 
     # pass 1: finite check and the score range, in the maps' own dtype (as amaps.min() / .max())
     lo = hi = None
