@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_glass import TINY  # the tiny GLASS / SimpleNet config of the GLASS tests
 
 from adlib.cli import main, parse_overrides
 from adlib.data import get_dataset
@@ -24,19 +25,6 @@ from adlib.models import build
 from adlib.models.glass import GLASS, SELECTION_LABEL, GLASSConfig, SimpleNet, SimpleNetConfig
 from adlib.results import ADDED_FIELDS, Job, ResultsStore, config_hash, flatten
 
-TINY = dict(
-    backbone="resnet18",
-    pretrained=False,
-    resize=64,
-    crop=64,
-    pretrain_embed_dim=32,
-    target_embed_dim=32,
-    dsc_hidden=32,
-    batch_size=4,
-    samples_per_epoch=4,
-    epochs=3,
-    cache_features=False,
-)
 NEW_FIELDS = (
     "select_every",
     "eval_masks",
