@@ -32,6 +32,7 @@ import ast
 import collections.abc
 import dataclasses
 import difflib
+import functools
 import hashlib
 import logging
 import os
@@ -187,7 +188,9 @@ _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
 
+@functools.cache
 def _field_types(cfg_cls: type) -> dict[str, Any]:
+    """The declared types of a config class's fields (resolved once per class)."""
     return typing.get_type_hints(cfg_cls)
 
 
