@@ -1060,11 +1060,6 @@ class ADL(DraemSynthesis, EpochMethod):
         self.iteration += 1
         return {k: float(v.detach()) for k, v in out.items()}
 
-    def _fit_start(self, train_ds, progress: bool) -> torch.Tensor:
-        images = self._load_images(train_ds, progress)
-        self._prepare()
-        return images
-
     def _fit_description(self, train_ds, images) -> str:
         return (
             f"{len(images)} images; burn-in: {burn_in_iterations(self.total_iterations, self.cfg.burn_in)} of "

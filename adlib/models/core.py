@@ -119,6 +119,23 @@ class DraemSynthesis:
         self.texture_description = textures.description
         self.texture_is_stand_in = bool(textures.is_stand_in)
 
+    def _fit_start(self, train_ds, progress: bool):
+        """The training images in memory, then the synthesiser (:meth:`_prepare`)."""
+        images = self._load_images(train_ds, progress)
+        self._prepare()
+        return images
+
+    def train_step(self, x_in, target, mask) -> dict[str, float]:
+        """One optimiser step on the ``loss`` of ``compute_losses(x_in, target, mask)`` (the method's
+        total loss: POUTA ``L_total``, DRAEM Eq. 3) for a batch of synthesised inputs, anomaly-free
+        targets and masks; returns the losses (floats). ADL overrides it (label shuffling, clipping)."""
+        self.net.train()
+        out = self.compute_losses(x_in.to(self.device), target.to(self.device), mask.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in out.items()}
+
     def _texture_state(self) -> dict[str, Any]:
         return {"texture_description": self.texture_description, "texture_is_stand_in": self.texture_is_stand_in}
 

@@ -612,20 +612,6 @@ class Draem(DraemSynthesis, EpochMethod):
         l_seg = segmentation_loss(out["probs"], mask, **self._focal)
         return {"loss": total_loss(l_rec, l_seg), "rec": l_rec, "l2": l2, "ssim": ls, "seg": l_seg}
 
-    def train_step(self, x_in: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-        """One Adam step on Eq. 3 for a batch; returns the losses (floats)."""
-        self.net.train()
-        out = self.compute_losses(x_in.to(self.device), target.to(self.device), mask.to(self.device))
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self.optimizer.step()
-        return {k: float(v.detach()) for k, v in out.items()}
-
-    def _fit_start(self, train_ds, progress: bool) -> torch.Tensor:
-        images = self._load_images(train_ds, progress)
-        self._prepare()
-        return images
-
     def _run_epoch(self, images: torch.Tensor) -> dict[str, float]:
         lr = learning_rate(self.cfg, self.epoch)
         for group in self.optimizer.param_groups:

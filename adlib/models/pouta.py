@@ -788,20 +788,6 @@ class _ReconstructionMethod(DraemSynthesis, EpochMethod):
         return torch.stack(xs), torch.stack(ms)
 
     # -- training ------------------------------------------------------------------------------
-    def train_step(self, x_in: torch.Tensor, x_ori: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-        """One Adam step on ``L_total`` for a batch; returns the losses (floats)."""
-        self.net.train()
-        out = self.compute_losses(x_in.to(self.device), x_ori.to(self.device), mask.to(self.device))
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self.optimizer.step()
-        return {k: float(v.detach()) for k, v in out.items()}
-
-    def _fit_start(self, train_ds, progress: bool) -> torch.Tensor:
-        images = self._load_images(train_ds, progress)
-        self._prepare()
-        return images
-
     def _run_epoch(self, images: torch.Tensor) -> dict[str, float]:
         lr = learning_rate(self.cfg, self.epoch)
         for group in self.optimizer.param_groups:
