@@ -13,10 +13,10 @@ LOCK := requirements.lock
 # pip prints a warning for every local package index it cannot open; they are noise here.
 QUIET_PIP := grep -v "^WARNING: Location" || true
 
-.PHONY: setup data reproduce test test-fast notebooks clean help lock lint format
+.PHONY: setup data reproduce rehearse test test-fast notebooks clean help lock lint format
 
 help:
-	@echo "make reproduce | make test | make test-fast | make lint | make format | make notebooks (refresh committed smoke outputs) | make lock | make clean"
+	@echo "make reproduce | make test | make rehearse (the paper profile on miniature data) | make test-fast | make lint | make format | make notebooks (refresh committed smoke outputs) | make lock | make clean"
 
 setup: $(STAMP)
 
@@ -48,6 +48,12 @@ PARALLEL ?= 2
 
 reproduce: data
 	$(BIN)/adlib reproduce --profile $(PROFILE) --parallel $(PARALLEL)
+
+# The paper profile rehearsed (adlib.rehearsal): every notebook under profile=paper with the papers' configurations,
+# on miniature datasets written in each real layout, random-init weights, small images and schedules; outputs
+# (executed notebooks, HTML, tables, figures) under runs/rehearsal, each stamped "rehearsal: ... not results".
+rehearse: setup
+	$(BIN)/adlib reproduce --profile paper --rehearsal --parallel $(PARALLEL)
 
 # Refresh the executed smoke-profile notebooks that are committed and the regression references their
 # checks compare against (notebooks/references/smoke.json; adlib.checks).

@@ -6,6 +6,7 @@
     adlib data info ROOT [--json] [--datasets-only]     what a data root holds; paper-profile readiness
     adlib weights list|check [--dir D]|import PATH...   pretrained files the paper profile needs (offline)
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
+    adlib reproduce --profile paper --rehearsal [--only PATTERN] [--parallel N]   the paper profile on miniature data
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
                 [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
@@ -159,6 +160,8 @@ def _cmd_weights_import(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import run_notebooks
 
+    if args.rehearsal:
+        return _cmd_rehearse(args)
     batch = run_notebooks(
         profile=args.profile,
         data_root=args.data_root,
@@ -172,6 +175,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         html=not args.no_html,
     )
     print(batch.summary())
+    return 1 if batch.failed else 0
+
+
+def _cmd_rehearse(args: argparse.Namespace) -> int:
+    """``adlib reproduce --rehearsal``: the paper profile on miniature data (:mod:`adlib.rehearsal`)."""
+    from .rehearsal import STAMP, rehearse, root
+
+    if args.profile != "paper":
+        raise ValueError("--rehearsal rehearses the paper profile: use it with --profile paper")
+    for name in ("data_root", "device", "out", "inplace"):
+        if getattr(args, name):
+            raise ValueError(f"--{name.replace('_', '-')} does not go with --rehearsal (it writes its own data and outputs)")
+    batch = rehearse(only=args.only, parallel=args.parallel, jobs=args.jobs, log_output=args.verbose)
+    print(batch.summary())
+    print(f"{STAMP}: executed notebooks, HTML, tables and figures under {root()}")
     return 1 if batch.failed else 0
 
 
@@ -409,6 +427,12 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     )
     r.add_argument("--no-html", action="store_true", help="do not write HTML renderings to runs/<profile>/html")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output (run progress) to the console")
+    r.add_argument(
+        "--rehearsal",
+        action="store_true",
+        help="with --profile paper: every notebook on miniature data in the real layouts, random weights, "
+        "small sizes (runs/rehearsal; `make rehearse`)",
+    )
     r.set_defaults(func=_cmd_reproduce)
 
     t = sub.add_parser("train", help="train a method on one category (resumes an interrupted run)")

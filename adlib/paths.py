@@ -29,8 +29,11 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def figures_dir(sub: str | None = None) -> Path:
-    """``<repo>/figures[/sub]``, created if missing."""
-    d = repo_root() / "figures"
+    """``<repo>/figures[/sub]`` (a rehearsal's: ``<repo>/runs/rehearsal/figures[/sub]``,
+    :mod:`adlib.rehearsal`), created if missing."""
+    from . import rehearsal
+
+    d = rehearsal.root() / "figures" if rehearsal.active() else repo_root() / "figures"
     if sub:
         d = d / sub
     d.mkdir(parents=True, exist_ok=True)

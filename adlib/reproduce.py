@@ -145,10 +145,17 @@ def write_html(notebook: str | os.PathLike, html: str | os.PathLike) -> Path:
 
 
 def _execute(
-    nb: str, dest: str, params: dict, timeout: int | None, log_output: bool, html: str | None = None
+    nb: str,
+    dest: str,
+    params: dict,
+    timeout: int | None,
+    log_output: bool,
+    html: str | None = None,
+    stamp: str | None = None,
 ) -> tuple[bool, float, str]:
     """Execute one notebook to ``dest`` (through a temporary name) and, if ``html`` is given, render
-    it there; ``(ok, seconds, error)``."""
+    it there; ``stamp``: a rehearsal's note (:func:`adlib.rehearsal.stamp_notebook`) put at the top
+    of the executed copy; ``(ok, seconds, error)``."""
     import papermill as pm
 
     nb_path, dest_path = Path(nb), Path(dest)
@@ -166,6 +173,10 @@ def _execute(
             execution_timeout=timeout,
             log_output=log_output,
         )
+        if stamp is not None:
+            from .rehearsal import stamp_notebook
+
+            stamp_notebook(tmp, stamp)
         os.replace(tmp, dest_path)
         strip_machine_paths(dest_path)
         if html:
@@ -207,6 +218,8 @@ def run_notebooks(
     log_output: bool = False,
     parallel: int = 1,
     html: bool = True,
+    html_dir: str | os.PathLike | None = None,
+    stamp: str | None = None,
 ) -> BatchResult:
     """Execute the notebooks; see the module docstring.
 
@@ -219,7 +232,9 @@ def run_notebooks(
     depend on it: every run is seeded on its own and, under the reference numerics, uses one
     thread wherever it executes. The summary lists the notebooks in path order either way.
     ``html``: also write an HTML rendering of each executed notebook (:func:`write_html`) to
-    ``runs/<profile>/html/<notebook>.html`` (under ``out_dir`` when given).
+    ``runs/<profile>/html/<notebook>.html`` (under ``out_dir`` when given, or ``html_dir``).
+    ``stamp``: a note put at the top of every executed copy (a rehearsal's,
+    :func:`adlib.rehearsal.stamp_notebook`).
     """
     get_profile(profile)  # validate early
     try:
@@ -246,7 +261,7 @@ def run_notebooks(
         params["jobs"] = int(jobs)
     params.update(extra_parameters or {})
     rels = {nb: nb.relative_to(base) for nb in nbs}
-    html_base = Path(out_dir or repo_root() / "runs" / profile) / "html"
+    html_base = Path(html_dir) if html_dir else Path(out_dir or repo_root() / "runs" / profile) / "html"
 
     def html_of(nb: Path) -> str | None:
         return str((html_base / rels[nb]).with_suffix(".html")) if html else None
@@ -267,7 +282,8 @@ def run_notebooks(
     if int(parallel) == 1 or len(nbs) == 1:
         for i, nb in enumerate(nbs, 1):
             log.info("[%d/%d] %s (profile=%s, %d left after it)", i, len(nbs), rels[nb], profile, len(nbs) - i)
-            record(nb, *_execute(str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)))
+            dest = str(out_base / rels[nb])
+            record(nb, *_execute(str(nb), dest, params, timeout, log_output, html_of(nb), stamp))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -282,7 +298,9 @@ def run_notebooks(
         with _env(side_by_side_env(parallel, cap_workers=jobs is None)):
             with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
                 futs = {
-                    ex.submit(_execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb)): nb
+                    ex.submit(
+                        _execute, str(nb), str(out_base / rels[nb]), params, timeout, log_output, html_of(nb), stamp
+                    ): nb
                     for nb in order
                 }
                 for fut in as_completed(futs):

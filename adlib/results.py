@@ -142,7 +142,12 @@ def side_by_side_env(parallel: int, cap_workers: bool = True) -> dict[str, str]:
 
 
 def default_root(profile: str = "smoke") -> Path:
-    """``<repo>/runs/<profile>/results``."""
+    """``<repo>/runs/<profile>/results`` (a rehearsal's: ``<repo>/runs/rehearsal/<profile>/results``,
+    :mod:`adlib.rehearsal`)."""
+    from . import rehearsal
+
+    if rehearsal.active():
+        return rehearsal.root() / profile / "results"
     return repo_root() / "runs" / profile / "results"
 
 
@@ -237,7 +242,9 @@ class Job:
 
     def config(self) -> dict[str, Any]:
         """The method's resolved config (profile defaults, overrides, this job's seed)."""
-        return dict(_resolved_config(self.method, self.profile, self.seed, self.overrides))
+        from . import rehearsal
+
+        return dict(_resolved_config(self.method, self.profile, self.seed, self.overrides, rehearsal.active()))
 
     def key(self) -> dict[str, Any]:
         """The run's key. A non-empty protocol is part of it and of the hash (full-shot keys are
@@ -264,7 +271,8 @@ class Job:
 
 
 @functools.lru_cache(maxsize=4096)
-def _resolved_config(method: str, profile: str, seed: int, overrides: tuple) -> dict[str, Any]:
+def _resolved_config(method: str, profile: str, seed: int, overrides: tuple, rehearsal: bool = False) -> dict[str, Any]:
+    # ``rehearsal`` is part of the cache key only: for_profile reads the switch itself
     from .models.base import MODELS, _load_all
 
     _load_all()

@@ -236,6 +236,9 @@ def save_table(
     """Write ``<figures>/<subdir>/<name>.csv`` (full precision) and ``.md`` (rounded, with the
     caption above the table) atomically; returns the paths. The caption is also kept with the table
     (``table.attrs["caption"]``), where :func:`format_table` shows it above the table."""
+    from .rehearsal import stamp_caption
+
+    caption = stamp_caption(caption)
     if caption:
         table.attrs["caption"] = caption
     d = Path(directory) if directory else figures_dir(subdir)

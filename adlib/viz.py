@@ -90,8 +90,11 @@ def save_figure(
     fig, name: str, subdir: str | None = None, formats: Sequence[str] = ("png", "pdf"), dpi: int = 110
 ) -> list[Path]:
     """Write ``fig`` to ``figures/<subdir>/<name>.<fmt>`` for each format; returns the paths."""
+    from .rehearsal import stamp_figure
+
     out = []
     d = figures_dir(subdir)
+    stamp_figure(fig)
     for fmt in formats:
         p = d / f"{name}.{fmt}"
         meta = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None}

@@ -234,7 +234,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
+from .. import losses, rehearsal
 from ..backbones import BackboneInfo, FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
@@ -782,6 +782,20 @@ class ADLConfig(MethodConfig):
     @property
     def components(self) -> Components:
         return VARIANTS[self.variant]
+
+    REHEARSAL: ClassVar[dict[str, int]] = {
+        "resize": rehearsal.SIDE,
+        "crop": rehearsal.SIDE,
+        "epochs": rehearsal.EPOCHS,
+        "steps_per_epoch": rehearsal.STEPS,
+    }
+
+    def rehearsal_changes(self) -> dict[str, Any]:
+        """As :meth:`MethodConfig.rehearsal_changes`, the learning-rate step scaled with the epochs."""
+        out = super().rehearsal_changes()
+        if "epochs" in out:
+            out["lr_step"] = rehearsal.scaled_milestones((self.lr_step,), self.epochs, out["epochs"])[0]
+        return out
 
     def _validate(self) -> None:
         super()._validate()

@@ -110,6 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rehearsal
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, register, resolve_device
@@ -615,6 +616,21 @@ class ADTRConfig(MethodConfig):
             score_pool=16,
         ),
     }
+
+    REHEARSAL: ClassVar[dict[str, int]] = {"epochs": rehearsal.EPOCHS, "adapt_epochs": rehearsal.EPOCHS}
+
+    def rehearsal_changes(self) -> dict[str, Any]:
+        """As :meth:`MethodConfig.rehearsal_changes`; the image at most ``rehearsal.SIDE`` with the
+        grid following it (the same cell size, so ``score_pool``, one cell, stays) and ``k`` following
+        the grid's area (the same share of positions), the milestones scaled with the epochs."""
+        out = super().rehearsal_changes()
+        side = rehearsal.SIDE
+        if self.image_size > side:
+            grid = rehearsal.follow(self.grid, self.image_size, side)
+            out.update(image_size=side, grid=grid, k=rehearsal.follow(self.k, self.grid**2, grid**2))
+        if "epochs" in out:
+            out["lr_milestones"] = rehearsal.scaled_milestones(self.lr_milestones, self.epochs, out["epochs"])
+        return out
 
     def _validate(self) -> None:
         super()._validate()

@@ -184,12 +184,40 @@ class MethodConfig:
     def __post_init__(self) -> None:
         self._validate()
 
+    #: the rehearsal's size caps (:mod:`adlib.rehearsal`): field -> the largest value a rehearsal of
+    #: the paper profile keeps (image sides, epochs, steps); :meth:`rehearsal_changes` applies them
+    REHEARSAL: ClassVar[dict[str, int]] = {}
+
     @classmethod
     def for_profile(cls, profile: str = "smoke", **overrides: Any):
-        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus overrides."""
+        """The profile's defaults (``smoke``: CPU-sized; ``paper``: the paper's settings) plus
+        overrides; in a rehearsal of the paper profile (:func:`adlib.rehearsal.active`), shrunk by
+        :meth:`rehearsal_changes` after the overrides."""
         if profile not in cls.PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
-        return cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
+        cfg = cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
+        if profile == "paper":
+            from .. import rehearsal
+
+            if rehearsal.active():
+                changes = cfg.rehearsal_changes()
+                if changes:
+                    cfg = dataclasses.replace(cfg, **changes)
+        return cfg
+
+    def rehearsal_changes(self) -> dict[str, Any]:
+        """What a rehearsal of the paper profile changes in this config (:mod:`adlib.rehearsal`):
+        only sizes shrink, every field of :attr:`REHEARSAL` capped at its value, and a pretrained
+        backbone becomes a random-init one. Methods with coupled sizes (a resize that follows the
+        crop, milestones that follow the epochs, a grid that follows the image) extend it."""
+        out: dict[str, Any] = {}
+        for name, cap in self.REHEARSAL.items():
+            value = getattr(self, name)
+            if value is not None and value > cap:
+                out[name] = cap
+        if getattr(self, "pretrained", False):
+            out["pretrained"] = False
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -132,6 +132,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rehearsal
 from ..complexity import count_parameters
 from ..data.base import ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
@@ -499,6 +500,8 @@ class DraemConfig(MethodConfig):
             bn_recalibration=16,
         ),
     }
+
+    REHEARSAL: ClassVar[dict[str, int]] = {"image_size": rehearsal.SIDE, "epochs": rehearsal.EPOCHS}
 
     def _validate(self) -> None:
         super()._validate()

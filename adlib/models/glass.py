@@ -171,7 +171,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import losses
+from .. import losses, rehearsal
 from .. import metrics as metrics_mod
 from ..backbones import FeatureExtractor
 from ..data.base import RESIZE_MODES, ImageTransform, denormalize, released_mask_rule
@@ -556,6 +556,19 @@ class _SharedConfig(MethodConfig):
     data_root: str | None = None
     # test hook (not in either paper): exchange normal and synthetic-anomaly targets in the loss
     swap_labels: bool = False
+
+    REHEARSAL: ClassVar[dict[str, int]] = {"epochs": rehearsal.EPOCHS}
+
+    def rehearsal_changes(self) -> dict[str, Any]:
+        """As :meth:`MethodConfig.rehearsal_changes`; the crop at most ``rehearsal.SIDE`` with the
+        resize following it (same ratio), or the resize alone where there is no crop."""
+        out = super().rehearsal_changes()
+        side = rehearsal.SIDE
+        if self.crop is not None and self.crop > side:
+            out.update(crop=side, resize=rehearsal.follow(self.resize, self.crop, side))
+        elif self.crop is None and self.resize > side:
+            out["resize"] = side
+        return out
 
     def _validate(self) -> None:
         super()._validate()

@@ -89,6 +89,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import rehearsal
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
 from .base import Prediction, register, resolve_device
@@ -416,6 +417,19 @@ class PatchCoreConfig(MethodConfig):
             device="cpu",
         ),
     }
+
+    REHEARSAL: ClassVar[dict[str, int]] = {}
+
+    def rehearsal_changes(self) -> dict[str, Any]:
+        """As :meth:`MethodConfig.rehearsal_changes`; the crop at most ``rehearsal.SIDE`` with the
+        resize following it (same ratio), or the resize alone where there is no crop."""
+        out = super().rehearsal_changes()
+        side = rehearsal.SIDE
+        if self.crop is not None and self.crop > side:
+            out.update(crop=side, resize=rehearsal.follow(self.resize, self.crop, side))
+        elif self.crop is None and self.resize > side:
+            out["resize"] = side
+        return out
 
     def _validate(self) -> None:
         super()._validate()

@@ -160,7 +160,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import losses
+from .. import losses, rehearsal
 from ..data.base import ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
 from .core import DraemSynthesis, EpochMethod, MethodConfig
@@ -564,6 +564,15 @@ class _SharedConfig(MethodConfig):
     # inference
     score_pool: int = 21
     data_root: str | None = None
+
+    REHEARSAL: ClassVar[dict[str, int]] = {"image_size": rehearsal.SIDE, "epochs": rehearsal.EPOCHS}
+
+    def rehearsal_changes(self) -> dict[str, Any]:
+        """As :meth:`MethodConfig.rehearsal_changes`, the milestones scaled with the epochs."""
+        out = super().rehearsal_changes()
+        if "epochs" in out:
+            out["lr_milestones"] = rehearsal.scaled_milestones(self.lr_milestones, self.epochs, out["epochs"])
+        return out
 
     def _validate(self) -> None:
         super()._validate()

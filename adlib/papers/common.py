@@ -25,7 +25,10 @@ class Plan:
 def plan(datasets: Iterable[str], data_root=None, categories: Sequence[str] | dict | None = None) -> Plan:
     """The categories of each dataset found under ``data_root``; datasets that are absent go to
     ``missing``. ``categories``: a list (kept where the dataset has them, in that order) or a
-    dict dataset -> list; None: all categories on disk."""
+    dict dataset -> list; None: all categories on disk (in a rehearsal of the paper profile,
+    :mod:`adlib.rehearsal`, the first of them: one category per dataset)."""
+    from .. import rehearsal
+
     out = Plan()
     for ds in datasets:
         try:
@@ -41,6 +44,8 @@ def plan(datasets: Iterable[str], data_root=None, categories: Sequence[str] | di
             if unknown:
                 raise ValueError(f"unknown {ds} categories {unknown}; found: {', '.join(found)}")
             found = [c for c in want if c in found] or found
+        elif rehearsal.active():
+            found = found[:1]
         out.categories[ds] = found
     return out
 

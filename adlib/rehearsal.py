@@ -1,0 +1,206 @@
+"""The rehearsal of the paper profile: every notebook end to end under ``profile="paper"`` on
+miniature data, before anyone spends GPU-days on the real run.
+
+``make rehearse`` (``adlib reproduce --rehearsal``) writes miniature datasets in each real
+shipped layout (:mod:`adlib.data.miniature`: MVTec AD, VisA with its split CSV, MPDD, MAD-man,
+MAD-sys, DAGM 2007, DTD, CIFAR-10/100), then executes every notebook with ``profile="paper"``
+and that data root. Everything the paper profile sets stays: the methods' paper configurations
+(backbones, layers, feature dimensions, losses, GAS steps, coreset ratios, schedules, the released
+protocols), every table row, every figure, every notebook. Only sizes shrink:
+
+- images: the methods' input side at most :data:`SIDE` pixels (a resize that goes with a crop
+  keeps its ratio; ADTR's feature grid keeps its cell size);
+- schedules: at most :data:`EPOCHS` epochs (ADTR's adaptation too) and :data:`STEPS` steps per
+  epoch; learning-rate milestones scaled with the epochs (at least 1, so the decay still runs);
+- data: a handful of images per category, one category per dataset (the notebooks' plans keep
+  the first category of a dataset where they would take all on disk; CIFAR-10's ten classes are
+  all written, since the one-class protocol needs the nine others as anomalies);
+- weights: every pretrained backbone is replaced by the same architecture, randomly initialised
+  (``pretrained=False``), so no download and no weight file is needed.
+
+Each method's config says what shrinks (``MethodConfig.REHEARSAL`` and ``rehearsal_changes``;
+``tests/test_rehearsal.py`` checks that nothing else changes). A broken paper configuration (a
+layer name the backbone lacks, a field that fails validation, a table that breaks on a real
+layout) fails the rehearsal as it would fail the real run, minutes in instead of days.
+
+WFDD is left out of the rehearsal's data root on purpose (its MVTec layout is rehearsed through
+MPDD, MAD-man and MAD-sys): the notebooks must run with a paper dataset missing and show its rows
+as missing.
+
+Nothing a rehearsal writes can be mistaken for results: it has its own results store
+(``runs/rehearsal/paper/results``), figures folder (``runs/rehearsal/figures``) and executed
+notebooks (``runs/rehearsal/notebooks``, with HTML); every table caption, every figure and every
+executed notebook carries :data:`STAMP`. The switch is the environment variable :data:`ENV`,
+which the notebooks' kernels and the stores' worker processes inherit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .paths import repo_root
+
+log = logging.getLogger(__name__)
+
+#: the switch (any value but empty or "0"), inherited by kernels and worker processes
+ENV = "ADLIB_REHEARSAL"
+#: on every output of a rehearsal
+STAMP = "rehearsal: random weights, miniature data — not results"
+#: the largest image side a rehearsal keeps (pixels)
+SIDE = 64
+#: the most epochs a rehearsal keeps (2: a per-epoch selection still has two epochs to choose from)
+EPOCHS = 2
+#: the most steps per epoch a rehearsal keeps
+STEPS = 2
+#: datasets the rehearsal's data root lacks on purpose (a missing paper dataset is rehearsed too)
+LEFT_OUT = ("wfdd",)
+
+
+def active() -> bool:
+    """True inside a rehearsal (``$ADLIB_REHEARSAL`` set to anything but empty or ``0``)."""
+    return os.environ.get(ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def activated(on: bool = True) -> Iterator[None]:
+    """The block runs as a rehearsal (``on``) or not; the environment is restored after."""
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+def follow(value: int, old: int, new: int) -> int:
+    """``value`` scaled as ``old`` became ``new`` (a resize that follows its crop), at least 1."""
+    return max(1, int(round(value * new / old)))
+
+
+def scaled_milestones(milestones: Sequence, old_epochs: int, new_epochs: int) -> tuple:
+    """Epoch milestones scaled with the epochs (``int(m * new / old)``, at least 1, so the decay
+    still happens inside a short schedule); fractions of the schedule (floats below 1) stay."""
+    out = []
+    for m in milestones:
+        if isinstance(m, float) and m < 1:
+            out.append(m)
+        else:
+            out.append(max(1, int(m * new_epochs / old_epochs)))
+    return tuple(out)
+
+
+def root() -> Path:
+    """``<repo>/runs/rehearsal``: everything a rehearsal writes."""
+    return repo_root() / "runs" / "rehearsal"
+
+
+def stamp_caption(caption: str) -> str:
+    """``caption`` with :data:`STAMP` in front inside a rehearsal (unchanged outside one)."""
+    if not active():
+        return caption
+    return f"**{STAMP}.** {caption}".rstrip()
+
+
+def stamp_figure(fig) -> None:
+    """Write :data:`STAMP` across the top of a matplotlib figure inside a rehearsal."""
+    if active():
+        fig.text(0.5, 1.0, STAMP, ha="center", va="bottom", fontsize=9, color="#b00000", fontweight="bold")
+
+
+def stamp_notebook(path: str | os.PathLike, note: str = "") -> None:
+    """Put :data:`STAMP` (and ``note``) in a markdown cell at the top of an executed notebook and
+    ``metadata.adlib.rehearsal = true`` (written atomically)."""
+    from .io import atomic_write_text
+
+    nb = json.loads(Path(path).read_text())
+    text = f"**{STAMP}.**" + (f" {note}" if note else "")
+    cell = {"cell_type": "markdown", "id": "adlib-rehearsal-stamp", "metadata": {}, "source": [text]}
+    cells = nb.get("cells", [])
+    if not (cells and cells[0].get("id") == cell["id"]):
+        cells.insert(0, cell)
+    nb["cells"] = cells
+    nb.setdefault("metadata", {}).setdefault("adlib", {})["rehearsal"] = True
+    atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def write_data(data_root: str | os.PathLike | None = None, left_out: Sequence[str] = LEFT_OUT) -> Path:
+    """The miniature datasets (:func:`adlib.data.miniature.write_miniature`) under ``data_root``
+    (default ``runs/rehearsal/data``, rewritten from scratch), without ``left_out``."""
+    import shutil
+
+    from .data.miniature import DATASETS, write_miniature
+
+    d = Path(data_root) if data_root else root() / "data"
+    if d.exists() and data_root is None:
+        shutil.rmtree(d)
+    write_miniature(d, [x for x in DATASETS if x not in set(left_out)])
+    return d
+
+
+def rehearse(
+    only: str | None = None,
+    parallel: int = 2,
+    data_root: str | os.PathLike | None = None,
+    left_out: Sequence[str] = LEFT_OUT,
+    timeout: int | None = 1800,
+    jobs: int | None = None,
+    log_output: bool = False,
+    fresh: bool = True,
+):
+    """Write the miniature data, then execute the notebooks (``only``: a glob, as
+    :func:`adlib.reproduce.run_notebooks`) under ``profile="paper"`` as a rehearsal, into
+    ``runs/rehearsal/notebooks`` (HTML beside), each stamped. ``fresh``: start from an empty
+    rehearsal store and figures folder (a rehearsal checks the code, so nothing is reused from a
+    previous one). Returns the :class:`adlib.reproduce.BatchResult`."""
+    import shutil
+
+    from .reproduce import run_notebooks
+
+    base = root()
+    if fresh:
+        for sub in ("paper", "figures", "notebooks", "html"):
+            shutil.rmtree(base / sub, ignore_errors=True)
+    d = write_data(data_root, left_out)
+    note = (
+        f"Executed by `adlib reproduce --rehearsal` with the paper profile's configurations on miniature data "
+        f"({', '.join(sorted(left_out)) or 'no dataset'} left out on purpose), images at most {SIDE} px, at most "
+        f"{EPOCHS} epochs: the code paths of the real run, none of its numbers."
+    )
+    with activated():
+        return run_notebooks(
+            profile="paper",
+            data_root=str(d),
+            device="cpu",
+            only=only,
+            out_dir=base / "notebooks",
+            html_dir=base / "html",
+            timeout=timeout,
+            jobs=jobs,
+            log_output=log_output,
+            parallel=parallel,
+            stamp=note,
+        )
+
+
+__all__ = [
+    "ENV",
+    "STAMP",
+    "SIDE",
+    "EPOCHS",
+    "STEPS",
+    "active",
+    "activated",
+    "rehearse",
+    "stamp_caption",
+    "stamp_figure",
+    "stamp_notebook",
+    "write_data",
+]
