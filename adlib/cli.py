@@ -6,6 +6,7 @@
     adlib data info ROOT [--json] [--datasets-only]     what a data root holds; paper-profile readiness
     adlib weights list|check [--dir D]|import PATH...   pretrained files the paper profile needs (offline)
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
+    adlib reproduce --profile paper --plan [--csv PATH] [--throughput TFLOPS]   the bill: runs, images, FLOPs, disk, GPU time
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
                 [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
@@ -157,6 +158,15 @@ def _cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.plan:  # the bill before the run: nothing is executed or trained
+        from .bill import bill
+        from .paths import repo_root
+
+        b = bill(args.profile, args.data_root, only=args.only, throughput=args.throughput, progress=True)
+        out = b.write_csv(args.csv or repo_root() / "runs" / args.profile / "plan.csv")
+        print(b.text())
+        print(f"\nwritten: {out} (computed in {b.seconds:.1f} s)")
+        return 0
     from .reproduce import run_notebooks
 
     batch = run_notebooks(
@@ -409,6 +419,17 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     )
     r.add_argument("--no-html", action="store_true", help="do not write HTML renderings to runs/<profile>/html")
     r.add_argument("--verbose", action="store_true", help="stream the notebooks' output (run progress) to the console")
+    r.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the bill (runs, images, FLOPs, disk, GPU time per notebook) and write it as CSV; executes nothing",
+    )
+    r.add_argument("--csv", help="with --plan: where to write the bill (default: runs/<profile>/plan.csv)")
+    r.add_argument(
+        "--throughput",
+        type=float,
+        help="with --plan: GPU TFLOPS for the GPU time (default: measured in benchmarks/RESULTS.md, else assumed)",
+    )
     r.set_defaults(func=_cmd_reproduce)
 
     t = sub.add_parser("train", help="train a method on one category (resumes an interrupted run)")
