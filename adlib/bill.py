@@ -20,9 +20,10 @@ notebook or training anything. Per notebook and in total:
   :class:`torch.utils.flop_counter.FlopCounterMode` (a multiply-add = 2 FLOPs; convolutions and
   matrix products only, see :mod:`adlib.complexity`), built at the run's config with
   ``pretrained=False`` on the ``meta`` device (shapes only: nothing is computed, no weights are
-  needed), one image, forward (and backward where the part trains), times the passes of the
-  workload, plus what the workload counts by formula (PatchCore's coreset and nearest-neighbour
-  search). Measured once per config (the seed aside).
+  needed; and, unlike a CPU run, attention's fused kernel is counted), one image, forward (and
+  backward where the part trains), times the passes of the workload, plus what the workload
+  counts by formula (PatchCore's coreset and nearest-neighbour search). Measured once per config
+  (the seed aside).
 - **disk**: what the results store keeps per run (:mod:`adlib.results`): ``model.pt`` and, for
   epoch methods, ``checkpoints/last.pt`` (each: the trained modules' parameters and buffers, the
   optimisers' state, 2 values per parameter for Adam / AdamW, 1 with momentum SGD, and the

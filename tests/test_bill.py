@@ -40,6 +40,28 @@ def test_part_flops_of_a_hand_counted_network(device):
     assert net[0].weight.grad is None and net[3].weight.grad is None  # no gradient left behind
 
 
+class _Attention(nn.Module):
+    """One self-attention layer through ``scaled_dot_product_attention`` (as ADTR's layers)."""
+
+    def __init__(self, e: int = 8, heads: int = 2):
+        super().__init__()
+        self.qkv, self.out, self.heads = nn.Linear(e, 3 * e, bias=False), nn.Linear(e, e, bias=False), heads
+
+    def forward(self, x):
+        b, n, e = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
+        return self.out(nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, e))
+
+
+def test_attention_is_counted_on_the_meta_device():
+    """4 tokens of width 8: projections 2*4*8*24 + 2*4*8*8 = 2048, attention Q K^T and A V 2 * 2*4*4*8 = 512.
+    The CPU's fused attention kernel is not counted by FlopCounterMode (2048 only): the bill counts on meta."""
+    assert part_flops(_Attention().to("meta"), (1, 4, 8), device="meta") == 2048 + 512
+    assert part_flops(_Attention(), (1, 4, 8), device="cpu") == 2048
+    # backward: qkv weight (1536), out input and weight (2 x 512), attention (2 x 512)
+    assert part_flops(_Attention().to("meta"), (1, 4, 8), backward=True, device="meta") == 2560 + 1536 + 1024 + 1024
+
+
 def test_meta_counts_equal_real_counts_for_a_method_network():
     """The bill builds on the meta device (no compute): its counts equal a real CPU forward's."""
     cpu = build("patchcore", "smoke", pretrained=False, resize=64, crop=64)
