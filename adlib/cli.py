@@ -7,6 +7,7 @@
     adlib weights list|check [--dir D]|import PATH...   pretrained files the paper profile needs (offline)
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
     adlib reproduce --profile paper --rehearsal [--only PATTERN] [--parallel N]   the paper profile on miniature data
+    adlib reproduce --profile paper --plan [--csv PATH] [--throughput TFLOPS]   the bill: runs, images, FLOPs, disk, GPU time
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
                 [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
@@ -158,6 +159,15 @@ def _cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.plan:  # the bill before the run: nothing is executed or trained
+        from .bill import bill
+        from .paths import repo_root
+
+        b = bill(args.profile, args.data_root, only=args.only, throughput=args.throughput, progress=True)
+        out = b.write_csv(args.csv or repo_root() / "runs" / args.profile / "plan.csv")
+        print(b.text())
+        print(f"\nwritten: {out} (computed in {b.seconds:.1f} s)")
+        return 0
     from .reproduce import run_notebooks
 
     if args.rehearsal:
@@ -186,7 +196,9 @@ def _cmd_rehearse(args: argparse.Namespace) -> int:
         raise ValueError("--rehearsal rehearses the paper profile: use it with --profile paper")
     for name in ("data_root", "device", "out", "inplace"):
         if getattr(args, name):
-            raise ValueError(f"--{name.replace('_', '-')} does not go with --rehearsal (it writes its own data and outputs)")
+            raise ValueError(
+                f"--{name.replace('_', '-')} does not go with --rehearsal (it writes its own data and outputs)"
+            )
     batch = rehearse(only=args.only, parallel=args.parallel, jobs=args.jobs, log_output=args.verbose)
     print(batch.summary())
     print(f"{STAMP}: executed notebooks, HTML, tables and figures under {root()}")
@@ -432,6 +444,17 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
         action="store_true",
         help="with --profile paper: every notebook on miniature data in the real layouts, random weights, "
         "small sizes (runs/rehearsal; `make rehearse`)",
+    )
+    r.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the bill (runs, images, FLOPs, disk, GPU time per notebook) and write it as CSV; executes nothing",
+    )
+    r.add_argument("--csv", help="with --plan: where to write the bill (default: runs/<profile>/plan.csv)")
+    r.add_argument(
+        "--throughput",
+        type=float,
+        help="with --plan: GPU TFLOPS for the GPU time (default: measured in benchmarks/RESULTS.md, else assumed)",
     )
     r.set_defaults(func=_cmd_reproduce)
 

@@ -242,7 +242,17 @@ def test_a_broken_paper_config_fails_the_rehearsal(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(copy), "ADLIB_MAX_WORKERS": "1"}
     env.pop(rehearsal.ENV, None)
     out = subprocess.run(
-        [sys.executable, "-m", "adlib.cli", "reproduce", "--profile", "paper", "--rehearsal", "--only", "glass/02_tsne"],
+        [
+            sys.executable,
+            "-m",
+            "adlib.cli",
+            "reproduce",
+            "--profile",
+            "paper",
+            "--rehearsal",
+            "--only",
+            "glass/02_tsne",
+        ],
         cwd=copy,
         env=env,
         capture_output=True,

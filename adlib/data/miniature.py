@@ -99,7 +99,9 @@ def _mask_u8(mask: np.ndarray, value: int = 255) -> np.ndarray:
     return np.where(np.asarray(mask) > 0, value, 0).astype(np.uint8)
 
 
-def write_mvtec_family(root: Path, dataset: str, n_train: int, n_good: int, n_defect: int, size: int, seed: int) -> Path:
+def write_mvtec_family(
+    root: Path, dataset: str, n_train: int, n_good: int, n_defect: int, size: int, seed: int
+) -> Path:
     """``<root>/<dataset>/<category>/...`` in the MVTec AD layout (MPDD: masks named ``<stem>.png``)."""
     category, source, defects = MVTEC_FAMILY[dataset]
     cat = Path(root) / dataset / category
@@ -202,7 +204,9 @@ def _pickle(path: Path, obj: dict) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def write_cifar(root: Path, n_train: int = 3, n_test: int = 2, n_outliers: int = 16, seed: int = 0) -> tuple[Path, Path]:
+def write_cifar(
+    root: Path, n_train: int = 3, n_test: int = 2, n_outliers: int = 16, seed: int = 0
+) -> tuple[Path, Path]:
     """``cifar-10-batches-py`` (five training batches, the test batch, ``batches.meta``; bytes
     keys as the Python-2 pickles have) and ``cifar-100-python`` (``train``, ``test``, ``meta``)."""
     c10 = Path(root) / "cifar-10-batches-py"
@@ -225,7 +229,11 @@ def write_cifar(root: Path, n_train: int = 3, n_test: int = 2, n_outliers: int =
         )
     _pickle(
         c10 / "test_batch",
-        {b"batch_label": b"testing batch 1 of 1", b"labels": [y for _, y in test], b"data": _cifar_rows([a for a, _ in test])},
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [y for _, y in test],
+            b"data": _cifar_rows([a for a, _ in test]),
+        },
     )
     _pickle(c10 / "batches.meta", {b"label_names": [n.encode() for n in CIFAR10_CLASSES], b"num_vis": 3072})
     c100 = Path(root) / "cifar-100-python"

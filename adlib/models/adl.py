@@ -238,7 +238,7 @@ from .. import losses, rehearsal
 from ..backbones import BackboneInfo, FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
-from .core import DraemSynthesis, EpochMethod, MethodConfig
+from .core import DraemSynthesis, EpochMethod, MethodConfig, Workload
 from .scores import top_k_mean
 
 log = logging.getLogger(__name__)
@@ -1083,6 +1083,15 @@ class ADL(DraemSynthesis, EpochMethod):
     def _epoch_end(self, images: torch.Tensor, stats: dict[str, Any]) -> None:
         if self.epoch == self.cfg.epochs and self.cfg.bn_recalibration:
             self.recalibrate_batchnorm(images)
+
+    def workload(self, n_train: int, n_test: int) -> Workload:
+        """A fixed schedule, whatever the training set's size: ``epochs x steps_per_epoch`` steps of
+        ``2 x batch_size`` images (the normal half and the pseudo-anomalies), each through ``train``;
+        ``bn_recalibration`` batches through ``infer`` after the last epoch; every test image once."""
+        cfg = self.cfg
+        train = int(cfg.epochs) * int(cfg.steps_per_epoch) * 2 * int(cfg.batch_size)
+        recal = int(cfg.bn_recalibration) * 2 * int(cfg.batch_size)
+        return Workload(train, int(n_test), {"train": train, "infer": int(n_test) + recal})
 
     def _run_epoch(self, images: torch.Tensor) -> dict[str, float]:
         lr = learning_rate(self.cfg, self.epoch)

@@ -114,7 +114,7 @@ from .. import rehearsal
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, register, resolve_device
-from .core import CliOption, EpochMethod, MethodConfig, NetworkPart
+from .core import CliOption, EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_size
 from .scores import mean_pool_max_valid, top_k_mean
 
 log = logging.getLogger(__name__)
@@ -761,6 +761,36 @@ class ADTR(EpochMethod):
 
     def _backbone(self) -> nn.Module | None:
         return self.features.backbone
+
+    # -- what a run costs (the bill, :mod:`adlib.bill`) ------------------------------------------
+    def flop_parts(self) -> dict[str, FlopPart]:
+        """``infer`` (target and reconstructor on one image), ``extract`` (the frozen target alone)
+        and ``train`` (the reconstructor's forward and backward on one image's target: training
+        runs on targets extracted once)."""
+        s = input_size(self.transform)
+        image = (1, 3, s, s)
+        g = int(self.cfg.grid)
+        return {
+            "infer": FlopPart(self.network, image),
+            "extract": FlopPart(self.features, image),
+            "train": FlopPart(self.net, (1, int(self.features.channels), g, g), backward=True),
+        }
+
+    def workload(self, n_train: int, n_test: int) -> Workload:
+        """``n_train`` normal images (labelled anomalies of the training set excluded: ``n_train``
+        is what the bill passes) through ``extract`` once, then ``normal_epochs`` epochs over them
+        through ``train`` and, when adapting, ``adapt_epochs`` more (confetti noise: each step's
+        replaced images, ``anomaly_prob`` of them on average, through ``extract`` again). The
+        normal-only stage an adapted run starts from is counted in full (the cache that shares it
+        lives in one process only). Every test image once through ``infer``."""
+        cfg = self.cfg
+        n = int(n_train)
+        epochs = int(cfg.normal_epochs) + (int(cfg.adapt_epochs) if cfg.adapting else 0)
+        train = epochs * n
+        extract = n
+        if cfg.adapting and cfg.anomalies == "confetti":
+            extract += int(round(int(cfg.adapt_epochs) * n * float(cfg.anomaly_prob)))
+        return Workload(train, int(n_test), {"extract": extract, "train": train, "infer": int(n_test)})
 
     def _stage(self, epoch: int) -> str:
         return "normal" if epoch < self.cfg.normal_epochs else "adapt"

@@ -172,6 +172,44 @@ class NetworkPart:
         setattr(obj.network, self.attribute, value)
 
 
+@dataclasses.dataclass(frozen=True)
+class FlopPart:
+    """A part of a method whose FLOPs the bill (:mod:`adlib.bill`) measures: ``module`` called on one
+    input of ``shape`` (batch 1), forward only or forward and backward (``backward``: the sum of
+    the outputs is back-propagated, so the gradients of the trainable parameters are counted and a
+    frozen part is not back-propagated through)."""
+
+    module: torch.nn.Module
+    shape: tuple[int, ...]
+    backward: bool = False
+
+
+@dataclasses.dataclass
+class Workload:
+    """What one run of a method does, in images and passes of its parts (:meth:`Method.workload`).
+
+    ``train_images``: images through a training step, over all epochs (an image seen in 10 epochs
+    counts 10 times); ``test_images``: images scored, the final prediction(s) and any evaluation
+    of the test set during training; ``passes``: name of a :meth:`Method.flop_parts` part -> how
+    many times it runs on one input (the bill multiplies by the part's measured FLOPs);
+    ``extra_flops``: FLOPs counted by a formula rather than measured (``note`` says which);
+    ``extra_state_bytes``: bytes the saved model holds beyond its trained modules and optimiser
+    state (PatchCore's memory bank, GLASS's last-epoch copy)."""
+
+    train_images: int = 0
+    test_images: int = 0
+    passes: dict[str, float] = dataclasses.field(default_factory=dict)
+    extra_flops: float = 0.0
+    extra_state_bytes: int = 0
+    note: str = ""
+
+
+def input_size(transform) -> int:
+    """The side of the square image a method's transform produces (its crop, else its resize)."""
+    size = transform.crop or transform.resize
+    return int(size if isinstance(size, int) else max(size))
+
+
 @dataclasses.dataclass
 class MethodConfig:
     """Base of every method's settings: profiles, validation at construction, ``as_dict``."""
@@ -406,6 +444,19 @@ class Method:
         store's :func:`~adlib.results.flatten` adds them to the row); none by default."""
         return {}
 
+    # -- what a run costs (the bill, :mod:`adlib.bill`) ------------------------------------------
+    def flop_parts(self) -> dict[str, FlopPart]:
+        """The parts whose FLOPs the bill measures: ``infer``, the :attr:`network` forward on one
+        image at the method's input size (:func:`input_size` of ``self.transform``)."""
+        s = input_size(self.transform)
+        return {"infer": FlopPart(self.network, (1, 3, s, s))}
+
+    def workload(self, n_train: int, n_test: int) -> Workload:
+        """What a run on ``n_train`` training and ``n_test`` test images does: here (a method
+        without epochs) every training image once through ``infer`` (the fit) and every test image
+        once (the prediction)."""
+        return Workload(train_images=n_train, test_images=n_test, passes={"infer": n_train + n_test})
+
     # -- provenance ----------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
         """The method's provenance (backbone, weights, choices made at fit time, ...)."""
@@ -429,6 +480,20 @@ class EpochMethod(Method):
     @property
     def total_epochs(self) -> int:
         return int(self.cfg.epochs)
+
+    def flop_parts(self) -> dict[str, FlopPart]:
+        """``infer`` (:meth:`Method.flop_parts`) and ``train``: the :attr:`network`'s forward and
+        backward on one image (frozen parts are not back-propagated through)."""
+        parts = super().flop_parts()
+        return {**parts, "train": FlopPart(parts["infer"].module, parts["infer"].shape, backward=True)}
+
+    def workload(self, n_train: int, n_test: int) -> Workload:
+        """Every training image once per epoch through ``train`` (:attr:`total_epochs` epochs, one
+        network forward and backward each: POUTA, Vanilla and DRAEM, whose epochs go over the
+        training set once, DRAEM drawing as many images with replacement), then every test image
+        once through ``infer``."""
+        train = int(self.total_epochs) * int(n_train)
+        return Workload(train_images=train, test_images=n_test, passes={"train": train, "infer": n_test})
 
     # -- hooks ---------------------------------------------------------------------------------
     def _fit_start(self, train_ds, progress: bool) -> Any:
@@ -554,4 +619,15 @@ class EpochMethod(Method):
         }
 
 
-__all__ = ["CHECKPOINT_FORMAT", "DraemSynthesis", "EpochMethod", "Method", "MethodConfig", "NetworkPart", "seed_for"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DraemSynthesis",
+    "EpochMethod",
+    "FlopPart",
+    "Method",
+    "MethodConfig",
+    "NetworkPart",
+    "Workload",
+    "input_size",
+    "seed_for",
+]

@@ -158,6 +158,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -193,7 +194,7 @@ from ..synthesis.gas import (
 )
 from ..synthesis.las import LocalAnomalySynthesizer
 from .base import Prediction, register, resolve_device
-from .core import EpochMethod, MethodConfig, NetworkPart
+from .core import EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_size
 from .features import PatchFeatures
 from .scores import max_score
 
@@ -948,6 +949,57 @@ class _FeatureDiscriminatorModel(EpochMethod):
         method's released cadence :attr:`SELECT_EVERY`)."""
         return int(self.cfg.select_every or self.SELECT_EVERY)
 
+    #: backbone stride of each level: the patch grid is the first (shallowest) level's
+    LEVEL_STRIDE: ClassVar[dict[str, int]] = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+
+    def _images_per_step(self) -> int:
+        """Images through the network per training image (GLASS with LAS: the image and its LAS image)."""
+        return 1
+
+    def _discriminator_rows_per_row(self) -> int:
+        """Discriminator passes per feature row of a training step beyond the network's own."""
+        return 0
+
+    def flop_parts(self) -> dict[str, FlopPart]:
+        """``infer`` and ``train`` (:meth:`EpochMethod.flop_parts`) and ``discriminator_row``: the
+        discriminator's forward on one feature row (the GAS / noise branch runs on rows)."""
+        return {**super().flop_parts(), "discriminator_row": FlopPart(self.discriminator, (1, self.features.dim))}
+
+    def workload(self, n_train: int, n_test: int) -> Workload:
+        """Training: per epoch :attr:`images_per_epoch_cap` images (all when fewer), each through
+        ``train`` once per network pass of its step (GLASS with LAS: 2, the image and its LAS
+        image; else 1) and ``discriminator_row`` on every patch row for the synthetic features
+        (GLASS: per gradient-ascent step a forward and an input backward, 2 passes, plus 3 for the
+        loss on the GAS features; SimpleNet: 3 for the noisy features). GLASS-h recomputes its
+        hypersphere centre at every epoch (``infer`` on every training image; the discriminator's
+        share of that pass is counted too, a small over-count). Test: the final prediction; with
+        ``select_best_on_test`` also every :attr:`select_every` epochs during training and once
+        more for the last epoch's weights (the standard protocol)."""
+        cfg = self.cfg
+        cap = self.images_per_epoch_cap
+        per_epoch = int(n_train) if cap is None else min(int(n_train), int(cap))
+        train = self.total_epochs * per_epoch
+        test = int(n_test)
+        note = ""
+        if cfg.select_best_on_test:
+            evals = self.total_epochs // self.select_every
+            test *= 2 + evals
+            note = f"test set scored {evals + 2}x (every {self.select_every} epoch(s), selected and last)"
+        s = input_size(self.transform)
+        stride = min(self.LEVEL_STRIDE.get(str(layer), 8) for layer in cfg.layers)
+        rows = math.ceil(s / stride) ** 2
+        centre = self.total_epochs * int(n_train) if getattr(self, "distribution", None) == "hypersphere" else 0
+        passes = {
+            "train": train * self._images_per_step(),
+            "infer": test + centre,
+            "discriminator_row": train * rows * self._discriminator_rows_per_row(),
+        }
+        extra_state = 0
+        if cfg.select_best_on_test:  # the last epoch's adaptor and discriminator, kept beside the selected ones
+            mods = (self.adaptor, self.discriminator)
+            extra_state = sum(t.numel() * t.element_size() for m in mods for t in m.state_dict().values())
+        return Workload(train, test, passes, extra_state_bytes=extra_state, note=note)
+
     def _epoch_end(self, data, stats: dict[str, Any]) -> None:
         if self.cfg.select_best_on_test and self.epoch % self.select_every == 0:
             self._select_on_test(self._test_ds, stats)
@@ -1187,6 +1239,15 @@ class GLASS(_FeatureDiscriminatorModel):
         # measured once per model (a resumed fit keeps the checkpoint's value; same data, same value)
         if self.cfg.radii_unit == "feature_spread" and self.feature_spread is None:
             self.measure_feature_spread(images, cached)
+
+    def _images_per_step(self) -> int:
+        return 2 if self.cfg.las else 1
+
+    def _discriminator_rows_per_row(self) -> int:
+        cfg = self.cfg
+        if not (cfg.gas_noise or cfg.gas_ascent or cfg.gas_projection):
+            return 0
+        return 2 * (cfg.gas_steps if cfg.gas_ascent else 0) + 3
 
     @classmethod
     def table_fields(cls, info: dict[str, Any]) -> dict[str, Any]:
@@ -1505,6 +1566,9 @@ class SimpleNet(_FeatureDiscriminatorModel):
             opt_a = torch.optim.AdamW(self.adaptor.parameters(), lr=cfg.adaptor_lr, **kw)
         kw = {} if cfg.dsc_weight_decay is None else {"weight_decay": cfg.dsc_weight_decay}
         return opt_a, torch.optim.Adam(self.discriminator.parameters(), lr=cfg.dsc_lr, **kw)
+
+    def _discriminator_rows_per_row(self) -> int:
+        return 3  # the noisy features' forward and backward
 
     def compute_losses(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         """SimpleNet's loss for one batch: ``q = A(t)``, ``q- = q + N(0, sigma^2)`` (Sec. 3.3),

@@ -93,7 +93,7 @@ from .. import rehearsal
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
 from .base import Prediction, register, resolve_device
-from .core import Method, MethodConfig, NetworkPart
+from .core import FlopPart, Method, MethodConfig, NetworkPart, Workload, input_size
 from .features import PatchFeatures
 
 log = logging.getLogger(__name__)
@@ -533,6 +533,42 @@ class PatchCore(Method):
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aware patch features ``B x h x w x D`` of normalised images."""
         return self.features(images.to(self.device))
+
+    # -- what a run costs (the bill, :mod:`adlib.bill`) ------------------------------------------
+    def flop_parts(self) -> dict[str, FlopPart]:
+        """``infer``: the patch features of one image (the nearest-neighbour search is data, not a
+        module: :meth:`workload` counts it by formula)."""
+        s = input_size(self.transform)
+        return {"infer": FlopPart(self.features, (1, 3, s, s))}
+
+    def workload(self, n_train: int, n_test: int) -> Workload:
+        """No training steps: every training image once through ``infer`` (the bank's features) and
+        every test image once. By formula (a multiply-add = 2 FLOPs, as the counter counts): the
+        random projection of the ``N = n_train * h * w`` patch rows to ``projection_dim`` and the
+        approximate greedy coreset (each of its ``n`` picks updates the distances of all ``N``
+        projected rows), and the exact nearest-neighbour search of every test patch row against
+        the ``n``-row bank (``h x w``: the first level's grid, stride 8 for ``layer2``). The saved
+        model holds the bank: ``n x dim`` float32."""
+        cfg = self.cfg
+        s = input_size(self.transform)
+        stride = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+        rows = math.ceil(s / min(stride.get(str(layer), 8) for layer in cfg.layers)) ** 2
+        n_rows = int(n_train) * rows
+        bank = self.coreset_size(n_rows) if n_rows else 0
+        dim = int(self.features.dim)
+        proj = min(int(cfg.projection_dim or dim), dim)
+        flops = 0.0
+        if bank < n_rows and cfg.sampler != "random":
+            flops += (2.0 * n_rows * dim * proj if proj < dim else 0.0) + 2.0 * n_rows * bank * proj
+        flops += 2.0 * int(n_test) * rows * bank * dim
+        return Workload(
+            train_images=int(n_train),
+            test_images=int(n_test),
+            passes={"infer": int(n_train) + int(n_test)},
+            extra_flops=flops,
+            extra_state_bytes=bank * dim * 4,
+            note=f"memory bank {bank} x {dim}; coreset and kNN search by formula",
+        )
 
     # -- memory bank ---------------------------------------------------------------------------
     def coreset_size(self, n_patches: int) -> int:
