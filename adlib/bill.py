@@ -24,8 +24,9 @@ notebook or training anything. Per notebook and in total:
   backward where the part trains), times the passes of the workload, plus what the workload
   counts by formula (PatchCore's coreset and nearest-neighbour search). Measured once per config
   (the seed aside).
-- **disk**: what the results store keeps per run (:mod:`adlib.results`): ``model.pt`` and, for
-  epoch methods, ``checkpoints/last.pt`` (each: the trained modules' parameters and buffers, the
+- **disk**: what the results store keeps per run (:mod:`adlib.results`): ``model.pt`` (the
+  resume checkpoint ``checkpoints/last.pt`` of an epoch method, as large, is deleted once the
+  training is recorded; it counts while a run trains, not in the total) (the trained modules' parameters and buffers, the
   optimisers' state, 2 values per parameter for Adam / AdamW, 1 with momentum SGD, and the
   workload's ``extra_state_bytes``: PatchCore's memory bank, GLASS's last-epoch copy), the
   uncompressed size of ``prediction.npz`` (scores, labels, fixed-width path and defect-type
@@ -735,7 +736,7 @@ def run_cost(job: Job, ctx: Context, store: ResultsStore | None = None) -> RunCo
         raise ValueError(f"{job}: workload passes {unknown} name no measured part ({sorted(m.flops)})")
     flops = sum(float(n) * m.flops[k] for k, n in w.passes.items()) + float(w.extra_flops)
     checkpoint = m.state_bytes + int(w.extra_state_bytes)
-    disk = checkpoint * (2 if m.epoch_method else 1) + prediction_bytes(n_test, m.map_size) + RECORD_BYTES
+    disk = checkpoint + prediction_bytes(n_test, m.map_size) + RECORD_BYTES
     done = store is not None and store.get(job) is not None
     return RunCost(job, w.train_images, w.test_images, flops, disk, done, not ctx.on_disk(job.dataset), w.note)
 

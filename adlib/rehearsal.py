@@ -12,6 +12,7 @@ protocols), every table row, every figure, every notebook. Only sizes shrink:
   keeps its ratio; ADTR's feature grid keeps its cell size);
 - schedules: at most :data:`EPOCHS` epochs (ADTR's adaptation too) and :data:`STEPS` steps per
   epoch; learning-rate milestones scaled with the epochs (at least 1, so the decay still runs);
+- seeds: the first :data:`SEEDS` of a notebook's default seeds (a mean ± sd is still computed);
 - data: a handful of images per category, one category per dataset (the notebooks' plans keep
   the first category of a dataset where they would take all on disk; CIFAR-10's ten classes are
   all written, since the one-class protocol needs the nine others as anomalies);
@@ -26,6 +27,10 @@ layout) fails the rehearsal as it would fail the real run, minutes in instead of
 WFDD is left out of the rehearsal's data root on purpose (its MVTec layout is rehearsed through
 MPDD, MAD-man and MAD-sys): the notebooks must run with a paper dataset missing and show its rows
 as missing.
+
+A finished run of a rehearsal keeps its records and prediction but not its weights (hundreds of
+paper-size networks would fill a CI machine's disk); a notebook that reads a trained model gets it
+trained again (:meth:`adlib.results.ResultsStore.model`).
 
 Nothing a rehearsal writes can be mistaken for results: it has its own results store
 (``runs/rehearsal/paper/results``), figures folder (``runs/rehearsal/figures``) and executed
@@ -57,6 +62,8 @@ SIDE = 64
 EPOCHS = 2
 #: the most steps per epoch a rehearsal keeps
 STEPS = 2
+#: the seeds a rehearsal keeps of a notebook's default list (two: a spread over seeds is still computed)
+SEEDS = 2
 #: datasets the rehearsal's data root lacks on purpose (a missing paper dataset is rehearsed too)
 LEFT_OUT = ("wfdd",)
 
@@ -196,6 +203,7 @@ __all__ = [
     "SIDE",
     "EPOCHS",
     "STEPS",
+    "SEEDS",
     "active",
     "activated",
     "rehearse",

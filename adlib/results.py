@@ -53,7 +53,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterable
@@ -379,9 +381,17 @@ class ResultsStore:
 
     def model(self, job: Job):
         """The trained model of a finished job."""
+        from . import rehearsal
         from .models import load
 
         path = self.run_dir(job) / "model.pt"
+        if not path.is_file() and rehearsal.active() and self.get(job) is not None:
+            # a rehearsal drops the weights of finished runs (_drop_rehearsal_weights): train the
+            # job again beside the run, load it and let the copy go
+            with tempfile.TemporaryDirectory(dir=self.root, prefix=".rehearsal-model-") as tmp:
+                with _torch_threads(numerics.run_threads(self.workers)):
+                    train_job(job, Path(tmp), data_root=self.data_root, device=self.device, progress=False)
+                return load(Path(tmp) / "model.pt")
         if not path.is_file():
             raise FileNotFoundError(f"no trained model for {job} at {path}: run it first")
         return load(path)
@@ -568,7 +578,20 @@ def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: b
         if read_record(run_dir / TRAIN_RECORD) is not None:  # trained before (``adlib train``): test only
             return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
         trained = _train_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
-        return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress, trained=trained)
+        rec = _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress, trained=trained)
+        _drop_rehearsal_weights(run_dir)
+        return rec
+
+
+def _drop_rehearsal_weights(run_dir: Path) -> None:
+    """In a rehearsal of the paper profile (:mod:`adlib.rehearsal`) a finished run keeps its records
+    and prediction, not its weights: hundreds of paper-size networks (DRAEM's 97 M parameters with
+    their optimiser state are 1.2 GB) would fill a CI machine's disk. :meth:`ResultsStore.model`
+    trains such a model again when a notebook asks for it."""
+    from . import rehearsal
+
+    if rehearsal.active():
+        (Path(run_dir) / "model.pt").unlink(missing_ok=True)
 
 
 def train_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
@@ -659,6 +682,9 @@ def _train_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progr
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_json(run_dir / TRAIN_RECORD, record)
+    # the resume checkpoint duplicates model.pt once training is recorded: only an interrupted
+    # training needs it (the store would otherwise keep every trained network twice)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return _Trained(model, test_ds, json.loads(json.dumps(record, default=str)))
 
 

@@ -139,7 +139,7 @@ def test_miniature_layouts_read_by_the_real_readers(mini, dataset):
         if dataset == "cifar10":  # nine anomalous classes of two images, two normal ones
             assert (len(train), int(labels.sum()), int((labels == 0).sum())) == (3, 18, 2)
         return
-    assert (len(train), len(test), int(labels.sum())) == (8, 6, 4)
+    assert (len(train), len(test), int(labels.sum())) == (8, 13, 10)
     for i in np.flatnonzero(labels):  # every defect has a non-empty binary mask; normal ones none
         m = test[int(i)].mask
         assert float(m.sum()) > 0 and set(np.unique(m.numpy()).tolist()) <= {0.0, 1.0}
@@ -149,7 +149,7 @@ def test_miniature_layouts_read_by_the_real_readers(mini, dataset):
 
 def test_miniature_files_as_shipped(mini):
     visa = (mini / "visa" / "split_csv" / "1cls.csv").read_text().splitlines()
-    assert visa[0] == "object,split,label,image,mask" and len(visa) == 1 + 8 + 2 + 4
+    assert visa[0] == "object,split,label,image,mask" and len(visa) == 1 + 8 + 3 + 10
     masks = sorted((mini / "visa" / "candle" / "Data" / "Masks" / "Anomaly").glob("*.png"))
     assert {int(np.asarray(Image.open(p)).max()) for p in masks} == {1, 2}  # class ids, not 0/255
     image = Image.open(next((mini / "visa" / "candle" / "Data" / "Images" / "Normal").glob("*.JPG")))
@@ -158,15 +158,15 @@ def test_miniature_files_as_shipped(mini):
     assert Image.open(next(dagm.joinpath("Test").glob("*.PNG"))).mode == "L"
     rows = (dagm / "Train" / "Label" / "Labels.txt").read_text().splitlines()
     assert len(rows) == 1 + 8 + 1  # header, the normal images, one defective (left out of training)
-    assert sorted(p.name for p in (mini / "mpdd" / "metal_plate" / "ground_truth" / "scratch").glob("*"))[:0] == []
     assert (mini / "mpdd" / "metal_plate" / "ground_truth" / "foreign" / "000.png").is_file()
-    assert (mini / "mvtec" / "hazelnut" / "ground_truth" / "scratch" / "000_mask.png").is_file()
+    assert (mini / "mvtec" / "hazelnut" / "ground_truth" / "chip" / "000_mask.png").is_file()
+    assert sorted(p.name for p in mini.joinpath("mad-sys").iterdir()) == ["wood"]
     assert sorted(p.name for p in (mini / "dtd" / "images").iterdir()) == ["banded", "marbled", "woven"]
 
 
 def test_miniature_is_deterministic(mini, tmp_path):
     write_miniature(tmp_path, ["visa", "cifar10"])
-    for rel in ("visa/split_csv/1cls.csv", "visa/candle/Data/Images/Anomaly/010.JPG", "cifar-10-batches-py/test_batch"):
+    for rel in ("visa/split_csv/1cls.csv", "visa/candle/Data/Images/Anomaly/011.JPG", "cifar-10-batches-py/test_batch"):
         assert (tmp_path / rel).read_bytes() == (mini / rel).read_bytes(), rel
     with pytest.raises(ValueError, match="no miniature layout for \\['coco'\\]"):
         write_miniature(tmp_path, ["coco"])

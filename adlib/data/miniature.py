@@ -8,7 +8,7 @@ root::
     mvtec/hazelnut/{train/good, test/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}
     mpdd/metal_plate/...             (MVTec layout, masks named <stem>.png as MPDD ships them)
     wfdd/grey_cloth/...              (MVTec layout)
-    mad-man/Gorilla/..., mad-sys/Gorilla/...   (MVTec layout)
+    mad-man/hazelnut/..., mad-sys/wood/...   (MVTec layout: weak defects of MVTec AD categories)
     visa/split_csv/1cls.csv, visa/candle/Data/Images/{Normal,Anomaly}/*.JPG, Data/Masks/Anomaly/*.png
     dagm/Class1/{Train,Test}/*.PNG, Label/Labels.txt, Label/<stem>_label.PNG  (grayscale)
     dtd/images/<class>/*.jpg
@@ -22,7 +22,10 @@ Choices:
   rehearsal's figures look like inspection images. They are not the real datasets' content and
   the numbers a rehearsal prints mean nothing (every output says so).
 - One category per dataset (the one the paper notebooks show: MVTec AD ``hazelnut``, the
-  t-SNE / representation category), the real name; VisA's mask pixels hold a defect-class id (1, 2)
+  t-SNE / representation category), a real name (MAD-man ``hazelnut``, MAD-sys ``wood``: GLASS's
+  weak-defect sets are made of MVTec AD categories, MAD-sys of its textures; their defects are
+  rendered at a low contrast); five images per defect type (ADTR's real-anomaly protocol holds four
+  out); VisA's mask pixels hold a defect-class id (1, 2)
   as VisA's do; DAGM is 8-bit grayscale with its ``Labels.txt``; VisA's images are not square (the
   shorter-side resize of the released code is exercised).
 - CIFAR-10 holds its ten classes (the one-class protocol needs the nine others as anomalies),
@@ -47,12 +50,14 @@ log = logging.getLogger(__name__)
 
 #: dataset -> (category written, benchmark category rendered, its two defects)
 MVTEC_FAMILY: dict[str, tuple[str, str, tuple[str, str]]] = {
-    "mvtec": ("hazelnut", "nut", ("scratch", "chip")),
+    "mvtec": ("hazelnut", "nut", ("chip", "stain")),
     "mpdd": ("metal_plate", "gravel", ("foreign", "stain")),
     "wfdd": ("grey_cloth", "fabric", ("hole", "thread")),
-    "mad-man": ("Gorilla", "screw", ("bent", "scratch")),
-    "mad-sys": ("Gorilla", "screw", ("broken_tip", "rust")),
+    "mad-man": ("hazelnut", "nut", ("chip", "stain")),
+    "mad-sys": ("wood", "wood", ("crack", "color")),
 }
+#: the weak-defect sets (MVTec AD-manual, MVTec AD-synthesis) are rendered at this defect contrast
+WEAK = {"mad-man": 0.4, "mad-sys": 0.4}
 VISA = ("candle", "pill", ("crack", "color"))
 DAGM = ("Class1", "grass", ("color", "foreign"))
 DTD_CLASSES = {"banded": "wood", "woven": "fabric", "marbled": "brick"}
@@ -85,8 +90,10 @@ _CIFAR_SOURCES = (
 DATASETS = (*MVTEC_FAMILY, "visa", "dagm", "dtd", "cifar10", "cifar100")
 
 
-def _render(category: str, index: int, defect: str | None, size: int, seed: int, split: str = "test"):
-    r = render_sample(category, index, seed, defect, split=split, size=size)
+def _render(
+    category: str, index: int, defect: str | None, size: int, seed: int, split: str = "test", contrast: float = 1.0
+):
+    r = render_sample(category, index, seed, defect, split=split, size=size, contrast=contrast)
     return r.image, r.mask
 
 
@@ -111,7 +118,7 @@ def write_mvtec_family(
         _save(cat / "test" / "good" / f"{i:03d}.png", _render(source, i, None, size, seed)[0])
     for d in defects:
         for i in range(n_defect):
-            image, mask = _render(source, i, d, size, seed)
+            image, mask = _render(source, i, d, size, seed, contrast=WEAK.get(dataset, 1.0))
             _save(cat / "test" / d / f"{i:03d}.png", image)
             stem = f"{i:03d}" if dataset == "mpdd" else f"{i:03d}_mask"
             _save(cat / "ground_truth" / d / f"{stem}.png", _mask_u8(mask))
@@ -256,8 +263,8 @@ def write_miniature(
     root: str | Path,
     datasets: tuple[str, ...] | list[str] | None = None,
     n_train: int = 8,
-    n_good: int = 2,
-    n_defect: int = 2,
+    n_good: int = 3,
+    n_defect: int = 5,
     size: int = 96,
     seed: int = 0,
 ) -> dict[str, Path]:

@@ -58,7 +58,8 @@ def notebook_defaults(
     ``table``: a paper module's ``NOTEBOOK_DEFAULTS`` (notebook -> profile -> parameter -> value;
     a default of None means "everything on disk"). Returns the values in the order given (one
     value for one parameter). The defaults live in :mod:`adlib.papers`, so a notebook carries no
-    ``if profile == ...`` block."""
+    ``if profile == ...`` block. In a rehearsal of the paper profile (:mod:`adlib.rehearsal`) a
+    default list of seeds keeps its first ``rehearsal.SEEDS``."""
     try:
         defaults = table[notebook][profile]
     except KeyError:
@@ -66,7 +67,14 @@ def notebook_defaults(
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise ValueError(f"{notebook}: no profile default for parameter(s) {unknown}; known: {sorted(defaults)}")
+    from .. import rehearsal
+
     out = [v if v else copy.deepcopy(defaults[k]) for k, v in given.items()]
+    if profile == "paper" and rehearsal.active():  # a rehearsal keeps the first seeds of a default list
+        out = [
+            v[: rehearsal.SEEDS] if k.endswith("seeds") and not given[k] and isinstance(v, list) else v
+            for k, v in zip(given, out)
+        ]
     return out[0] if len(out) == 1 else tuple(out)
 
 
