@@ -152,10 +152,16 @@ _TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 #: half given one weak defect
 _MAD = {c: (_MVTEC[c][0], _MVTEC[c][1] - _MVTEC[c][1] // 2, _MVTEC[c][1] // 2, 1) for c in _TEXTURES}
 _MAD_NOTE = (
-    "adlib's MAD-man / MAD-sys ('MVTec AD-manual / -synthesis (GLASS)', adlib.data; GLASS builds MAD-sys from "
-    "the five MVTec AD texture categories, adlib.synthesis.weak): the five texture categories, MVTec AD's "
-    "training images, a test set of MVTec AD's test/good size (half good, half with a weak defect); "
-    "MAD-man's sizes are assumed equal to MAD-sys's"
+    "adlib's MAD-sys ('MVTec AD-synthesis (GLASS)', adlib.data; GLASS builds it from the five MVTec AD texture "
+    "categories, adlib.synthesis.weak): the five texture categories, MVTec AD's training images, a test set of "
+    "MVTec AD's test/good size (half good, half with a weak defect)"
+)
+#: MAD-man (GLASS Sec. 4.1, implementation-notes): every MVTec AD category; five people each chose 2 normal
+#: and 6 weakly defective test images per category (10 + 30); training on MVTec AD's training images
+_MAD_MAN = {c: (v[0], 10, 30, 1) for c, v in _MVTEC.items()}
+_MAD_MAN_NOTE = (
+    "MAD-man ('MVTec AD-manual (GLASS)'): all 15 MVTec AD categories, MVTec AD's training images, 5 x (2 normal + "
+    "6 weak-defect) test images per category as GLASS describes the selection; one defect type assumed"
 )
 _CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -181,7 +187,7 @@ DATASET_FACTS: dict[str, DatasetFacts] = {
         "train/test split not known here: 3/4 train (normal), 1/4 test (half good, half defective), spread evenly "
         "over the 4 categories, 1 defect type each",
     ),
-    "mad-man": DatasetFacts("mad-man", dict(_MAD), "MVTec AD's counts (see the assumption)", _MAD_NOTE),
+    "mad-man": DatasetFacts("mad-man", dict(_MAD_MAN), "GLASS Sec. 4.1 and its appendix A", _MAD_MAN_NOTE),
     "mad-sys": DatasetFacts("mad-sys", dict(_MAD), "MVTec AD's counts (see the assumption)", _MAD_NOTE),
     "dagm": DatasetFacts(
         "dagm",

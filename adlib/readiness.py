@@ -106,7 +106,9 @@ class DatasetStatus:
     @property
     def missing_categories(self) -> list[str]:
         want = set(self.expected or []) | {c for cs in self.wanted.values() for c in cs}
-        return sorted(want - set(self.categories)) if self.present else sorted(want)
+        # the papers write DAGM's classes "class1", the archive's folders are "Class1"
+        have = {c.lower() for c in self.categories}
+        return sorted(c for c in want if c.lower() not in have) if self.present else sorted(want)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -201,7 +203,8 @@ class Readiness:
                 counts = (
                     f"{st.train_images} images" if d == "dtd" else f"{st.train_images} train, {st.test_images} test"
                 )
-                status = f"present: {len(st.categories)}{exp} categories, {counts}"
+                n = len(st.categories)
+                status = f"present: {n}{exp} {'category' if n == 1 and not exp else 'categories'}, {counts}"
                 if st.missing_categories:
                     status += f"; missing categories: {', '.join(st.missing_categories)}"
             else:

@@ -24,6 +24,11 @@ Each method's config says what shrinks (``MethodConfig.REHEARSAL`` and ``rehears
 layer name the backbone lacks, a field that fails validation, a table that breaks on a real
 layout) fails the rehearsal as it would fail the real run, minutes in instead of days.
 
+After the notebooks, the rehearsal checks the bill (``adlib reproduce --plan``, :mod:`adlib.bill`)
+against what they trained: the runs the bill lists for the datasets present must be exactly the
+runs in the rehearsal's store (:func:`compare_with_bill`); a difference fails the rehearsal, so the
+bill of the real run counts what the notebooks run.
+
 WFDD is left out of the rehearsal's data root on purpose (its MVTec layout is rehearsed through
 MPDD, MAD-man and MAD-sys): the notebooks must run with a paper dataset missing and show its rows
 as missing.
@@ -42,6 +47,7 @@ which the notebooks' kernels and the stores' worker processes inherit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -57,9 +63,9 @@ ENV = "ADLIB_REHEARSAL"
 #: on every output of a rehearsal
 STAMP = "rehearsal: random weights, miniature data — not results"
 #: the largest image side a rehearsal keeps (pixels)
-SIDE = 64
-#: the most epochs a rehearsal keeps (2: a per-epoch selection still has two epochs to choose from)
-EPOCHS = 2
+SIDE = 32
+#: the most epochs a rehearsal keeps (ADTR's adaptation epochs too)
+EPOCHS = 1
 #: the most steps per epoch a rehearsal keeps
 STEPS = 2
 #: the seeds a rehearsal keeps of a notebook's default list (two: a spread over seeds is still computed)
@@ -182,7 +188,7 @@ def rehearse(
         f"{EPOCHS} epochs: the code paths of the real run, none of its numbers."
     )
     with activated():
-        return run_notebooks(
+        batch = run_notebooks(
             profile="paper",
             data_root=str(d),
             device="cpu",
@@ -195,6 +201,68 @@ def rehearse(
             parallel=parallel,
             stamp=note,
         )
+        if not batch.failed:
+            nbs = [r.notebook.removesuffix(".ipynb") for r in batch.results]
+            unbilled, untrained = compare_with_bill(d, nbs)
+            if unbilled or untrained:
+                from .reproduce import NotebookResult
+
+                detail = "; ".join(
+                    [f"trained, not in the bill: {', '.join(unbilled[:5])}"] * bool(unbilled)
+                    + [f"in the bill, not trained: {', '.join(untrained[:5])}"] * bool(untrained)
+                )
+                batch.results.append(
+                    NotebookResult(
+                        "the bill (adlib reproduce --plan)",
+                        False,
+                        0.0,
+                        "",
+                        f"{len(unbilled)} run(s) trained that the bill does not list, {len(untrained)} listed "
+                        f"and not trained: {detail}",
+                    )
+                )
+            else:
+                log.info("the bill lists exactly the %d runs the rehearsal trained", _count_runs())
+    return batch
+
+
+def _run_dirs() -> set[str]:
+    from .results import RECORD, ResultsStore
+
+    store = ResultsStore.for_profile("paper")
+    return {str(p.parent.relative_to(store.root)) for p in store.root.glob(f"*/*/*/*/{RECORD}")}
+
+
+def _count_runs() -> int:
+    return len(_run_dirs())
+
+
+def compare_with_bill(data_root: str | os.PathLike, notebooks: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The runs a rehearsal's store holds against the runs the bill (:func:`adlib.bill.notebook_jobs`)
+    lists for ``notebooks`` on the datasets present under ``data_root`` (the bill fills in missing
+    datasets at their published sizes; the notebooks mark them missing): ``(trained, not billed;
+    billed, not trained)``, as run folders. Both empty: ``--plan`` counts what the notebooks run."""
+    from .bill import NOTEBOOKS, notebook_jobs
+    from .data import DataError, list_categories
+    from .results import ResultsStore
+
+    @functools.cache
+    def present(dataset: str) -> bool:
+        try:
+            return bool(list_categories(dataset, data_root))
+        except DataError:
+            return False
+
+    with activated():
+        store = ResultsStore.for_profile("paper")
+        billed = set()
+        for nb in notebooks:
+            if nb in NOTEBOOKS:
+                for job in notebook_jobs(nb, "paper", data_root):
+                    if present(job.dataset):
+                        billed.add(str(store.run_dir(job).relative_to(store.root)))
+        trained = _run_dirs()
+    return sorted(trained - billed), sorted(billed - trained)
 
 
 __all__ = [
@@ -206,6 +274,7 @@ __all__ = [
     "SEEDS",
     "active",
     "activated",
+    "compare_with_bill",
     "rehearse",
     "stamp_caption",
     "stamp_figure",

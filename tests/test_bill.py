@@ -215,10 +215,10 @@ def test_paper_profile_without_data_uses_every_category(tmp_path):
     empty.mkdir()
     jobs = notebook_jobs("glass/03_main_tables", "paper", empty)
     per = pd.Series([j.dataset for j in jobs if j.seed == 0 and j.label == "patchcore"]).value_counts()
-    assert per.to_dict() == {"mvtec": 15, "visa": 12, "mpdd": 6, "wfdd": 4, "mad-man": 5, "mad-sys": 5}
-    # 4 labels x 47 categories at seed 0, GLASS-m and SimpleNet at seeds 1 and 2; the test-set selection
+    assert per.to_dict() == {"mvtec": 15, "visa": 12, "mpdd": 6, "wfdd": 4, "mad-man": 15, "mad-sys": 5}
+    # 4 labels x 57 categories at seed 0, GLASS-m and SimpleNet at seeds 1 and 2; the test-set selection
     # runs are the GLASS-m runs themselves (selection is the paper profile's default: one run folder)
-    assert len(jobs) == 4 * 47 + 2 * 2 * 47
+    assert len(jobs) == 4 * 57 + 2 * 2 * 57
     assert {j.category for j in jobs if j.dataset == "mvtec"} == set(billmod.DATASET_FACTS["mvtec"].categories)
     with pytest.raises(ValueError, match="unknown notebook 'glass/99'"):
         notebook_jobs("glass/99", "paper", empty)

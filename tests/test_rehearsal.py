@@ -71,15 +71,18 @@ def _smoke(method):
 
 def test_coupled_sizes_follow():
     _load_all()
+    side, epochs = rehearsal.SIDE, rehearsal.EPOCHS
     simplenet = _configs("simplenet", True)  # resize 329 before a 288 crop: the ratio stays
-    assert (simplenet["crop"], simplenet["resize"]) == (64, round(329 * 64 / 288))
+    assert (simplenet["crop"], simplenet["resize"]) == (side, round(329 * side / 288))
     adtr = _configs("adtr", True)  # 256 px on a 16 x 16 grid: one cell of 16 px stays one cell
-    assert (adtr["image_size"], adtr["grid"], adtr["score_pool"]) == (64, 4, 16)
-    assert adtr["k"] == 1 and adtr["lr_milestones"] == (1,) and adtr["adapt_epochs"] == 2
-    pouta = _configs("pouta", True)  # (480, 540) of 600 epochs -> of 2 epochs, never below 1
+    grid = round(16 * side / 256)
+    assert (adtr["image_size"], adtr["grid"], adtr["score_pool"]) == (side, grid, 16)
+    assert adtr["k"] == max(1, round(20 * grid**2 / 256)) and adtr["lr_milestones"] == (1,)
+    assert adtr["adapt_epochs"] == epochs
+    pouta = _configs("pouta", True)  # (480, 540) of 600 epochs -> never below 1
     assert pouta["lr_milestones"] == (1, 1)
     adl = _configs("adl", True)
-    assert (adl["epochs"], adl["steps_per_epoch"], adl["lr_step"]) == (2, 2, 1)
+    assert (adl["epochs"], adl["steps_per_epoch"], adl["lr_step"]) == (epochs, rehearsal.STEPS, 1)
     # a table's override (ADTR's CIFAR-10 rows at 32 px) is smaller already and stays
     cifar = _configs("adtr", True, image_size=32, grid=8)
     assert (cifar["image_size"], cifar["grid"], cifar["k"]) == (32, 8, 20)
@@ -264,3 +267,15 @@ def test_a_broken_paper_config_fails_the_rehearsal(tmp_path):
     assert "layer33" in out.stdout, out.stdout
     failed = copy / "runs" / "rehearsal" / "notebooks" / "glass" / "02_tsne.failed.ipynb"
     assert failed.is_file()
+
+
+def test_readiness_of_the_miniature_root(mini):
+    """``adlib data info`` on the rehearsal's data: DAGM's ``Class1`` folder is the papers' ``class1``."""
+    from adlib.readiness import readiness
+
+    r = readiness(mini)
+    dagm = r.datasets["dagm"]
+    assert dagm.present and dagm.categories == ["Class1"]
+    assert "class1" not in dagm.missing_categories and "class2" in dagm.missing_categories
+    assert r.datasets["dtd"].train_images == 6
+    assert "present: 1 category, 8 train, 13 test" in r.text()
