@@ -5,7 +5,7 @@ same readers, the same folder and file conventions, the same image formats and c
 the real datasets, only a handful of small images. :func:`write_miniature` writes, under a data
 root::
 
-    mvtec/hazelnut/{train/good, test/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}
+    mvtec/hazelnut/{train/good, test/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png}, mvtec/wood/...
     mpdd/metal_plate/...             (MVTec layout, masks named <stem>.png as MPDD ships them)
     wfdd/grey_cloth/...              (MVTec layout)
     mad-man/hazelnut/..., mad-sys/wood/...   (MVTec layout: weak defects of MVTec AD categories)
@@ -22,7 +22,8 @@ Choices:
   rehearsal's figures look like inspection images. They are not the real datasets' content and
   the numbers a rehearsal prints mean nothing (every output says so).
 - One category per dataset (the one the paper notebooks show: MVTec AD ``hazelnut``, the
-  t-SNE / representation category), a real name (MAD-man ``hazelnut``, MAD-sys ``wood``: GLASS's
+  t-SNE / representation category; and MVTec AD's ``wood``, a texture, from which GLASS's weak
+  defects are synthesised; the rehearsal's plans take the first category), a real name (MAD-man ``hazelnut``, MAD-sys ``wood``: GLASS's
   weak-defect sets are made of MVTec AD categories, MAD-sys of its textures; their defects are
   rendered at a low contrast); five images per defect type (ADTR's real-anomaly protocol holds four
   out); VisA's mask pixels hold a defect-class id (1, 2)
@@ -56,6 +57,9 @@ MVTEC_FAMILY: dict[str, tuple[str, str, tuple[str, str]]] = {
     "mad-man": ("hazelnut", "nut", ("chip", "stain")),
     "mad-sys": ("wood", "wood", ("crack", "color")),
 }
+#: more categories of a dataset: MVTec AD's ``wood``, a texture category, from which GLASS's
+#: weak-defect synthesis (``glass/01``) builds its MAD-sys-like sets
+EXTRA: dict[str, tuple[tuple[str, str, tuple[str, str]], ...]] = {"mvtec": (("wood", "wood", ("crack", "color")),)}
 #: the weak-defect sets (MVTec AD-manual, MVTec AD-synthesis) are rendered at this defect contrast
 WEAK = {"mad-man": 0.4, "mad-sys": 0.4}
 VISA = ("candle", "pill", ("crack", "color"))
@@ -109,8 +113,16 @@ def _mask_u8(mask: np.ndarray, value: int = 255) -> np.ndarray:
 def write_mvtec_family(
     root: Path, dataset: str, n_train: int, n_good: int, n_defect: int, size: int, seed: int
 ) -> Path:
-    """``<root>/<dataset>/<category>/...`` in the MVTec AD layout (MPDD: masks named ``<stem>.png``)."""
-    category, source, defects = MVTEC_FAMILY[dataset]
+    """``<root>/<dataset>/<category>/...`` in the MVTec AD layout (MPDD: masks named ``<stem>.png``),
+    for the dataset's category and its :data:`EXTRA` ones; returns the first category's folder."""
+    first = None
+    for category, source, defects in (MVTEC_FAMILY[dataset], *EXTRA.get(dataset, ())):
+        cat = _write_mvtec_category(root, dataset, category, source, defects, n_train, n_good, n_defect, size, seed)
+        first = first or cat
+    return first
+
+
+def _write_mvtec_category(root, dataset, category, source, defects, n_train, n_good, n_defect, size, seed) -> Path:
     cat = Path(root) / dataset / category
     for i in range(n_train):
         _save(cat / "train" / "good" / f"{i:03d}.png", _render(source, i, None, size, seed, "train")[0])

@@ -501,7 +501,9 @@ class DraemConfig(MethodConfig):
         ),
     }
 
-    REHEARSAL: ClassVar[dict[str, int]] = {"image_size": rehearsal.SIDE, "epochs": rehearsal.EPOCHS}
+    # 64 px, not rehearsal.SIDE: the networks' bottleneck (1/32 of the side) keeps 2 x 2 values per channel,
+    # so a last batch of one image passes BatchNorm in training as it does at 256 px
+    REHEARSAL: ClassVar[dict[str, int]] = {"image_size": max(64, rehearsal.SIDE), "epochs": rehearsal.EPOCHS}
 
     def _validate(self) -> None:
         super()._validate()
