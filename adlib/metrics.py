@@ -1,4 +1,4 @@
-"""Image- and pixel-level anomaly detection metrics: AUROC, AP and AU-PRO.
+"""Image- and pixel-level anomaly detection metrics: AUROC, AP, F1-max and AU-PRO.
 
 Definitions
 -----------
@@ -8,6 +8,10 @@ Image level (one score per image, label 1 = anomalous):
 - :func:`image_ap`: average precision, ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct
   score thresholds taken in descending order (``sklearn.metrics.average_precision_score``; no
   interpolation of the precision-recall curve).
+- :func:`image_f1_max`: the best ``F1 = 2 TP / (2 TP + FP + FN)`` over all thresholds, an image
+  being predicted anomalous when ``score >= threshold`` (every observed score is a candidate, tied
+  images go together); :func:`f1_max_threshold` also returns the threshold (an observed score, the
+  highest one when several reach the best F1). Both classes must be present.
 
 Pixel level (``masks`` and ``maps`` are ``N x H x W`` arrays of identical shape; a mask pixel is
 anomalous when its value is > 0):
@@ -17,6 +21,9 @@ anomalous when its value is > 0):
   the trapezoidal area under the ROC curve with tied scores merged into one threshold, which is
   what ``roc_auc_score`` computes on the flattened arrays).
 - :func:`pixel_ap`: AP over all pixels pooled, same definition as :func:`image_ap`.
+- :func:`pixel_f1_max` / :func:`pixel_f1_max_threshold`: F1-max over all pixels pooled, same
+  definition as :func:`image_f1_max` (the best threshold is always an anomalous pixel's score, so
+  the counts below give it exactly).
 - :func:`au_pro`: the standard AU-PRO of the official MVTec AD evaluation. Ground-truth regions are
   the 8-connected components of each mask (``scipy.ndimage.label`` with a ``3 x 3`` structure of
   ones), pooled over all images and weighted equally. For every distinct score ``t`` (descending)
@@ -60,6 +67,8 @@ exactly:
   ``u_k``, ``P`` anomalous and ``N`` normal pixels;
 - AP: recall only changes at the ``u_k``, where precision is
   ``#anomalous >= u_k / (#anomalous >= u_k + #normal >= u_k)``;
+- F1-max: ``2 TP_k / (TP_k + FP_k + P)`` at each ``u_k`` with ``TP_k = #anomalous >= u_k`` and
+  ``FP_k = #normal >= u_k``;
 - PRO curve: between two consecutive ``u_k`` the PRO value is constant, so all thresholds held only
   by normal pixels form one horizontal segment; at ``u_k`` the curve moves (diagonally, when normal
   pixels share the score) to ``(#normal >= u_k / N, PRO(u_k))``. The returned vertices are a subset
@@ -92,6 +101,10 @@ __all__ = [
     "image_ap",
     "pixel_auroc",
     "pixel_ap",
+    "image_f1_max",
+    "f1_max_threshold",
+    "pixel_f1_max",
+    "pixel_f1_max_threshold",
     "au_pro",
     "pro_curve",
     "pro_released",
@@ -230,6 +243,96 @@ def image_ap(labels, scores) -> float:
     if not y.any():
         raise ValueError(f"image_ap is undefined without anomalous images: all {y.size} labels are 0 (normal)")
     return float(average_precision_score(y, s))
+
+
+def _best_f1(thresholds: np.ndarray, tp: np.ndarray, fp: np.ndarray, n_pos: int) -> tuple[float, float]:
+    """Best F1 over candidate thresholds given in descending order, and the highest one reaching it.
+
+    ``F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (TP + FP + P)``; numerator and denominator are exact
+    integers (below 2**53), so equal ratios give equal floats and ties are exact.
+    """
+    f1 = 2.0 * tp / (tp + fp + n_pos)
+    k = int(np.argmax(f1))  # first maximum in descending order: the highest threshold
+    return float(f1[k]), float(thresholds[k])
+
+
+def f1_max_threshold(labels, scores) -> tuple[float, float]:
+    """The best image-level F1 over all score thresholds, and the threshold reaching it.
+
+    An image is predicted anomalous when ``score >= threshold``. Every observed score is a
+    candidate threshold (tied images are predicted together); ``F1 = 2 TP / (2 TP + FP + FN)``.
+    The best threshold is always one of the anomalous images' scores (raising a threshold that
+    only normal images hold to the next anomalous score keeps every true positive and drops false
+    positives). When several thresholds reach the best F1 the highest one is returned (fewer false
+    alarms).
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        Ground truth, 1 (or True) for anomalous and 0 (or False) for normal images.
+    scores : array-like of shape (n_images,)
+        Anomaly scores, higher means more anomalous. Must be finite.
+
+    Returns
+    -------
+    (float, float)
+        ``(f1, threshold)``: the best F1 in (0, 1] and the observed score reaching it.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 1-D, differ in length, are empty, the labels are not binary, the
+        scores contain NaN or inf, or only one class is present (without anomalous images F1 is
+        undefined; without normal images every threshold up to the lowest score gives F1 = 1,
+        which says nothing about where a threshold belongs).
+
+    Notes
+    -----
+    O(n log n) time and O(n) memory for n images.
+    """
+    return _image_f1(labels, scores, "f1_max_threshold")
+
+
+def _image_f1(labels, scores, metric: str) -> tuple[float, float]:
+    y, s = _check_labels_scores(labels, scores)
+    if y.all() or not y.any():
+        raise ValueError(_one_class_message(metric, y))
+    order = np.argsort(-s, kind="stable")
+    s_desc, y_desc = s[order], y[order]
+    tp = np.cumsum(y_desc)
+    fp = np.arange(1, s.size + 1) - tp
+    last = np.flatnonzero(np.append(s_desc[1:] != s_desc[:-1], True))  # last image of each tie group
+    return _best_f1(s_desc[last], tp[last], fp[last], int(tp[-1]))
+
+
+def image_f1_max(labels, scores) -> float:
+    """Image-level F1-max: the best F1 over all score thresholds (``score >= threshold``).
+
+    The F1 of :func:`f1_max_threshold` (which also returns the threshold; same definition, ties
+    and errors).
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        Ground truth, 1 (or True) for anomalous and 0 (or False) for normal images.
+    scores : array-like of shape (n_images,)
+        Anomaly scores, higher means more anomalous. Must be finite.
+
+    Returns
+    -------
+    float
+        The best F1, in (0, 1].
+
+    Raises
+    ------
+    ValueError
+        As :func:`f1_max_threshold` (both classes must be present).
+
+    Notes
+    -----
+    O(n log n) time and O(n) memory for n images.
+    """
+    return _image_f1(labels, scores, "image_f1_max")[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -584,6 +687,80 @@ def pixel_ap(masks, maps) -> float:
     """
     st = _pixel_counts(masks, maps, metric="pixel_ap", regions=False, need_neg=False)
     return _ap_from_counts(st)
+
+
+def _f1_from_counts(st: _PixelCounts) -> tuple[float, float]:
+    # candidates: the distinct anomalous scores (descending); at values[k] the predicted pixels are
+    # the anomalous ones >= values[k] and the normal ones > or == values[k]
+    tp = np.cumsum(st.pos_counts[::-1])
+    fp = st.neg_gt[::-1] + st.neg_eq[::-1]
+    return _best_f1(st.values[::-1], tp, fp, st.n_pos)
+
+
+def pixel_f1_max_threshold(masks, maps) -> tuple[float, float]:
+    """The best pixel-level F1 over all pixels pooled, and the threshold reaching it.
+
+    A pixel is predicted anomalous when ``score >= threshold``; ``F1 = 2 TP / (2 TP + FP + FN)``
+    over all pixels of all images pooled together, i.e. what :func:`f1_max_threshold` gives on
+    ``masks.ravel() > 0`` and ``maps.ravel()``, computed without flattening. The threshold is one
+    of the anomalous pixels' scores (the best one always is); among thresholds reaching the best
+    F1 the highest is returned.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at ground-truth resolution (``maps.shape == masks.shape``). Must be finite.
+
+    Returns
+    -------
+    (float, float)
+        ``(f1, threshold)``; the threshold is returned as a Python float (exact for float32 maps).
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 3-D or their shapes differ, a mask is not binary, a map holds NaN
+        or inf (the count and image index are named), or the masks hold only one class.
+
+    Notes
+    -----
+    The counting pass of :func:`pixel_ap`: memory O(A + K) for A anomalous pixels and K distinct
+    anomalous scores plus temporaries for one image, time O(T (log K + log HW)) for T pixels.
+    """
+    st = _pixel_counts(masks, maps, metric="pixel_f1_max_threshold", regions=False, need_neg=True)
+    return _f1_from_counts(st)
+
+
+def pixel_f1_max(masks, maps) -> float:
+    """Pixel-level F1-max over all pixels pooled (``score >= threshold``).
+
+    The F1 of :func:`pixel_f1_max_threshold` (same definition, ties and errors).
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, H, W)
+        Ground-truth masks: bool, 0/1 or 0/255 integers, or float {0, 1}; > 0 is anomalous.
+    maps : array-like of shape (n_images, H, W)
+        Anomaly maps at ground-truth resolution (``maps.shape == masks.shape``). Must be finite.
+
+    Returns
+    -------
+    float
+        The best F1, in (0, 1].
+
+    Raises
+    ------
+    ValueError
+        As :func:`pixel_f1_max_threshold`.
+
+    Notes
+    -----
+    Memory O(A + K) plus temporaries for one image; time O(T (log K + log HW)).
+    """
+    st = _pixel_counts(masks, maps, metric="pixel_f1_max", regions=False, need_neg=True)
+    return _f1_from_counts(st)[0]
 
 
 def pro_curve(masks, maps) -> tuple[np.ndarray, np.ndarray]:
