@@ -92,6 +92,17 @@ def test_folder_layout_without_csv_splits_every_fifth_normal_image_and_finds_som
     assert folder_layout.TEST_FRACTION == 0.2 and folder_layout.is_test_position(4)
 
 
+def test_a_mask_matching_no_image_is_named_in_one_warning(tmp_path, caplog):
+    cat = make_folder(tmp_path / "folder" / "mine")
+    write_mask(cat / "masks" / "scratch" / "dd_mask.png")  # a typo: the image is d.png
+    write_mask(cat / "masks" / "zz.png")
+    with caplog.at_level(logging.WARNING, logger="adlib.data.folder"):
+        test = get_dataset("folder", "mine", "test", root=tmp_path)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "2 mask file(s) match no image of abnormal/" in warning and "zz.png" in warning
+    assert test.mask_known.tolist() == [True, True, True, False, True, False]
+
+
 def test_the_root_may_be_the_folder_itself(tmp_path):
     make_folder(tmp_path / "my_images" / "mine")
     ds = get_dataset("folder", "mine", "test", root=tmp_path / "my_images")

@@ -19,7 +19,8 @@ Without ``split.csv``
     ``abnormal`` (directly in ``abnormal/``) or the name of its sub-folder. The mask of
     ``abnormal/[<defect>/]<stem>.<ext>`` is ``masks/[<defect>/]<stem>_mask.png``, else
     ``<stem>.png``, ``<stem>_mask.<ext>`` or ``<stem>.<ext>`` there (any non-zero pixel is a
-    defect pixel, :func:`~adlib.data.base.binary_mask`).
+    defect pixel, :func:`~adlib.data.base.binary_mask`). Files of ``masks/`` that match no image
+    (a misspelt name) are named in one warning.
 
 With ``split.csv``
     The CSV is the split: columns ``image,label,split`` and optionally ``mask`` (and ``defect``, a
@@ -146,7 +147,25 @@ def _from_folders(cat: Path, category: str, split: str) -> list[Record]:
         for img in list_images(folder):
             mask = _find_mask(masks, img)
             records.append(Record(img, 1, defect, mask, category, split, mask_known=mask is not None))
+    _warn_unused_masks(cat / MASKS, {r.mask_path for r in records if r.mask_path is not None})
     return records
+
+
+def _warn_unused_masks(masks: Path, used: set[Path]) -> None:
+    """One warning naming how many files of ``masks/`` (and its defect sub-folders) belong to no
+    anomalous image, e.g. a mask whose name does not match its image's."""
+    if not masks.is_dir():
+        return
+    folders = [masks, *(d for d in sorted(masks.iterdir()) if d.is_dir() and not d.name.startswith("."))]
+    unused = [m for f in folders for m in list_images(f) if m not in used]
+    if unused:
+        log.warning(
+            "%s: %d mask file(s) match no image of abnormal/ (e.g. %s); a mask of abnormal/[<defect>/]<stem>.<ext> "
+            "is masks/[<defect>/]<stem>_mask.png or <stem>.png",
+            masks,
+            len(unused),
+            unused[0],
+        )
 
 
 def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
