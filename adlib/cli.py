@@ -325,7 +325,7 @@ def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: l
     p.add_argument(
         "method", help=f"a method or a variant's name: {', '.join(names) if names else 'glass, glass-m, ...'}"
     )
-    p.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, wfdd, synth, ...")
+    p.add_argument("--dataset", required=True, help="mvtec, visa, mpdd, wfdd, synth, folder (your own images), ...")
     p.add_argument("--category", required=True)
     p.add_argument("--profile", choices=["smoke", "paper"], default="smoke")
     p.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")

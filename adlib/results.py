@@ -18,7 +18,7 @@ Layout under the store's root (default ``<repo>/runs/<profile>/results``)::
         train.json         # written when training finished (key, model info, train timing)
         model.pt           # the trained model (adlib.models.load)
         checkpoints/       # per-epoch checkpoint; a killed run resumes from it
-        prediction.npz     # image scores, labels, defect types, paths (+ maps when small)
+        prediction.npz     # image scores, labels, defect types, paths (+ maps when small, + mask_known when some mask is unknown)
 
 The command line (``adlib train`` / ``adlib test``), the notebooks and batch runs share this
 layout and :func:`run_job`: ``adlib train`` writes ``model.pt`` and ``train.json``, ``adlib test``
@@ -372,7 +372,8 @@ class ResultsStore:
 
     def prediction(self, job: Job) -> dict[str, np.ndarray]:
         """The saved prediction of a finished job (``image_scores``, ``labels``, ``defect_types``,
-        ``paths``, and ``maps``/``masks`` when they were small enough to keep)."""
+        ``paths``, ``maps``/``masks`` when they were small enough to keep, and ``mask_known`` when some
+        anomalous image had no mask)."""
         path = self.run_dir(job) / "prediction.npz"
         if not path.is_file():
             raise FileNotFoundError(f"no prediction for {job} at {path}: run it first")
@@ -777,11 +778,14 @@ def _both_protocols(model, pred, test_ds, spec: dict[str, Any], device) -> tuple
     masks = pred.masks if spec["masks"] == "nearest" else test_ds.masks(spec["masks"])
     rel_pred = dc_replace(pred, masks=masks)
     released = evaluate(rel_pred)
-    if spec.get("pro") == "released" and np.asarray(masks).any():
+    # the images whose mask is known (all of them but anomalous ones shipped without a mask)
+    known = np.asarray(pred.mask_known, dtype=bool) | (np.asarray(pred.labels) == 0)
+    known_masks, known_maps = (masks, pred.maps) if known.all() else (np.asarray(masks)[known], pred.maps[known])
+    if spec.get("pro") == "released" and np.asarray(known_masks).any():
         pro_released = getattr(metrics_mod, "pro_released", None)
         if pro_released is None:
             raise RuntimeError("eval_pro='released' needs adlib.metrics.pro_released (the released compute_pro)")
-        released["pro_released"] = float(pro_released(masks, pred.maps))
+        released["pro_released"] = float(pro_released(known_masks, known_maps))
     detail = {**spec, "standard": STANDARD_PROTOCOL}
     return std_pred, standard, {"metrics_released": released, "released_protocol": detail}
 
@@ -793,6 +797,8 @@ def _save_prediction(path: Path, pred) -> None:
         "defect_types": np.asarray(pred.defect_types, dtype=str),
         "paths": np.asarray(pred.paths, dtype=str),
     }
+    if not np.asarray(pred.mask_known).all():  # only when some mask is unknown: files unchanged otherwise
+        arrays["mask_known"] = np.asarray(pred.mask_known, dtype=bool)
     if pred.maps.size * 2 + pred.masks.size <= MAX_MAP_BYTES:
         arrays["maps"] = pred.maps.astype(np.float16)
         arrays["masks"] = pred.masks.astype(bool)

@@ -495,14 +495,22 @@ def test_corrupt_or_truncated_image(tmp_path, kind):
     assert str(bad) in str(e.value)
 
 
-def test_mask_missing_for_defect_image(tmp_path):
+def test_mask_missing_for_defect_image_is_kept_as_unknown_with_one_warning(tmp_path, caplog):
     root = make_mvtec(tmp_path / "mvtec")
     (root / "bottle" / "ground_truth" / "crack" / "001_mask.png").unlink()
-    with pytest.raises(DataError, match="mask missing for defect image") as e:
-        get_dataset("mvtec", "bottle", "test", root=tmp_path)
-    msg = str(e.value)
+    (root / "bottle" / "ground_truth" / "scratch" / "000_mask.png").unlink()
+    with caplog.at_level(logging.WARNING, logger="adlib.data.mvtec"):
+        ds = get_dataset("mvtec", "bottle", "test", root=tmp_path, transform=RAW)
+    (warning,) = [r for r in caplog.records if r.name == "adlib.data.mvtec"]  # one per category
+    msg = warning.getMessage()
+    assert "2 of 3 defect image(s) have no mask" in msg
     assert str(root / "bottle" / "test" / "crack" / "001.png") in msg
     assert str(root / "bottle" / "ground_truth" / "crack" / "001_mask.png") in msg
+    known = {(r.defect_type, r.image_path.name): r.mask_known for r in ds.records if r.label == 1}
+    assert known == {("crack", "000.png"): True, ("crack", "001.png"): False, ("scratch", "000.png"): False}
+    i = [r.image_path for r in ds.records].index(root / "bottle" / "test" / "crack" / "001.png")
+    assert ds.records[i].mask_path is None and ds[i].label == 1 and ds[i].mask.sum() == 0
+    assert ds.mask_known.tolist() == [r.mask_known for r in ds.records]
 
 
 def test_mask_of_other_size(tmp_path):

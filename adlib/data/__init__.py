@@ -22,7 +22,13 @@ cifar10    CIFAR-10 python pickles, one class vs. rest    cifar-10-batches-py, c
 cifar100   CIFAR-100 python pickles, outlier source only  cifar-100-python, cifar100, CIFAR100
 synth      built-in benchmark (MVTec AD layout)           synth
 synth-weak built-in weak-defect benchmark                 synth-weak
+folder     your own images: normal/, abnormal/, masks/    folder (or the root itself)
 ========== ============================================== ================================================
+
+``folder`` reads your own images (:mod:`adlib.data.folder`): ``<category>/normal/``,
+``<category>/abnormal/[<defect>/]``, optional ``<category>/masks/`` for some or all anomalous
+images, or a ``<category>/split.csv`` listing the split; anomalous images without a mask count in
+the image metrics only.
 
 CIFAR images live in memory, not in files: a sample's ``path`` is ``<batch file>#<row>`` (see
 :mod:`adlib.data.cifar`); ``cifar100`` has the one category ``all`` (outlier exposure).
@@ -94,6 +100,12 @@ DATASETS: dict[str, DatasetSpec] = {
             ("synth-weak",),
             "built-in weak-defect benchmark (same defects at low contrast)",
             source="built-in synthetic weak-defect benchmark, not a real dataset",
+        ),
+        DatasetSpec(
+            "folder",
+            "folder",
+            ("folder",),
+            "your own images (normal/, abnormal/, optional masks/ or split.csv)",
         ),
     ]
 }
@@ -184,7 +196,8 @@ def get_dataset(
     """A validated :class:`AnomalyDataset` of one category and split.
 
     Raises :class:`DataError` naming the path or value for an unknown dataset, category or
-    split, a missing split folder, a missing mask, or an empty category. Pixels are read lazily:
+    split, a missing split folder, a missing mask where the layout requires one (VisA, DAGM), or an
+    empty category. Pixels are read lazily:
     a corrupt image or a mask of the wrong size raises when that sample is read (see
     :func:`validate` to check every file up front).
     """

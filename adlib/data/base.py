@@ -8,7 +8,10 @@ and read lazily by :class:`AnomalyDataset`, which returns :class:`Sample` tuples
 - ``image``: float tensor ``3 x H x W`` (ImageNet-normalised when the transform asks for it,
   else in [0, 1]);
 - ``mask``: float tensor ``1 x H x W`` with values in {0, 1}, all zeros for good images (any
-  non-zero pixel of the mask file counts as anomalous, see :func:`binary_mask`);
+  non-zero pixel of the mask file counts as anomalous, see :func:`binary_mask`), and all zeros
+  for an anomalous image whose mask is unknown (its :class:`Record` has ``mask_known=False``;
+  :attr:`AnomalyDataset.mask_known` lists them, and the evaluation leaves them out of the pixel
+  metrics);
 - ``label``: 0 (good) or 1 (anomalous);
 - ``defect_type``: ``"good"`` or the defect folder name;
 - ``path``: the source image path (str).
@@ -84,6 +87,9 @@ class Record:
     mask_path: Path | None = None  # None: all-zero mask (good images, or no mask shipped)
     category: str = ""
     split: str = ""
+    #: False for an anomalous image shipped without a mask: its defect pixels are unknown (the
+    #: sample's mask is all zeros) and the pixel metrics leave it out; good images are always known
+    mask_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -322,6 +328,12 @@ class AnomalyDataset(torch.utils.data.Dataset):
     @property
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records], dtype=np.int64)
+
+    @property
+    def mask_known(self) -> np.ndarray:
+        """Per record, whether its mask is known (bool, aligned with :attr:`labels`): False only for
+        anomalous images shipped without a mask (:attr:`Record.mask_known`)."""
+        return np.array([bool(getattr(r, "mask_known", True)) for r in self.records], dtype=bool)
 
     @property
     def defect_types(self) -> list[str]:

@@ -12,7 +12,8 @@ from . import DATASETS, DataError, _layout, dataset_dir, get_dataset, list_categ
 def category_table(name: str, root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per category of dataset ``name``: train/test counts and defect types.
 
-    Columns: ``dataset, category, train_good, test_good, test_anomalous, defect_types``.
+    Columns: ``dataset, category, train_good, test_good, test_anomalous, defect_types``; a defect
+    type with images shipped without a mask says how many (``spot (4, 3 without mask)``).
     A category whose split cannot be indexed raises :class:`DataError` naming the problem.
     """
     rows = []
@@ -21,6 +22,10 @@ def category_table(name: str, root: str | os.PathLike | None = None) -> pd.DataF
         test = get_dataset(name, cat, "test", root=root)
         counts = test.summary()
         defects = sorted(d for d in counts if d != "good")
+        unmasked: dict[str, int] = {}
+        for r in test.records:
+            if r.label == 1 and not getattr(r, "mask_known", True):
+                unmasked[r.defect_type] = unmasked.get(r.defect_type, 0) + 1
         rows.append(
             dict(
                 dataset=name,
@@ -28,7 +33,10 @@ def category_table(name: str, root: str | os.PathLike | None = None) -> pd.DataF
                 train_good=int((train.labels == 0).sum()),
                 test_good=counts.get("good", 0),
                 test_anomalous=int((test.labels == 1).sum()),
-                defect_types=", ".join(f"{d} ({counts[d]})" for d in defects),
+                defect_types=", ".join(
+                    f"{d} ({counts[d]}, {unmasked[d]} without mask)" if d in unmasked else f"{d} ({counts[d]})"
+                    for d in defects
+                ),
             )
         )
     return pd.DataFrame(

@@ -326,7 +326,11 @@ def parse_field_value(cfg_cls: type, key: str, text: str) -> Any:
 @dataclass
 class Prediction:
     """Scores of one test set: ``image_scores`` (N,), ``maps`` (N, H, W) float32, with the
-    ground truth they are compared to: ``labels`` (N,), ``masks`` (N, H, W) uint8 {0, 1}."""
+    ground truth they are compared to: ``labels`` (N,), ``masks`` (N, H, W) uint8 {0, 1}.
+
+    ``mask_known`` (N,) bool: whether each image's mask is known; False for an anomalous image
+    shipped without a mask (its ``masks`` entry is all zeros and :func:`evaluate` leaves it out of
+    the pixel metrics). None (the default) means every mask is known."""
 
     image_scores: np.ndarray
     maps: np.ndarray
@@ -334,6 +338,7 @@ class Prediction:
     masks: np.ndarray
     paths: list[str] = field(default_factory=list)
     defect_types: list[str] = field(default_factory=list)
+    mask_known: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.image_scores)
@@ -341,6 +346,11 @@ class Prediction:
             raise ValueError(
                 f"prediction parts differ in length: scores {n}, maps {len(self.maps)}, labels {len(self.labels)}, masks {len(self.masks)}"
             )
+        if self.mask_known is None:
+            self.mask_known = np.ones(n, dtype=bool)
+        self.mask_known = np.asarray(self.mask_known, dtype=bool).reshape(-1)
+        if len(self.mask_known) != n:
+            raise ValueError(f"prediction parts differ in length: scores {n}, mask_known {len(self.mask_known)}")
         for name in ("image_scores", "maps"):
             arr = np.asarray(getattr(self, name))
             if not np.isfinite(arr).all():
@@ -355,6 +365,13 @@ def evaluate(
     """Image AUROC/AP and, if ``pixel`` and the test set has defect masks, pixel AUROC/AP and AU-PRO
     (the standard one, :func:`adlib.metrics.au_pro`).
 
+    The image metrics use every image. The pixel metrics use the images whose mask is known
+    (``pred.mask_known``; normal images always count, with an all-zero mask): when some anomalous
+    image has no mask, they are computed over the others and the output gains ``"pixel_images"``,
+    the number of images they were computed on (absent when every mask is known, so the keys of
+    fully masked data are unchanged); when no anomalous image has a mask, they are left out with a
+    warning.
+
     ``released_pro=True`` adds ``"pro_released"``: the PRO of GLASS's released code
     (:func:`adlib.metrics.pro_released`: about 200 thresholds, predictions dilated 5 x 5 for the
     overlaps, FPR rescaled over the points below ``fpr_limit``), beside the standard ``"au_pro"``.
@@ -363,11 +380,51 @@ def evaluate(
         "image_auroc": metrics.image_auroc(pred.labels, pred.image_scores),
         "image_ap": metrics.image_ap(pred.labels, pred.image_scores),
     }
-    if pixel and _check_defect_masks(pred):
-        out.update(metrics.pixel_metrics(pred.masks, pred.maps, fpr_limit=fpr_limit))
-        if released_pro:
-            out["pro_released"] = metrics.pro_released(pred.masks, pred.maps, fpr_limit=fpr_limit)
+    if pixel:
+        sub = pixel_subset(pred)
+        if sub is not None and _check_defect_masks(sub):
+            out.update(metrics.pixel_metrics(sub.masks, sub.maps, fpr_limit=fpr_limit))
+            if released_pro:
+                out["pro_released"] = metrics.pro_released(sub.masks, sub.maps, fpr_limit=fpr_limit)
+            if len(sub.labels) < len(pred.labels):
+                out["pixel_images"] = len(sub.labels)
     return {k: float(v) for k, v in out.items()}
+
+
+def pixel_subset(pred: Prediction) -> Prediction | None:
+    """The part of ``pred`` the pixel metrics are computed on: every image whose mask is known
+    (normal images always are). ``pred`` itself when every mask is known; None, with a warning
+    naming an example, when no anomalous image has a known mask (the pixel metrics are then left
+    out); otherwise a :class:`Prediction` of the known images, logged with how many were left out."""
+    labels = np.asarray(pred.labels)
+    known = np.asarray(pred.mask_known, dtype=bool) | (labels == 0)
+    if known.all():
+        return pred
+    names = pred.paths if len(pred.paths) == len(labels) else [f"#{i}" for i in range(len(labels))]
+    unknown = np.flatnonzero(~known)
+    if not (known & (labels == 1)).any():
+        log.warning(
+            "none of the %d anomalous image(s) has a mask (e.g. %s): pixel AUROC, pixel AP and AU-PRO are left "
+            "out, image metrics only",
+            int((labels == 1).sum()),
+            names[unknown[0]],
+        )
+        return None
+    log.info(
+        "pixel metrics on the %d image(s) whose mask is known: %d anomalous image(s) without a mask left out (e.g. %s)",
+        int(known.sum()),
+        len(unknown),
+        names[unknown[0]],
+    )
+    idx = np.flatnonzero(known)
+    return Prediction(
+        image_scores=np.asarray(pred.image_scores)[idx],
+        maps=np.asarray(pred.maps)[idx],
+        labels=labels[idx],
+        masks=np.asarray(pred.masks)[idx],
+        paths=[names[i] for i in idx] if pred.paths else [],
+        defect_types=[pred.defect_types[i] for i in idx] if len(pred.defect_types) == len(labels) else [],
+    )
 
 
 def _check_defect_masks(pred: Prediction) -> bool:
@@ -538,7 +595,9 @@ def predict_dataset(
     ``score_batch(batch)`` gets a batch of :class:`adlib.data.base.Sample` and returns
     ``(image_scores, maps)``: scores of shape (B,) (tensor or array) and maps (B, H, W) at the
     resolution of ``batch.mask``. Ground truth (labels, binary masks, paths, defect types) is
-    taken from the batches here, so every method is evaluated against exactly the same targets.
+    taken from the batches here, so every method is evaluated against exactly the same targets;
+    which masks are known comes from ``test_ds.mask_known`` (:class:`~adlib.data.AnomalyDataset`;
+    all known for a dataset without it).
     """
     loader = torch.utils.data.DataLoader(test_ds, batch_size=batch_size, shuffle=False, num_workers=0)
     scores, maps, labels, masks, paths, types = [], [], [], [], [], []
@@ -559,6 +618,9 @@ def predict_dataset(
             types += list(batch.defect_type)
     if not scores:
         raise ValueError(f"{desc}: the test set is empty")
+    n = sum(len(s) for s in scores)
+    known = getattr(test_ds, "mask_known", None)  # AnomalyDataset: per record, aligned (no shuffling)
+    known = np.asarray(known, dtype=bool) if known is not None and len(known) == n else None
     return Prediction(
         image_scores=np.concatenate(scores).astype(np.float64),
         maps=np.concatenate(maps),
@@ -566,4 +628,5 @@ def predict_dataset(
         masks=np.concatenate(masks),
         paths=paths,
         defect_types=types,
+        mask_known=known,
     )

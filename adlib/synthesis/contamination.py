@@ -242,7 +242,7 @@ def _as_contaminating(rec: Record) -> ContaminatedRecord:
         true_mask_path=rec.mask_path,
         source_split=rec.split or "test",
     )
-    return replace(c, label=0, defect_type="good", mask_path=None, split="train")
+    return replace(c, label=0, defect_type="good", mask_path=None, split="train", mask_known=True)
 
 
 def contaminate(
