@@ -129,6 +129,28 @@ def _format_values(values: np.ndarray) -> str:
     return f"{vals}{more}"
 
 
+def check_scores(scores) -> np.ndarray:
+    """1-D, non-empty, real and finite image scores as float64; ``ValueError`` naming the shape,
+    dtype or the indices of non-finite values (the image-level metrics and :mod:`adlib.thresholds`)."""
+    s = np.asarray(scores)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be a 1-D array, got shape {s.shape}")
+    if s.size == 0:
+        raise ValueError("scores are empty")
+    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
+        raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
+    s = s.astype(np.float64, copy=False)
+    finite = np.isfinite(s)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        n_nan = int(np.isnan(s).sum())
+        raise ValueError(
+            f"scores contain {bad.size} non-finite value(s) ({n_nan} NaN, {bad.size - n_nan} inf) "
+            f"at index {_format_values(bad)}"
+        )
+    return s
+
+
 def _check_labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """Validate image-level inputs; return (bool labels, float64 scores)."""
     y = np.asarray(labels)
@@ -141,17 +163,7 @@ def _check_labels_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels and scores differ in length: {y.shape[0]} labels but {s.shape[0]} scores")
     if y.shape[0] == 0:
         raise ValueError("labels and scores are empty")
-    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
-        raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
-    s = s.astype(np.float64, copy=False)
-    finite = np.isfinite(s)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        n_nan = int(np.isnan(s).sum())
-        raise ValueError(
-            f"scores contain {bad.size} non-finite value(s) ({n_nan} NaN, {bad.size - n_nan} inf) "
-            f"at index {_format_values(bad)}"
-        )
+    s = check_scores(s)
     if y.dtype != bool:
         if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
             raise ValueError(f"labels must be binary (0/1 or bool), got dtype {y.dtype}")

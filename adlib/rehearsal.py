@@ -98,6 +98,17 @@ def follow(value: int, old: int, new: int) -> int:
     return max(1, int(round(value * new / old)))
 
 
+def crop_changes(resize: int, crop: int | None) -> dict[str, int]:
+    """A resize-then-crop transform shrunk to at most :data:`SIDE`: the crop at ``SIDE`` with the
+    resize following it (same ratio), or the resize alone where there is no crop; ``{}`` when it
+    is small enough already."""
+    if crop is not None and crop > SIDE:
+        return {"crop": SIDE, "resize": follow(resize, crop, SIDE)}
+    if crop is None and resize > SIDE:
+        return {"resize": SIDE}
+    return {}
+
+
 def scaled_milestones(milestones: Sequence, old_epochs: int, new_epochs: int) -> tuple:
     """Epoch milestones scaled with the epochs (``int(m * new / old)``, at least 1, so the decay
     still happens inside a short schedule); fractions of the schedule (floats below 1) stay."""

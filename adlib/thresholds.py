@@ -192,23 +192,8 @@ def _check_level(level) -> str:
 
 
 def _check_scores(scores) -> np.ndarray:
-    """1-D, non-empty, real and finite image scores as float64."""
-    s = np.asarray(scores)
-    if s.ndim != 1:
-        raise ValueError(f"scores must be a 1-D array, got shape {s.shape}")
-    if s.size == 0:
-        raise ValueError("scores are empty")
-    if not (s.dtype == bool or np.issubdtype(s.dtype, np.integer) or np.issubdtype(s.dtype, np.floating)):
-        raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
-    s = s.astype(np.float64, copy=False)
-    finite = np.isfinite(s)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"scores contain {bad.size} non-finite value(s) ({int(np.isnan(s).sum())} NaN) at index "
-            f"{_m._format_values(bad)}"
-        )
-    return s
+    """1-D, non-empty, real and finite image scores as float64 (:func:`adlib.metrics.check_scores`)."""
+    return _m.check_scores(scores)
 
 
 def _check_maps(maps) -> np.ndarray:

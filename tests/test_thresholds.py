@@ -229,7 +229,7 @@ def test_constant_scores_are_refused():
 
 
 def test_bad_input_errors():
-    with pytest.raises(ValueError, match=r"1 non-finite value\(s\) \(1 NaN\) at index \[2\]"):
+    with pytest.raises(ValueError, match=r"1 non-finite value\(s\) \(1 NaN, 0 inf\) at index \[2\]"):
         T.from_normal([0.1, 0.2, np.nan])
     with pytest.raises(ValueError, match=r"\(0 NaN, 1 inf\) at index \[0\]"):
         T.from_labels([0, 1], [np.inf, 1.0])

@@ -423,13 +423,7 @@ class PatchCoreConfig(MethodConfig):
     def rehearsal_changes(self) -> dict[str, Any]:
         """As :meth:`MethodConfig.rehearsal_changes`; the crop at most ``rehearsal.SIDE`` with the
         resize following it (same ratio), or the resize alone where there is no crop."""
-        out = super().rehearsal_changes()
-        side = rehearsal.SIDE
-        if self.crop is not None and self.crop > side:
-            out.update(crop=side, resize=rehearsal.follow(self.resize, self.crop, side))
-        elif self.crop is None and self.resize > side:
-            out["resize"] = side
-        return out
+        return {**super().rehearsal_changes(), **rehearsal.crop_changes(self.resize, self.crop)}
 
     def _validate(self) -> None:
         super()._validate()
