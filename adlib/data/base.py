@@ -375,3 +375,31 @@ class AnomalyDataset(torch.utils.data.Dataset):
         for r in self.records:
             out[r.defect_type] = out.get(r.defect_type, 0) + 1
         return out
+
+
+def read_csv_rows(
+    csv_path: Path, columns, what: str, expected: str
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and the ``(line number, row)`` pairs of a CSV with a header line (values
+    stripped, a UTF-8 BOM accepted); :class:`DataError` naming ``what`` and the file when it cannot
+    be read or lacks one of ``columns`` (``expected``: the header to show in that message)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataError(
+                    f"{what} {csv_path} lacks column(s) {', '.join(missing)}; expected header "
+                    f"{expected} (found: {','.join(header) or '(empty file)'})"
+                )
+            reader.fieldnames = header
+            # DictReader line numbers: the header is line 1
+            rows = [
+                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {what} {csv_path}: {exc}") from exc
+    return header, rows

@@ -39,11 +39,10 @@ many have no mask.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
-from .base import DataError, Record, check_category_split, inside_root, list_images
+from .base import DataError, Record, check_category_split, inside_root, list_images, read_csv_rows
 
 log = logging.getLogger(__name__)
 
@@ -169,23 +168,7 @@ def _warn_unused_masks(masks: Path, used: set[Path]) -> None:
 
 
 def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in CSV_COLUMNS if c not in header]
-            if missing:
-                raise DataError(
-                    f"split CSV {csv_path} lacks column(s) {', '.join(missing)}; expected header "
-                    f"image,label,split[,mask] (found: {','.join(header) or '(empty file)'})"
-                )
-            reader.fieldnames = header
-            rows = [
-                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
-            ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read split CSV {csv_path}: {exc}") from exc
-    return header, rows
+    return read_csv_rows(csv_path, CSV_COLUMNS, "split CSV", "image,label,split[,mask]")
 
 
 def _from_csv(cat: Path, category: str, split: str) -> list[Record]:

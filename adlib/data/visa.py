@@ -33,11 +33,10 @@ CSV and the preparation script the benchmark numbers are computed with):
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
-from .base import DataError, Record, check_category_split, inside_root
+from .base import DataError, Record, check_category_split, inside_root, read_csv_rows
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +78,7 @@ def _read_split_csv(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
             f"VisA split CSV missing: expected {csv_path} (it ships in VisA_20220922.tar as "
             f"split_csv/1cls.csv and in the amazon-science/spot-diff repository; copy it there)"
         )
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in CSV_COLUMNS if c not in header]
-            if missing:
-                raise DataError(
-                    f"VisA split CSV {csv_path} lacks column(s) {', '.join(missing)}; "
-                    f"expected header {','.join(CSV_COLUMNS)} (found: {','.join(header) or '(empty file)'})"
-                )
-            reader.fieldnames = header
-            # DictReader line numbers: header is line 1.
-            return [
-                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader
-            ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read VisA split CSV {csv_path}: {exc}") from exc
+    return read_csv_rows(csv_path, CSV_COLUMNS, "VisA split CSV", ",".join(CSV_COLUMNS))[1]
 
 
 def index(path: Path, category: str, split: str) -> list[Record]:
