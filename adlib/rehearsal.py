@@ -155,6 +155,28 @@ def stamp_notebook(path: str | os.PathLike, note: str = "") -> None:
     atomic_write_text(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def stamp_tables(folder: str | os.PathLike) -> list[Path]:
+    """Put :data:`STAMP` on top of every markdown table under ``folder`` that lacks it (a table a
+    notebook wrote itself rather than through :func:`adlib.tables.save_table`) and write
+    ``README.md`` there saying what the folder holds (its CSVs are data files, stamped by where
+    they are); returns the files stamped."""
+    from .io import atomic_write_text
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    done = []
+    for md in sorted(folder.rglob("*.md")):
+        text = md.read_text()
+        if STAMP not in text:
+            atomic_write_text(md, f"**{STAMP}.**\n\n{text}")
+            done.append(md)
+    atomic_write_text(
+        folder / "README.md", f"# {STAMP}\n\nTables and figures of `make rehearse` (adlib.rehearsal): not results.\n"
+    )
+    return done
+
+
 def write_data(data_root: str | os.PathLike | None = None, left_out: Sequence[str] = LEFT_OUT) -> Path:
     """The miniature datasets (:func:`adlib.data.miniature.write_miniature`) under ``data_root``
     (default ``runs/rehearsal/data``, rewritten from scratch), without ``left_out``."""
@@ -212,6 +234,7 @@ def rehearse(
             parallel=parallel,
             stamp=note,
         )
+        stamp_tables(base / "figures")
         if not batch.failed:
             nbs = [r.notebook.removesuffix(".ipynb") for r in batch.results]
             unbilled, untrained = compare_with_bill(d, nbs)
@@ -290,5 +313,6 @@ __all__ = [
     "stamp_caption",
     "stamp_figure",
     "stamp_notebook",
+    "stamp_tables",
     "write_data",
 ]

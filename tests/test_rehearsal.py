@@ -214,6 +214,15 @@ def test_stamps(tmp_path):
     with rehearsal.activated(False):
         _, md = save_table(table, "u", caption="GLASS Table 1", directory=tmp_path)
     assert md.read_text().startswith("GLASS Table 1")
+    figs = tmp_path / "figures"
+    own = figs / "datasets" / "counts_paper.md"  # a table a notebook wrote itself
+    own.parent.mkdir(parents=True)
+    own.write_text("| a |\n|---|\n| 1 |\n")
+    with rehearsal.activated():
+        save_table(table, "t", "glass", directory=figs / "glass")
+    assert rehearsal.stamp_tables(figs) == [own]  # save_table's carry it already
+    assert own.read_text().startswith(f"**{rehearsal.STAMP}.**") and rehearsal.stamp_tables(figs) == []
+    assert rehearsal.STAMP in (figs / "README.md").read_text()
     nb = tmp_path / "n.ipynb"
     nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": [], "metadata": {}}], "metadata": {}}))
     rehearsal.stamp_notebook(nb, "note")
