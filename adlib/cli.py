@@ -12,6 +12,8 @@
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
                 [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
     adlib test METHOD --dataset D --category C [same options]      writes the run's record.json
+    adlib predict RUN IMAGES_OR_FOLDERS... [--out DIR] [--threshold VALUE | --normal DIR [--quantile Q]]
+                [--npy] [--no-overlays] [--device D]          a trained model on any images (adlib.predict)
 
 ``train`` and ``test`` go through the results store (:mod:`adlib.results`), the notebooks' store:
 a run trained here is reused by a notebook asking for the same job, and the other way round.
@@ -321,6 +323,26 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_folder
+
+    res = predict_folder(
+        args.run,
+        args.inputs,
+        out=args.out,
+        threshold=args.threshold,
+        normal=args.normal,
+        quantile=args.quantile,
+        npy=args.npy,
+        overlays=not args.no_overlays,
+        device=args.device,
+    )
+    value = getattr(res.threshold, "value", res.threshold)
+    flagged = "" if res.decisions is None else f", {int(res.decisions.sum())} anomalous at threshold {value:.6g}"
+    print(f"{len(res.paths)} image(s) scored{flagged} -> {res.out / 'scores.csv'}")
+    return 0
+
+
 def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: list[str] | None = None) -> None:
     p.add_argument(
         "method", help=f"a method or a variant's name: {', '.join(names) if names else 'glass, glass-m, ...'}"
@@ -464,6 +486,25 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     e = sub.add_parser("test", help="evaluate a method trained by `adlib train`; writes its results record")
     _run_options(e, method, names)
     e.set_defaults(func=_cmd_test)
+
+    pr = sub.add_parser(
+        "predict", help="score any images with a trained model (RUN/model.pt): scores.csv, decisions, overlays"
+    )
+    pr.add_argument("run", metavar="RUN", help="a run folder holding model.pt (adlib train, the results store)")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files, folders (recursive), globs")
+    pr.add_argument("--out", help="output folder (default: RUN/predict)")
+    thr = pr.add_mutually_exclusive_group()
+    thr.add_argument("--threshold", type=float, metavar="VALUE", help="anomalous when score >= VALUE")
+    thr.add_argument(
+        "--normal",
+        metavar="DIR",
+        help="held-out normal images: the threshold is a quantile of their scores, stored in RUN/threshold.json",
+    )
+    pr.add_argument("--quantile", type=float, metavar="Q", help="with --normal: the quantile (default 0.99)")
+    pr.add_argument("--npy", action="store_true", help="also write the raw maps as maps/<name>.npy")
+    pr.add_argument("--no-overlays", action="store_true", help="do not write overlays/<name>.png")
+    pr.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
+    pr.set_defaults(func=_cmd_predict)
     return p
 
 

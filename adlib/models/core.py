@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .base import (
@@ -264,6 +265,78 @@ class MethodConfig:
         """Check (and normalise, e.g. lists to tuples) the fields; ``ValueError`` naming the field."""
 
 
+@dataclasses.dataclass
+class ImagePredictions:
+    """What :meth:`Method.predict_images` returns: per input, in order, its name (``paths``: the
+    file path, or ``<array i>`` / ``<image i>`` for an in-memory image), its image score
+    (``scores``, float64) and its anomaly map at the input's own size (``maps``: float32 ``H x W``
+    arrays, sizes may differ from input to input)."""
+
+    paths: list[str]
+    scores: np.ndarray
+    maps: list[np.ndarray]
+
+
+class _ImageList(torch.utils.data.Dataset):
+    """Arbitrary images as a test set for a method's ``predict``: each read lazily (files through
+    :func:`adlib.data.base.open_image`), passed through ``transform``, with an all-zero mask and
+    label 0 (unknown); the size of every input is recorded in ``sizes`` when it is read."""
+
+    def __init__(self, images: list, transform) -> None:
+        self.items: list[tuple[str, Any]] = []
+        for i, im in enumerate(images):
+            if isinstance(im, (str, os.PathLike)):
+                self.items.append((str(im), Path(im)))
+            elif isinstance(im, Image.Image):
+                self.items.append((f"<image {i}>", im))
+            elif isinstance(im, np.ndarray):
+                ok = im.dtype == np.uint8 and (im.ndim == 2 or (im.ndim == 3 and im.shape[2] == 3))
+                if not ok:
+                    raise ValueError(
+                        f"image {i}: an array must be H x W x 3 (or H x W) uint8, got shape {im.shape} dtype {im.dtype}"
+                    )
+                self.items.append((f"<array {i}>", Image.fromarray(im)))
+            else:
+                raise ValueError(f"image {i}: expected a path, a PIL image or a uint8 array, got {type(im).__name__}")
+        self.transform = transform
+        self.sizes: dict[int, tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        from ..data.base import Sample, open_image
+
+        name, src = self.items[index]
+        img = open_image(src) if isinstance(src, Path) else src
+        self.sizes[index] = (img.size[1], img.size[0])
+        x = self.transform.image(img)
+        return Sample(x, torch.zeros((1, *x.shape[-2:]), dtype=torch.float32), 0, "unknown", name)
+
+
+def map_to_input(amap: np.ndarray, transform, input_hw: tuple[int, int]) -> np.ndarray:
+    """A map at a transform's output size taken back to the input image's ``(H, W)``: the inverse
+    of ``transform``'s geometry. Without a crop the map is resized bilinearly to ``input_hw``
+    (:func:`adlib.metrics.resize_maps`); with a centre crop it is first placed where the crop was
+    taken in the resized image (the border the model never saw gets the map's minimum), then resized."""
+    from ..metrics import resize_maps
+
+    amap = np.asarray(amap, dtype=np.float32)
+    if transform.crop is not None:
+        rh, rw = transform.resized_hw(input_hw)
+        ch, cw = transform._hw(transform.crop)
+        if transform.resize_mode == "shorter_side":
+            top, left = int(round((rh - ch) / 2.0)), int(round((rw - cw) / 2.0))
+        else:
+            top, left = (rh - ch) // 2, (rw - cw) // 2
+        canvas = np.full((rh, rw), amap.min(), dtype=np.float32)
+        canvas[top : top + ch, left : left + cw] = amap
+        amap = canvas
+    if amap.shape != tuple(input_hw):
+        amap = resize_maps(amap, tuple(input_hw))
+    return amap
+
+
 class Method:
     """What every method shares: config, seeding, device, persistence, provenance."""
 
@@ -429,6 +502,26 @@ class Method:
             batch_size=batch_size or self.cfg.batch_size,
             desc=f"{self.label} predict",
             progress=progress,
+        )
+
+    def predict_images(self, images, *, device=None, progress: bool = False, transform=None) -> ImagePredictions:
+        """Score arbitrary images: ``images`` is a list of paths, PIL images and/or ``H x W x 3``
+        (or ``H x W``) uint8 arrays. Each is read (files through :func:`adlib.data.base.open_image`),
+        passed through the model's :attr:`transform` (or ``transform``: e.g. GLASS's
+        ``transform_for(dataset, category)``), scored by the method's own :meth:`predict`, and its
+        map taken back to the input's size (:func:`map_to_input`). A file that cannot be read
+        raises :class:`adlib.data.DataError` naming it; an empty list ``ValueError``."""
+        images = list(images)
+        if not images:
+            raise ValueError("predict_images: no images given")
+        tf = transform if transform is not None else self.transform
+        ds = _ImageList(images, tf)
+        pred = self.predict(ds, device=device, progress=progress)
+        maps = [map_to_input(pred.maps[i], tf, ds.sizes[i]) for i in range(len(ds))]
+        return ImagePredictions(
+            paths=[name for name, _ in ds.items],
+            scores=np.asarray(pred.image_scores, dtype=np.float64),
+            maps=maps,
         )
 
     # -- what the run pipeline asks of a method --------------------------------------------------
@@ -624,10 +717,12 @@ __all__ = [
     "DraemSynthesis",
     "EpochMethod",
     "FlopPart",
+    "ImagePredictions",
     "Method",
     "MethodConfig",
     "NetworkPart",
     "Workload",
     "input_size",
+    "map_to_input",
     "seed_for",
 ]

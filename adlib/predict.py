@@ -1,0 +1,257 @@
+"""``adlib predict``: a trained model on any images, with a stored decision threshold.
+
+::
+
+    adlib predict RUN IMAGES_OR_FOLDERS... [--out DIR] [--threshold VALUE | --normal DIR [--quantile Q]]
+                  [--npy] [--no-overlays] [--device D]
+
+``RUN`` is a run folder holding ``model.pt`` (``adlib train``, the results store). Inputs are
+image files, folders (searched recursively for the suffixes of :data:`adlib.data.base.IMAGE_SUFFIXES`,
+case-insensitively, hidden files skipped) or glob patterns. Each image goes through the model's own
+transform; its map is taken back to the image's size (:meth:`adlib.models.core.Method.predict_images`).
+
+The threshold (:mod:`adlib.thresholds`, anomalous when ``score >= threshold``), first that applies:
+``--threshold VALUE``; ``--normal DIR``: the normal-quantile threshold (``--quantile``, default
+0.99) of the scores of those held-out normal images, stored in ``RUN/threshold.json``; the
+``RUN/threshold.json`` stored earlier; else no decision (the column is left empty).
+
+Outputs in ``--out`` (default ``RUN/predict``): ``scores.csv`` (``file, score, decision,
+threshold, rule``), ``overlays/<name>.png`` (the image with its map as a heat overlay, one colour
+scale for all images of the call) unless ``--no-overlays``, ``maps/<name>.npy`` with ``--npy``.
+``<name>`` is the file's stem, or its path below the folder given with ``/`` as ``__`` when stems
+repeat (``good/000.png`` and ``crack/000.png``: ``good__000``, ``crack__000``).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.base import IMAGE_SUFFIXES, DataError
+from .io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_FILE = "threshold.json"
+_SUFFIXES = {s.lower() for s in IMAGE_SUFFIXES}
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
+
+
+def collect_images(inputs) -> list[tuple[Path, str]]:
+    """The images of ``inputs`` (files, folders searched recursively, glob patterns), in order,
+    each once, as ``(path, relative name)``: the name is the path below the folder it was found in
+    (a file's or a glob match's own name otherwise). :class:`DataError` for an input that is
+    neither (named), and when nothing is found."""
+    out: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(p: Path, rel: str) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append((p, rel))
+
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(path).parts):
+                    add(p, p.relative_to(path).as_posix())
+        elif path.is_file():
+            if path.suffix.lower() not in _SUFFIXES:
+                raise DataError(f"{path} is not an image file (suffixes: {', '.join(sorted(_SUFFIXES))})")
+            add(path, path.name)
+        elif glob.has_magic(str(item)):
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            for m in matches:
+                if m.is_dir():
+                    for p in sorted(m.rglob("*")):
+                        if _is_image(p):
+                            add(p, p.relative_to(m).as_posix())
+                elif _is_image(m):
+                    add(m, m.name)
+        else:
+            raise DataError(f"no such image file or folder: {item}")
+    if not out:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} (suffixes: {', '.join(sorted(_SUFFIXES))})")
+    return out
+
+
+def output_names(rels: list[str]) -> list[str]:
+    """File-name stems for the outputs of images named ``rels`` (:func:`collect_images`): the
+    stem, or, for stems that repeat, the relative path without suffix, ``/`` as ``__``; a
+    remaining clash gets ``-<index>``."""
+    stems = [Path(r).stem for r in rels]
+    names = [
+        s if stems.count(s) == 1 else str(Path(r).with_suffix("")).replace(os.sep, "__").replace("/", "__")
+        for s, r in zip(stems, rels)
+    ]
+    return [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
+
+
+def read_threshold(run: Path):
+    """The :class:`~adlib.thresholds.Threshold` stored in ``run/threshold.json``, None if absent;
+    ``ValueError`` naming the file when it cannot be read."""
+    from .thresholds import Threshold
+
+    path = Path(run) / THRESHOLD_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Threshold.from_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise ValueError(f"cannot read the threshold {path}: {exc}") from exc
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def overlay_image(image_path_or_rgb, amap: np.ndarray, lo: float, hi: float, alpha: float = 0.5) -> np.ndarray:
+    """``H x W x 3`` uint8: the image blended with ``amap`` through the ``jet`` colour map, the
+    map scaled from ``[lo, hi]`` to [0, 1] (clipped), ``alpha`` the heat's weight."""
+    from matplotlib import colormaps
+
+    from .data.base import open_image
+
+    if isinstance(image_path_or_rgb, np.ndarray):
+        rgb = image_path_or_rgb
+    else:
+        rgb = np.asarray(open_image(Path(image_path_or_rgb), "RGB"))
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    norm = np.clip((np.asarray(amap, dtype=np.float64) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    heat = colormaps["jet"](norm)[..., :3] * 255.0
+    return np.clip(np.rint((1 - alpha) * rgb.astype(np.float64) + alpha * heat), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class PredictResult:
+    """What :func:`predict_folder` did: the output folder, the images' paths, scores and
+    decisions (None without a threshold), the threshold (a :class:`~adlib.thresholds.Threshold`,
+    the float given, or None) and its rule (``"given"``, the Threshold's, ``""`` for none)."""
+
+    out: Path
+    paths: list[str]
+    scores: np.ndarray
+    decisions: np.ndarray | None
+    threshold: object | None
+    rule: str = ""
+
+
+def predict_folder(
+    run,
+    inputs,
+    *,
+    out=None,
+    threshold: float | None = None,
+    normal=None,
+    quantile: float | None = None,
+    npy: bool = False,
+    overlays: bool = True,
+    device=None,
+    progress: bool = True,
+) -> PredictResult:
+    """``adlib predict`` (module docstring): load ``run/model.pt``, score the images of ``inputs``,
+    choose the threshold and write ``scores.csv``, overlays and maps to ``out``."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .models import load
+    from .thresholds import Threshold, decide, from_normal
+
+    run = Path(run)
+    model_path = run / "model.pt"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"no trained model: {model_path} not found (train one with `adlib train`)")
+    if threshold is not None and normal is not None:
+        raise ValueError("give either --threshold or --normal, not both")
+    if quantile is not None and normal is None:
+        raise ValueError("--quantile goes with --normal DIR (the held-out normal images it is taken over)")
+    images = collect_images(inputs)
+    normal_images = collect_images([normal]) if normal is not None else []
+    model = load(model_path)
+    log.info("%s: %s from %s on %d image(s)", "predict", model.label, model_path, len(images))
+
+    thr = None  # a Threshold (chosen on normal images or stored), or the value given
+    if threshold is not None:
+        value = float(threshold)
+        if not np.isfinite(value):
+            raise ValueError(f"--threshold must be a finite number, got {threshold!r}")
+        thr, rule = value, "given"
+        log.info("threshold %.6g as given", value)
+    elif normal is not None:
+        normal_pred = model.predict_images([p for p, _ in normal_images], device=device, progress=progress)
+        thr = from_normal(normal_pred.scores, 0.99 if quantile is None else quantile)
+        thr = Threshold(thr.value, thr.rule, thr.level, {**thr.params, "normal": str(normal)}, thr.n_normal, 0)
+        atomic_write_json(run / THRESHOLD_FILE, thr.as_dict())
+        log.info(
+            "threshold %.6g: quantile %s of %d normal image(s) in %s, written to %s",
+            thr.value,
+            thr.params["quantile"],
+            thr.n_normal,
+            normal,
+            run / THRESHOLD_FILE,
+        )
+    else:
+        thr = read_threshold(run)
+        if thr is None:
+            log.info(
+                "no threshold (no --threshold, no --normal, no %s): the decision column is left empty",
+                run / THRESHOLD_FILE,
+            )
+        else:
+            log.info("threshold %.6g from %s (%s)", thr.value, run / THRESHOLD_FILE, thr.rule)
+
+    pred = model.predict_images([p for p, _ in images], device=device, progress=progress)
+    decisions = decide(pred.scores, thr) if thr is not None else None
+    if isinstance(thr, Threshold):
+        value, rule = thr.value, thr.rule
+    elif thr is None:
+        value, rule = None, ""
+
+    out = Path(out) if out is not None else run / "predict"
+    out.mkdir(parents=True, exist_ok=True)
+    names = output_names([rel for _, rel in images])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "score", "decision", "threshold", "rule"])
+    for i, (p, _) in enumerate(images):
+        dec = "" if decisions is None else ("anomalous" if decisions[i] else "normal")
+        w.writerow([str(p), repr(float(pred.scores[i])), dec, "" if value is None else repr(value), rule])
+    atomic_write_text(out / "scores.csv", buf.getvalue())
+    if overlays or npy:
+        lo = float(min(m.min() for m in pred.maps))
+        hi = float(max(m.max() for m in pred.maps))
+        for i in tqdm(range(len(images)), desc="writing overlays and maps", disable=not progress, leave=False):
+            if overlays:
+                png = io.BytesIO()
+                Image.fromarray(overlay_image(images[i][0], pred.maps[i], lo, hi)).save(png, format="PNG")
+                _atomic_write_bytes(out / "overlays" / f"{names[i]}.png", png.getvalue())
+            if npy:
+                arr = io.BytesIO()
+                np.save(arr, pred.maps[i].astype(np.float32))
+                _atomic_write_bytes(out / "maps" / f"{names[i]}.npy", arr.getvalue())
+    log.info("scores of %d image(s) written to %s", len(images), out / "scores.csv")
+    return PredictResult(out, [str(p) for p, _ in images], pred.scores, decisions, thr, rule)
+
+
+__all__ = ["THRESHOLD_FILE", "PredictResult", "collect_images", "output_names", "predict_folder", "read_threshold"]
