@@ -8,7 +8,8 @@
 ``RUN`` is a run folder holding ``model.pt`` (``adlib train``, the results store). Inputs are
 image files, folders (searched recursively for the suffixes of :data:`adlib.data.base.IMAGE_SUFFIXES`,
 case-insensitively, hidden files skipped) or glob patterns. Each image goes through the model's own
-transform; its map is taken back to the image's size (:meth:`adlib.models.core.Method.predict_images`).
+transform (:func:`run_transform`: a per-category resize from the run's ``train.json``); its map is
+taken back to the image's size (:meth:`adlib.models.core.Method.predict_images`).
 
 The threshold (:mod:`adlib.thresholds`, anomalous when ``score >= threshold``), first that applies:
 ``--threshold VALUE``; ``--normal DIR``: the normal-quantile threshold (``--quantile``, default
@@ -114,6 +115,26 @@ def read_threshold(run: Path):
         raise ValueError(f"cannot read the threshold {path}: {exc}") from exc
 
 
+def run_transform(run: Path, model):
+    """The transform the run was trained and tested with: a method that resizes per category
+    (GLASS's ``transform_for``, the released wood/toothbrush resize) gets the dataset and category
+    of ``run/train.json`` (or ``record.json``); otherwise, or without them, ``model.transform``."""
+    for_category = getattr(model, "transform_for", None)
+    if for_category is None:
+        return model.transform
+    for name in ("train.json", "record.json"):
+        path = Path(run) / name
+        if not path.is_file():
+            continue
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from exc
+        if isinstance(rec, dict) and rec.get("dataset") and rec.get("category"):
+            return for_category(str(rec["dataset"]), str(rec["category"]))
+    return model.transform
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -189,6 +210,7 @@ def predict_folder(
     images = collect_images(inputs)
     normal_images = collect_images([normal]) if normal is not None else []
     model = load(model_path)
+    transform = run_transform(run, model)
     log.info("%s: %s from %s on %d image(s)", "predict", model.label, model_path, len(images))
 
     thr = None  # a Threshold (chosen on normal images or stored), or the value given
@@ -199,7 +221,9 @@ def predict_folder(
         thr, rule = value, "given"
         log.info("threshold %.6g as given", value)
     elif normal is not None:
-        normal_pred = model.predict_images([p for p, _ in normal_images], device=device, progress=progress)
+        normal_pred = model.predict_images(
+            [p for p, _ in normal_images], device=device, progress=progress, transform=transform
+        )
         thr = from_normal(normal_pred.scores, 0.99 if quantile is None else quantile)
         thr = Threshold(thr.value, thr.rule, thr.level, {**thr.params, "normal": str(normal)}, thr.n_normal, 0)
         atomic_write_json(run / THRESHOLD_FILE, thr.as_dict())
@@ -221,7 +245,7 @@ def predict_folder(
         else:
             log.info("threshold %.6g from %s (%s)", thr.value, run / THRESHOLD_FILE, thr.rule)
 
-    pred = model.predict_images([p for p, _ in images], device=device, progress=progress)
+    pred = model.predict_images([p for p, _ in images], device=device, progress=progress, transform=transform)
     decisions = decide(pred.scores, thr) if thr is not None else None
     if isinstance(thr, Threshold):
         value, rule = thr.value, thr.rule
@@ -254,4 +278,12 @@ def predict_folder(
     return PredictResult(out, [str(p) for p, _ in images], pred.scores, decisions, thr, rule)
 
 
-__all__ = ["THRESHOLD_FILE", "PredictResult", "collect_images", "output_names", "predict_folder", "read_threshold"]
+__all__ = [
+    "THRESHOLD_FILE",
+    "PredictResult",
+    "collect_images",
+    "output_names",
+    "predict_folder",
+    "read_threshold",
+    "run_transform",
+]

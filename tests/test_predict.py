@@ -206,3 +206,20 @@ def test_collect_images_files_folders_globs(tmp_path):
     with pytest.raises(DataError, match="no images found"):
         collect_images([str(tmp_path / "*.gif")])
     assert output_names(["good/000.png", "crack/000.png", "x/a.png"]) == ["good__000", "crack__000", "a"]
+
+
+def test_cli_uses_the_runs_per_category_transform(benchmark, images, tmp_path):
+    # GLASS with the released per-category resize: MVTec wood is resized to round(64 * 329 / 288) = 73
+    model = tiny("glass-m", benchmark, category_resize="released", epochs=1)
+    model.fit(get_dataset("synth", CATEGORY, "train", root=benchmark, transform=model.transform), progress=False)
+    run = tmp_path / "run"
+    model.save(run / "model.pt")
+    (run / "train.json").write_text(json.dumps({"method": "glass", "dataset": "mvtec", "category": "wood"}))
+    tf = model.transform_for("mvtec", "wood")
+    assert tf.resize == 73 and model.transform.resize == 64
+    one = sorted((images / "imgs").rglob("*.png"))[-1]
+    assert main(["predict", str(run), str(one), "--out", str(tmp_path / "o"), "--no-overlays"]) == 0
+    (row,) = _read_csv(tmp_path / "o" / "scores.csv")
+    want = model.predict_images([one], transform=tf).scores[0]
+    plain = model.predict_images([one]).scores[0]
+    assert float(row["score"]) == pytest.approx(want, rel=1e-6) and want != pytest.approx(plain, rel=1e-6)
