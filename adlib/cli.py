@@ -13,7 +13,8 @@
                 [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
     adlib test METHOD --dataset D --category C [same options]      writes the run's record.json
     adlib predict RUN IMAGES_OR_FOLDERS... [--out DIR] [--threshold VALUE | --normal DIR [--quantile Q]]
-                [--npy] [--no-overlays] [--device D]          a trained model on any images (adlib.predict)
+                [--npy] [--no-overlays] [--device D] [--tile T [--overlap F]]
+                                                              a trained model on any images (adlib.predict)
 
 ``train`` and ``test`` go through the results store (:mod:`adlib.results`), the notebooks' store:
 a run trained here is reused by a notebook asking for the same job, and the other way round.
@@ -336,6 +337,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         npy=args.npy,
         overlays=not args.no_overlays,
         device=args.device,
+        tile=args.tile,
+        overlap=args.overlap,
     )
     value = getattr(res.threshold, "value", res.threshold)
     flagged = "" if res.decisions is None else f", {int(res.decisions.sum())} anomalous at threshold {value:.6g}"
@@ -504,6 +507,13 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     pr.add_argument("--npy", action="store_true", help="also write the raw maps as maps/<name>.npy")
     pr.add_argument("--no-overlays", action="store_true", help="do not write overlays/<name>.png")
     pr.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")
+    pr.add_argument(
+        "--tile",
+        type=int,
+        metavar="T",
+        help="tiled inference: images larger than T pixels cut into T x T tiles, maps averaged, score = max over tiles",
+    )
+    pr.add_argument("--overlap", type=float, metavar="F", help="with --tile: fraction of a tile shared (default 0.25)")
     pr.set_defaults(func=_cmd_predict)
     return p
 

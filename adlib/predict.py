@@ -3,7 +3,7 @@
 ::
 
     adlib predict RUN IMAGES_OR_FOLDERS... [--out DIR] [--threshold VALUE | --normal DIR [--quantile Q]]
-                  [--npy] [--no-overlays] [--device D]
+                  [--npy] [--no-overlays] [--device D] [--tile T [--overlap 0.25]]
 
 ``RUN`` is a run folder holding ``model.pt`` (``adlib train``, the results store). Inputs are
 image files, folders (searched recursively for the suffixes of :data:`adlib.data.base.IMAGE_SUFFIXES`,
@@ -21,6 +21,12 @@ threshold, rule``), ``overlays/<name>.png`` (the image with its map as a heat ov
 scale for all images of the call) unless ``--no-overlays``, ``maps/<name>.npy`` with ``--npy``.
 ``<name>`` is the file's stem, or its path below the folder given with ``/`` as ``__`` when stems
 repeat (``good/000.png`` and ``crack/000.png``: ``good__000``, ``crack__000``).
+
+``--tile T``: tiled inference for images larger than the model's input (:func:`predict_tiled`):
+an image larger than ``T`` pixels on a side is cut into overlapping tiles (:func:`tile_grid`), each
+scored as an image of its own, the maps stitched back by averaging and the image's score the maximum
+over its tiles. The held-out normal images of ``--normal`` are tiled alike, so that the threshold is
+on the same scale as the scores it decides on.
 """
 
 from __future__ import annotations
@@ -164,6 +170,99 @@ def overlay_image(image_path_or_rgb, amap: np.ndarray, lo: float, hi: float, alp
     return np.clip(np.rint((1 - alpha) * rgb.astype(np.float64) + alpha * heat), 0, 255).astype(np.uint8)
 
 
+def _positions(length: int, tile: int, stride: int) -> list[int]:
+    """Tile starts along one side: ``0, stride, 2 * stride, ...`` before ``length - tile``, then
+    ``length - tile`` (the last tile flush with the border); ``[0]`` when the side fits in a tile."""
+    if length <= tile:
+        return [0]
+    return [*range(0, length - tile, stride), length - tile]
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
+    """The tiles of an ``height x width`` image as ``(top, left, tile_h, tile_w)``, row by row.
+
+    The stride is ``max(1, round(tile * (1 - overlap)))``; along each side the tiles start at
+    multiples of the stride below ``side - tile`` and the last one at ``side - tile``, flush with the
+    border, so every pixel is covered (neighbours overlap by at least ``tile - stride`` pixels). A
+    side no longer than ``tile`` is not cut: its tiles span it whole (``tile_h = height`` or
+    ``tile_w = width``), so an image no larger than ``tile`` on either side is one tile, itself.
+    ``ValueError`` for a tile below 1 or an overlap outside ``[0, 1)``."""
+    if isinstance(tile, bool) or int(tile) != tile or tile < 1:
+        raise ValueError(f"tile must be a whole number of pixels >= 1, got {tile!r}")
+    if not 0.0 <= float(overlap) < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    tile = int(tile)
+    stride = max(1, int(round(tile * (1.0 - float(overlap)))))
+    th, tw = min(tile, height), min(tile, width)
+    return [(top, left, th, tw) for top in _positions(height, tile, stride) for left in _positions(width, tile, stride)]
+
+
+def stitch(maps, grid, height: int, width: int) -> np.ndarray:
+    """One ``height x width`` float32 map from per-tile maps (each at its tile's size, ``grid`` as
+    :func:`tile_grid`): every pixel is the mean of the maps of the tiles that cover it (the sum of
+    the tile maps over a weight map counting the tiles on each pixel). ``ValueError`` when a map's
+    size is not its tile's or a pixel is left uncovered."""
+    total = np.zeros((height, width), dtype=np.float64)
+    weight = np.zeros((height, width), dtype=np.float64)
+    for amap, (top, left, th, tw) in zip(maps, grid, strict=True):
+        amap = np.asarray(amap)
+        if amap.shape != (th, tw):
+            raise ValueError(f"tile map at ({top}, {left}) has shape {amap.shape}, expected {(th, tw)}")
+        total[top : top + th, left : left + tw] += amap
+        weight[top : top + th, left : left + tw] += 1.0
+    if not (weight > 0).all():
+        raise ValueError("the tiles do not cover the image")
+    return (total / weight).astype(np.float32)
+
+
+def predict_tiled(
+    model, images, *, tile: int, overlap: float = 0.25, device=None, progress: bool = False, transform=None
+):
+    """Tiled :meth:`~adlib.models.core.Method.predict_images` for images larger than the model's
+    input: ``images`` as there (paths, PIL images, ``H x W x 3`` / ``H x W`` uint8 arrays).
+
+    Each image is cut by :func:`tile_grid` (``tile`` in the image's own pixels, ``overlap`` the
+    fraction neighbours share); every tile goes through ``model.predict_images`` as an image of its
+    own (the model's ``transform``, or ``transform``, resizes it), which returns its map at the
+    tile's size; the maps are stitched to the image's size by :func:`stitch` (the mean where tiles
+    overlap). The image score is the maximum of its tiles' scores: a method's image score is defined
+    for the whole image it sees, not for a set of tiles. An image no larger than ``tile`` is one tile,
+    scored as by ``predict_images``. Returns :class:`~adlib.models.core.ImagePredictions`."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .data.base import open_image
+    from .models.core import ImagePredictions
+
+    images = list(images)
+    if not images:
+        raise ValueError("predict_tiled: no images given")
+    tile_grid(1, 1, tile, overlap)  # check tile and overlap before reading anything
+    names, scores, maps = [], [], []
+    for i, im in enumerate(tqdm(images, desc="tiled predict", disable=not progress, leave=False)):
+        if isinstance(im, (str, os.PathLike)):
+            name, img = str(im), open_image(Path(im))
+        elif isinstance(im, Image.Image):
+            name, img = f"<image {i}>", im
+        elif isinstance(im, np.ndarray):
+            if not (im.dtype == np.uint8 and (im.ndim == 2 or (im.ndim == 3 and im.shape[2] == 3))):
+                raise ValueError(
+                    f"image {i}: an array must be H x W x 3 (or H x W) uint8, got shape {im.shape} dtype {im.dtype}"
+                )
+            name, img = f"<array {i}>", Image.fromarray(im)
+        else:
+            raise ValueError(f"image {i}: expected a path, a PIL image or a uint8 array, got {type(im).__name__}")
+        width, height = img.size
+        grid = tile_grid(height, width, tile, overlap)
+        crops = [img.crop((left, top, left + tw, top + th)) for top, left, th, tw in grid]
+        pred = model.predict_images(crops, device=device, progress=False, transform=transform)
+        names.append(name)
+        scores.append(float(np.max(pred.scores)))
+        maps.append(stitch(pred.maps, grid, height, width))
+        log.debug("%s: %d x %d in %d tile(s) of %d", name, width, height, len(grid), tile)
+    return ImagePredictions(paths=names, scores=np.asarray(scores, dtype=np.float64), maps=maps)
+
+
 @dataclass
 class PredictResult:
     """What :func:`predict_folder` did: the output folder, the images' paths, scores and
@@ -190,9 +289,13 @@ def predict_folder(
     overlays: bool = True,
     device=None,
     progress: bool = True,
+    tile: int | None = None,
+    overlap: float | None = None,
 ) -> PredictResult:
     """``adlib predict`` (module docstring): load ``run/model.pt``, score the images of ``inputs``,
-    choose the threshold and write ``scores.csv``, overlays and maps to ``out``."""
+    choose the threshold and write ``scores.csv``, overlays and maps to ``out``. With ``tile``,
+    every image (the ``normal`` ones too) is scored tiled (:func:`predict_tiled`, ``overlap``,
+    default 0.25; ``overlap`` without ``tile`` is refused)."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -207,11 +310,25 @@ def predict_folder(
         raise ValueError("give either --threshold or --normal, not both")
     if quantile is not None and normal is None:
         raise ValueError("--quantile goes with --normal DIR (the held-out normal images it is taken over)")
+    if tile is None and overlap is not None:
+        raise ValueError("--overlap goes with --tile T (the tiles it is the overlap of)")
+    overlap = 0.25 if overlap is None else overlap
+    if tile is not None:
+        tile_grid(1, 1, tile, overlap)  # --tile / --overlap checked before any work
     images = collect_images(inputs)
     normal_images = collect_images([normal]) if normal is not None else []
     model = load(model_path)
     transform = run_transform(run, model)
     log.info("%s: %s from %s on %d image(s)", "predict", model.label, model_path, len(images))
+    if tile is not None:
+        log.info("tiled: tiles of %d pixels, overlap %g; image score = max over tiles", tile, overlap)
+
+    def score(paths):
+        if tile is None:
+            return model.predict_images(paths, device=device, progress=progress, transform=transform)
+        return predict_tiled(
+            model, paths, tile=tile, overlap=overlap, device=device, progress=progress, transform=transform
+        )
 
     thr = None  # a Threshold (chosen on normal images or stored), or the value given
     if threshold is not None:
@@ -221,9 +338,7 @@ def predict_folder(
         thr, rule = value, "given"
         log.info("threshold %.6g as given", value)
     elif normal is not None:
-        normal_pred = model.predict_images(
-            [p for p, _ in normal_images], device=device, progress=progress, transform=transform
-        )
+        normal_pred = score([p for p, _ in normal_images])
         thr = from_normal(normal_pred.scores, 0.99 if quantile is None else quantile)
         thr = Threshold(thr.value, thr.rule, thr.level, {**thr.params, "normal": str(normal)}, thr.n_normal, 0)
         atomic_write_json(run / THRESHOLD_FILE, thr.as_dict())
@@ -245,7 +360,7 @@ def predict_folder(
         else:
             log.info("threshold %.6g from %s (%s)", thr.value, run / THRESHOLD_FILE, thr.rule)
 
-    pred = model.predict_images([p for p, _ in images], device=device, progress=progress, transform=transform)
+    pred = score([p for p, _ in images])
     decisions = decide(pred.scores, thr) if thr is not None else None
     if isinstance(thr, Threshold):
         value, rule = thr.value, thr.rule
@@ -284,6 +399,9 @@ __all__ = [
     "collect_images",
     "output_names",
     "predict_folder",
+    "predict_tiled",
     "read_threshold",
     "run_transform",
+    "stitch",
+    "tile_grid",
 ]

@@ -504,13 +504,23 @@ class Method:
             progress=progress,
         )
 
-    def predict_images(self, images, *, device=None, progress: bool = False, transform=None) -> ImagePredictions:
+    def predict_images(
+        self, images, *, device=None, progress: bool = False, transform=None, tile=None, overlap: float = 0.25
+    ) -> ImagePredictions:
         """Score arbitrary images: ``images`` is a list of paths, PIL images and/or ``H x W x 3``
         (or ``H x W``) uint8 arrays. Each is read (files through :func:`adlib.data.base.open_image`),
         passed through the model's :attr:`transform` (or ``transform``: e.g. GLASS's
         ``transform_for(dataset, category)``), scored by the method's own :meth:`predict`, and its
         map taken back to the input's size (:func:`map_to_input`). A file that cannot be read
-        raises :class:`adlib.data.DataError` naming it; an empty list ``ValueError``."""
+        raises :class:`adlib.data.DataError` naming it; an empty list ``ValueError``. With ``tile``
+        (pixels of the input), images larger than it are scored in overlapping tiles, maps averaged
+        where tiles overlap and the score the maximum over tiles (:func:`adlib.predict.predict_tiled`)."""
+        if tile is not None:
+            from ..predict import predict_tiled
+
+            return predict_tiled(
+                self, images, tile=tile, overlap=overlap, device=device, progress=progress, transform=transform
+            )
         images = list(images)
         if not images:
             raise ValueError("predict_images: no images given")
