@@ -609,7 +609,6 @@ class Measured:
     flops: dict[str, int]
     state_bytes: int
     map_size: int
-    epoch_method: bool
     model: Any = field(repr=False)
 
 
@@ -677,7 +676,7 @@ def _state_bytes(model) -> int:
 def _measure(method: str, profile: str, overrides: tuple) -> Measured:
     from .models import build
     from .models.base import MODELS, _load_all
-    from .models.core import EpochMethod, input_size
+    from .models.core import input_size
 
     _load_all()
     opts = dict(overrides)
@@ -699,7 +698,7 @@ def _measure(method: str, profile: str, overrides: tuple) -> Measured:
                 if isinstance(v, torch.Tensor) and v.device.type != "meta":
                     setattr(mod, k, v.to("meta"))
     flops = {name: part_flops(p.module, p.shape, p.backward, "meta") for name, p in model.flop_parts().items()}
-    return Measured(flops, _state_bytes(model), input_size(model.transform), isinstance(model, EpochMethod), model)
+    return Measured(flops, _state_bytes(model), input_size(model.transform), model)
 
 
 def measure(job: Job) -> Measured:

@@ -256,7 +256,7 @@ def rehearse(
                     )
                 )
             else:
-                log.info("the bill lists exactly the %d runs the rehearsal trained", _count_runs())
+                log.info("the bill lists exactly the %d runs the rehearsal trained", len(_run_dirs()))
     return batch
 
 
@@ -265,10 +265,6 @@ def _run_dirs() -> set[str]:
 
     store = ResultsStore.for_profile("paper")
     return {str(p.parent.relative_to(store.root)) for p in store.root.glob(f"*/*/*/*/{RECORD}")}
-
-
-def _count_runs() -> int:
-    return len(_run_dirs())
 
 
 def compare_with_bill(data_root: str | os.PathLike, notebooks: Sequence[str]) -> tuple[list[str], list[str]]:
