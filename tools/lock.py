@@ -1,6 +1,6 @@
 """Refresh requirements.lock and environment.yml's pins (``make lock``).
 
-Creates a fresh virtual environment, installs the project and its extras (``notebooks``, ``dev``) with pyproject.toml's version ranges
+Creates a fresh virtual environment, installs the project and its extras (``notebooks``, ``dev``, ``export``, ``cluster``, ``fast``) with pyproject.toml's version ranges
 (no constraints), freezes every installed distribution (setuptools included, pip not) into ``requirements.lock`` and rewrites the
 ``==`` pins of ``environment.yml`` from it. Review the diff, rerun ``make test`` (numbers can move
 with numpy/scipy/torch releases: refresh the notebooks with ``make notebooks`` when they do) and
@@ -23,7 +23,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the extras make installs (and the lock covers)
-EXTRAS = ("notebooks", "dev")
+EXTRAS = ("notebooks", "dev", "export", "cluster", "fast")
 HEADER = """# The exact versions of every dependency (Linux x86-64, Python 3.11), complete: make installs them as they
 # are (pip install --no-deps -r requirements.lock, then pip install --no-deps -e . and pip check).
 # Refresh: make lock (fresh venv, unpinned install of pyproject.toml's ranges, pip freeze --all). environment.yml agrees.
