@@ -10,7 +10,7 @@
     adlib reproduce --profile paper --plan [--csv PATH] [--throughput TFLOPS]   the bill: runs, images, FLOPs, disk, GPU time
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
-                [--shots K] [--contamination EPS] [the method's own options, e.g. adtr --labels]
+                [--shots K] [--contamination EPS] [--calibration F] [the method's own options, e.g. adtr --labels]
     adlib test METHOD --dataset D --category C [same options]      writes the run's record.json
     adlib predict RUN IMAGES_OR_FOLDERS... [--out DIR] [--threshold VALUE | --normal DIR [--quantile Q]]
                 [--npy] [--no-overlays] [--device D] [--tile T [--overlap F]]
@@ -272,6 +272,7 @@ def _job(args: argparse.Namespace):
         "shots": args.shots,
         "contamination": args.contamination,
         "contamination_protocol": args.contamination_protocol,
+        "calibration": args.calibration,
     }
     for opt in _method_options(args.method):
         val = getattr(args, _dest(opt.flag), None)
@@ -372,6 +373,13 @@ def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: l
         "--contamination-protocol",
         choices=["leak-free", "released"],
         help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=float,
+        metavar="F",
+        help="hold out a fraction F of the normal training images (drawn with --seed); after training, "
+        "their 0.99 score quantile is stored as the run's decision threshold (RUN/threshold.json)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     opts = _method_options(method)
@@ -503,7 +511,13 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
         metavar="DIR",
         help="held-out normal images: the threshold is a quantile of their scores, stored in RUN/threshold.json",
     )
-    pr.add_argument("--quantile", type=float, metavar="Q", help="with --normal: the quantile (default 0.99)")
+    pr.add_argument(
+        "--quantile",
+        type=float,
+        metavar="Q",
+        help="with --normal: the quantile (default 0.99); alone: recompute the stored threshold of a "
+        "--calibration run from its held-out scores (RUN/calibration.json)",
+    )
     pr.add_argument("--npy", action="store_true", help="also write the raw maps as maps/<name>.npy")
     pr.add_argument("--no-overlays", action="store_true", help="do not write overlays/<name>.png")
     pr.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: auto)")

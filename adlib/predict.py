@@ -14,7 +14,10 @@ taken back to the image's size (:meth:`adlib.models.core.Method.predict_images`)
 The threshold (:mod:`adlib.thresholds`, anomalous when ``score >= threshold``), first that applies:
 ``--threshold VALUE``; ``--normal DIR``: the normal-quantile threshold (``--quantile``, default
 0.99) of the scores of those held-out normal images, stored in ``RUN/threshold.json``; the
-``RUN/threshold.json`` stored earlier; else no decision (the column is left empty).
+``--quantile Q`` alone, for a run trained with ``--calibration``: that quantile of the held-out
+normal scores it stored (:func:`recalibrate`); the ``RUN/threshold.json`` stored earlier (by
+``--normal``, or at training by ``adlib train --calibration F``: :mod:`adlib.protocols`); else no
+decision (the column is left empty).
 
 Outputs in ``--out`` (default ``RUN/predict``): ``scores.csv`` (``file, score, decision,
 threshold, rule``), ``overlays/<name>.png`` (the image with its map as a heat overlay, one colour
@@ -48,6 +51,8 @@ from .io import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 THRESHOLD_FILE = "threshold.json"
+#: a ``calibration`` run's held-out normal scores (:mod:`adlib.results`, ``adlib train --calibration``)
+CALIBRATION_FILE = "calibration.json"
 _SUFFIXES = {s.lower() for s in IMAGE_SUFFIXES}
 
 
@@ -119,6 +124,23 @@ def read_threshold(run: Path):
         return Threshold.from_dict(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, ValueError) as exc:
         raise ValueError(f"cannot read the threshold {path}: {exc}") from exc
+
+
+def recalibrate(run: Path, quantile: float):
+    """The normal-quantile threshold at ``quantile`` of the held-out normal scores a
+    ``calibration`` run stored (``run/calibration.json``), written to ``run/threshold.json``;
+    ``ValueError`` naming the file when it cannot be read."""
+    from .thresholds import Threshold, from_normal
+
+    path = Path(run) / CALIBRATION_FILE
+    try:
+        scores = json.loads(path.read_text())["scores"]
+        thr = from_normal(np.asarray(scores, dtype=np.float64), quantile)
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the held-out scores of {path}: {exc}") from exc
+    thr = Threshold(thr.value, thr.rule, thr.level, {**thr.params, "source": "calibration hold-out"}, thr.n_normal, 0)
+    atomic_write_json(Path(run) / THRESHOLD_FILE, thr.as_dict())
+    return thr
 
 
 def run_transform(run: Path, model):
@@ -308,8 +330,13 @@ def predict_folder(
         raise FileNotFoundError(f"no trained model: {model_path} not found (train one with `adlib train`)")
     if threshold is not None and normal is not None:
         raise ValueError("give either --threshold or --normal, not both")
-    if quantile is not None and normal is None:
-        raise ValueError("--quantile goes with --normal DIR (the held-out normal images it is taken over)")
+    if quantile is not None and normal is None and threshold is not None:
+        raise ValueError("--quantile goes with --normal DIR or a --calibration run, not with --threshold")
+    if quantile is not None and normal is None and not (run / CALIBRATION_FILE).is_file():
+        raise ValueError(
+            f"--quantile goes with --normal DIR (the held-out normal images it is taken over) or a run "
+            f"trained with --calibration (no {run / CALIBRATION_FILE})"
+        )
     if tile is None and overlap is not None:
         raise ValueError("--overlap goes with --tile T (the tiles it is the overlap of)")
     overlap = 0.25 if overlap is None else overlap
@@ -349,6 +376,11 @@ def predict_folder(
             thr.n_normal,
             normal,
             run / THRESHOLD_FILE,
+        )
+    elif quantile is not None:  # a calibration run: the stored held-out scores at another quantile
+        thr = recalibrate(run, quantile)
+        log.info(
+            "threshold %.6g: quantile %s of the run's %d held-out normal image(s)", thr.value, quantile, thr.n_normal
         )
     else:
         thr = read_threshold(run)
@@ -394,6 +426,7 @@ def predict_folder(
 
 
 __all__ = [
+    "CALIBRATION_FILE",
     "THRESHOLD_FILE",
     "PredictResult",
     "collect_images",
@@ -401,6 +434,7 @@ __all__ = [
     "predict_folder",
     "predict_tiled",
     "read_threshold",
+    "recalibrate",
     "run_transform",
     "stitch",
     "tile_grid",

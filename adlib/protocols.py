@@ -76,6 +76,17 @@ normal training images, the whole test split.
     read training labels (:func:`check_method_accepts`), and it cannot be combined with
     ``contamination`` or ``real_anomalies`` / ``real_holdout`` (one source of training anomalies
     per run).
+
+``calibration`` (a decision threshold from held-out normal images, issue 20)
+    ``calibration = f`` in (0, 0.5]: ``max(1, round(f * n))`` of the ``n`` normal training images
+    are held out of training (drawn uniformly without replacement, candidates sorted by path, from
+    ``default_rng(SeedSequence([seed, round(f * 1e6), 0xCA1B]))``, :data:`CALIBRATION_MAGIC`);
+    after training, the run scores them and stores the normal-quantile threshold
+    (:func:`adlib.thresholds.from_normal`) with the model, in ``threshold.json`` beside
+    ``model.pt`` (:func:`adlib.results.train_job`), which ``adlib predict`` then uses. It is applied
+    first, so ``shots`` draws from the images left; the test set is unchanged. The held-out files
+    are recorded (``calibration_files``). A category with a single normal training image cannot
+    hold one out (:class:`~adlib.data.DataError`).
 """
 
 from __future__ import annotations
@@ -106,13 +117,16 @@ from .synthesis.contamination import (
 log = logging.getLogger(__name__)
 
 #: the protocol keys this version understands
-KEYS = ("shots", "contamination", "contamination_protocol", "real_anomalies", "real_holdout", "outliers")
+KEYS = ("shots", "contamination", "contamination_protocol", "real_anomalies", "real_holdout", "outliers", "calibration")
 
 #: the fixed entry of the real-anomaly draw's seed sequence (module docstring)
 REAL_ANOMALY_MAGIC = 0xADA7
 
 #: the fixed entry of the outlier-exposure draw's seed sequence (module docstring)
 OUTLIER_MAGIC = 0x0E17
+
+#: the fixed entry of the calibration draw's seed sequence (module docstring)
+CALIBRATION_MAGIC = 0xCA1B
 
 #: outlier sources of the ``outliers`` protocol: value -> (dataset, category, split)
 OUTLIER_SOURCES = {"cifar100": ("cifar100", "all", "train")}
@@ -172,6 +186,11 @@ def check_protocol(protocol: dict[str, Any] | None) -> dict[str, Any]:
                     "real_anomalies/real_holdout cannot be combined with contamination: "
                     "both protocols move test anomalies into training"
                 )
+    if "calibration" in out:
+        f = out["calibration"]
+        if isinstance(f, bool) or not isinstance(f, (int, float, np.floating, np.integer)) or not 0.0 < float(f) <= 0.5:
+            raise ValueError(f"calibration must be a fraction in (0, 0.5] of the normal training images, got {f!r}")
+        out["calibration"] = float(f)
     if "outliers" in out:
         if out["outliers"] not in OUTLIER_SOURCES:
             raise ValueError(f"outliers must be one of {tuple(OUTLIER_SOURCES)}, got {out['outliers']!r}")
@@ -199,6 +218,34 @@ def few_shot(ds: AnomalyDataset, k: int, seed: int) -> AnomalyDataset:
         )
     chosen = [normal[int(i)] for i in few_shot_indices(len(normal), k, seed)]
     return dataclasses.replace(ds, records=chosen)
+
+
+def calibration_split(ds: AnomalyDataset, fraction: float, seed: int) -> tuple[AnomalyDataset, AnomalyDataset]:
+    """``(train, held_out)``: ``ds`` without ``max(1, round(fraction * n))`` of its ``n`` normal
+    images, and a dataset of those (module docstring, ``calibration``). The draw depends on
+    ``(seed, fraction)`` and the set of normal files only; ``DataError`` when fewer than two normal
+    images leave nothing to train on."""
+    normal = sorted((r for r in ds.records if int(r.label) == 0), key=lambda r: str(r.image_path))
+    k = max(1, round(float(fraction) * len(normal)))
+    if k >= len(normal):
+        raise DataError(
+            f"{ds.name}/{ds.category}/{ds.split}: calibration={fraction} would hold out {k} of its "
+            f"{len(normal)} normal training image(s), leaving none to train on"
+        )
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), round(float(fraction) * 1e6), CALIBRATION_MAGIC]))
+    held = {str(normal[int(i)].image_path) for i in rng.choice(len(normal), size=k, replace=False)}
+    train = [r for r in ds.records if str(r.image_path) not in held]
+    out = [r for r in normal if str(r.image_path) in held]
+    return dataclasses.replace(ds, records=train), dataclasses.replace(ds, records=out)
+
+
+def calibration_set(protocol: dict[str, Any] | None, train_ds: AnomalyDataset, seed: int) -> AnomalyDataset | None:
+    """The held-out normal images of a ``calibration`` protocol (the training split before any
+    protocol is applied, as :func:`apply_protocol` draws them), None without one."""
+    p = check_protocol(protocol)
+    if "calibration" not in p:
+        return None
+    return calibration_split(train_ds, p["calibration"], seed)[1]
 
 
 @dataclass
@@ -429,9 +476,19 @@ def apply_protocol(
     (for ``shots``: the chosen training files, relative to the dataset's folder where possible;
     for ``contamination`` and ``real_anomalies``: the files moved, see :func:`contaminated` and
     :func:`real_anomalies`; for ``outliers``: see :func:`outlier_exposure`). ``shots`` is applied
-    first, then the anomalies are added."""
+    first (after ``calibration``'s hold-out), then the anomalies are added."""
     p = check_protocol(protocol)
     detail: dict[str, Any] = dict(p)
+    if "calibration" in p:
+        train_ds, held = calibration_split(train_ds, p["calibration"], seed)
+        detail["calibration_files"] = [_short(r.image_path) for r in held.records]
+        log.info(
+            "calibration: %d normal training image(s) of %s/%s held out for the threshold (seed %d)",
+            len(held),
+            train_ds.name,
+            train_ds.category,
+            seed,
+        )
     if "shots" in p:
         train_ds = few_shot(train_ds, p["shots"], seed)
         detail["train_files"] = [_short(r.image_path) for r in train_ds.records]
@@ -456,12 +513,15 @@ def _short(path) -> str:
 
 
 __all__ = [
+    "CALIBRATION_MAGIC",
     "KEYS",
     "OUTLIER_MAGIC",
     "OUTLIER_SOURCES",
     "REAL_ANOMALY_MAGIC",
     "ContaminatedDataset",
     "apply_protocol",
+    "calibration_set",
+    "calibration_split",
     "check_method_accepts",
     "check_protocol",
     "contaminated",

@@ -19,6 +19,9 @@ Layout under the store's root (default ``<repo>/runs/<profile>/results``)::
         model.pt           # the trained model (adlib.models.load)
         checkpoints/       # per-epoch checkpoint; a killed run resumes from it
         prediction.npz     # image scores, labels, defect types, paths (+ maps when small, + mask_known when some mask is unknown)
+        thresholds.json    # thresholds the labelled test split gives (F1-max, target FPR; for analysis)
+        threshold.json     # with the ``calibration`` protocol: the decision threshold from held-out
+        calibration.json   #   normal training images, and their scores (adlib predict uses it)
 
 The command line (``adlib train`` / ``adlib test``), the notebooks and batch runs share this
 layout and :func:`run_job`: ``adlib train`` writes ``model.pt`` and ``train.json``, ``adlib test``
@@ -77,6 +80,12 @@ log = logging.getLogger(__name__)
 RECORD = "record.json"
 #: written when training finished (``adlib train``; the test then only predicts and evaluates)
 TRAIN_RECORD = "train.json"
+#: the quantile of a ``calibration`` run's stored normal-quantile thresholds
+CALIBRATION_QUANTILE = 0.99
+#: the thresholds the labelled test split gives, for analysis (:func:`_label_thresholds`)
+LABEL_THRESHOLDS = "thresholds.json"
+#: the false-positive rate of the test split's target-FPR threshold in ``thresholds.json``
+TEST_TARGET_FPR = 0.05
 #: fields of a config that name places or resources, not settings: left out of the hash
 UNHASHED_FIELDS = ("data_root",)
 #: config fields added after records were written, with the value that reproduces the former
@@ -655,6 +664,76 @@ def _datasets(job: Job, model, data_root):
     return apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)
 
 
+def _calibration_set(job: Job, model, data_root):
+    """The held-out normal images of the job's ``calibration`` protocol (:mod:`adlib.protocols`),
+    None without one."""
+    from .data import get_dataset
+    from .protocols import calibration_set
+
+    if "calibration" not in dict(job.protocol):
+        return None
+    for_category = getattr(model, "transform_for", None)
+    transform = for_category(job.dataset, job.category) if for_category is not None else model.transform
+    train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=transform)
+    return calibration_set(dict(job.protocol), train_ds, job.seed)
+
+
+def _calibrate(model, calib_ds, run_dir: Path, dev, progress: bool) -> dict[str, Any]:
+    """Score the held-out normal images of a ``calibration`` run and store its thresholds with the
+    model: ``calibration.json`` (the files, their image scores, the image-level and pixel-level
+    normal-quantile thresholds at :data:`CALIBRATION_QUANTILE`) and ``threshold.json`` (the
+    image-level one, what ``adlib predict`` decides with). Returns the summary for ``train.json``."""
+    from .predict import CALIBRATION_FILE, THRESHOLD_FILE
+    from .thresholds import from_normal, from_normal_maps
+
+    pred = model.predict(calib_ds, device=dev, progress=progress)
+    q = CALIBRATION_QUANTILE
+    image = from_normal(pred.image_scores, q)
+    image = dataclasses.replace(image, params={**image.params, "source": "calibration hold-out"})
+    pixel = from_normal_maps(pred.maps, q)
+    pixel = dataclasses.replace(pixel, params={**pixel.params, "source": "calibration hold-out"})
+    atomic_write_json(
+        run_dir / CALIBRATION_FILE,
+        {
+            "files": list(pred.paths),
+            "scores": [float(s) for s in pred.image_scores],
+            "image": image.as_dict(),
+            "pixel": pixel.as_dict(),
+        },
+    )
+    atomic_write_json(run_dir / THRESHOLD_FILE, image.as_dict())
+    log.info(
+        "threshold %.6g (quantile %s of %d held-out normal image(s)) -> %s", image.value, q, len(pred.paths), run_dir
+    )
+    return {"images": len(pred.paths), "quantile": q, "image": image.value, "pixel": pixel.value}
+
+
+def _label_thresholds(pred, run_dir: Path) -> None:
+    """``thresholds.json``: the thresholds the labelled test split gives (image F1-max, the image
+    threshold at :data:`TEST_TARGET_FPR`, pixel F1-max over the images with known masks), for
+    analysis: chosen and judged on the same images, they are optimistic as a decision rule; the
+    stored decision threshold (``threshold.json``) comes from normal images only. A split without
+    anomalies, or with constant scores, leaves the entries it cannot give out (logged)."""
+    from .thresholds import from_labels
+
+    out: dict[str, Any] = {"source": "test split (optimistic: chosen and judged on the same images)"}
+    labels = np.asarray(pred.labels)
+    known = np.asarray(pred.mask_known, dtype=bool)
+    tries = {
+        "image_f1_max": lambda: from_labels(labels, pred.image_scores, "f1-max"),
+        "image_target_fpr": lambda: from_labels(labels, pred.image_scores, "target-fpr", target_fpr=TEST_TARGET_FPR),
+        "pixel_f1_max": lambda: from_labels(pred.masks[known], pred.maps[known], "f1-max", level="pixel"),
+    }
+    if labels.min() == labels.max():
+        tries = {}
+    for name, make in tries.items():
+        try:
+            out[name] = make().as_dict()
+        except ValueError as exc:
+            log.info("%s: no %s threshold (%s)", run_dir, name, exc)
+    atomic_write_json(run_dir / LABEL_THRESHOLDS, out)
+
+
 def _train_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> _Trained:
     from .models import build
     from .profiles import resolve_device
@@ -670,6 +749,8 @@ def _train_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progr
     model.fit(train_ds, device=dev, progress=progress, checkpoint_dir=run_dir / "checkpoints", **fit_kw)
     train_s = time.perf_counter() - t0
     model.save(run_dir / "model.pt")
+    calib_ds = _calibration_set(job, model, data_root)
+    calibration = _calibrate(model, calib_ds, run_dir, dev, progress) if calib_ds is not None else None
     record = {
         **job.key(),
         "label": job.label,
@@ -678,6 +759,7 @@ def _train_locked(job: Job, run_dir: Path, *, data_root=None, device=None, progr
         "model": model.info(),
         "train_images": len(train_ds),
         "train_seconds": round(train_s, 3),
+        **({"calibration": calibration} if calibration is not None else {}),
         "environment": environment(dev),
         "data_root": str(data_root) if data_root else None,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -714,6 +796,7 @@ def _test_locked(
     else:  # both protocols from one training: standard (last epoch) and released (selected epoch)
         pred, metrics, released = _both_protocols(model, pred, test_ds, spec, dev)
     _save_prediction(run_dir / "prediction.npz", pred)
+    _label_thresholds(pred, run_dir)
     record = {  # the training record (key, protocol, train timing) with the test's results
         **train_rec,
         "metrics": metrics,

@@ -132,7 +132,7 @@ def results(tmp_path_factory):
     procs = {mode: start(mode) for mode in MODES} if WORKERS > 1 else {}
     for mode in MODES:
         p = procs.get(mode) or start(mode)
-        stdout, stderr = p.communicate(timeout=900)
+        stdout, stderr = p.communicate(timeout=1800)  # generous: a hang, not a slow shared machine, should fail it
         assert p.returncode == 0, stderr[-3000:]
         rows = [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert len(rows) == len(jobs[mode]) and all(r["mode"] == mode and r["threads"] == 1 for r in rows), (mode, rows)
