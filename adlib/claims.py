@@ -122,13 +122,18 @@ def read(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def _pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except (PermissionError, TypeError, ValueError):  # alive but not ours / unreadable: assume alive
         return True
-    return True
+    try:  # Linux: the state field of /proc/<pid>/stat follows the command name in parentheses
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def staleness(holder: dict[str, Any]) -> str | None:

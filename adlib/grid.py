@@ -309,8 +309,9 @@ def slots(
 _SLOT: Slot | None = None
 
 
-def _init_worker(parent: int, queue) -> None:
-    """Pool initializer: die with the parent, take this worker's slot, set its torch threads."""
+def _init_worker(parent: int, queue, level: int = logging.WARNING) -> None:
+    """Pool initializer: die with the parent, take this worker's slot, set its torch threads, log
+    at the parent's level (a resumed run says so)."""
     global _SLOT
     from .results import _die_with_parent
 
@@ -319,7 +320,7 @@ def _init_worker(parent: int, queue) -> None:
     import torch
 
     torch.set_num_threads(_SLOT.threads)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def _pool_bundle(bundle: list[Job], store_root: str, data_root) -> list[dict[str, Any]]:
@@ -364,7 +365,10 @@ def run_local(
         for s in worker_slots:
             queue.put(s)
         with ProcessPoolExecutor(
-            max_workers=len(worker_slots), mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(), queue)
+            max_workers=len(worker_slots),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(os.getpid(), queue, logging.getLogger().getEffectiveLevel()),
         ) as ex:
             futs = {ex.submit(_pool_bundle, b, str(store.root), store.data_root): b for b in work}
             for fut in as_completed(futs):
