@@ -256,8 +256,10 @@ def test_local_pool_with_a_device_list_killed_and_rerun_recomputes_nothing(bench
     slow_dir = store.run_dir(slow)
     try:
         _wait_for(
-            lambda: proc.poll() is not None
-            or (all(store.get(j) for j in quick) and (slow_dir / "checkpoints" / "last.pt").exists()),
+            lambda: (
+                proc.poll() is not None
+                or (all(store.get(j) for j in quick) and (slow_dir / "checkpoints" / "last.pt").exists())
+            ),
             240,
             "records and checkpoint",
         )
