@@ -373,3 +373,45 @@ def test_slurm_submission_asks_for_the_resources_and_only_unfinished_runs(benchm
     assert len(list(logs.glob("4711_*_submitted.pkl"))) == len(work) - 1
     assert main(argv[:-2] + ["--slurm-option", "qos"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_grid_worker_does_not_wait_for_a_run_held_on_this_host(tmp_path):
+    """``run_job(wait=False)``: a run whose folder lock another process (here: another open file)
+    holds is left to it at once, as is one with a live claim; a plain run_job would wait."""
+    from adlib.io import file_lock
+    from adlib.results import run_job
+
+    job = Job.make("patchcore", "synth", "wood", **FAST)
+    run_dir = tmp_path / "run"
+    with file_lock(run_dir / ".lock"):
+        with pytest.raises(claims.Claimed):
+            run_job(job, run_dir, data_root=str(tmp_path / "missing"), wait=False)
+    out = grid.run_one(job, tmp_path / "store", data_root=str(tmp_path / "missing"))
+    assert out["status"] == "failed" and "missing" in out["error"]  # no data here: failed.json, no claim left
+    store = ResultsStore(tmp_path / "store")
+    assert grid.read_failure(store.run_dir(job))["job"] == str(job)
+    assert not (store.run_dir(job) / claims.CLAIM).exists()
+
+
+def test_adlib_runs_moves_every_profiles_store(tmp_path, monkeypatch):
+    from adlib.results import default_root
+
+    monkeypatch.setenv("ADLIB_RUNS", str(tmp_path / "shared"))
+    assert default_root("paper") == tmp_path / "shared" / "paper" / "results"
+    assert ResultsStore.for_profile("smoke").root == tmp_path / "shared" / "smoke" / "results"
+
+
+def test_a_bundle_trains_adtrs_normal_stage_once(benchmark, tmp_path):
+    """A tiny ADTR's normal-only run and its adapted run (ADTR+, pixel labels) in one bundle: the
+    adapted run takes the normal-only stage from the process (its record says so)."""
+    tiny = dict(image_size=64, grid=4, k=4, width=16, heads=2, ffn=32, epochs=2, lr_milestones=(1,), adapt_epochs=1)
+    tiny["seed"] = 7  # a stage no other test of this process trained
+    normal = Job.make("adtr", "synth", "nut", variant="normal", **tiny)
+    pixel = Job.make("adtr", "synth", "nut", variant="pixel", **tiny)
+    (bundle,) = grid.bundles([pixel, normal])
+    assert bundle == [normal, pixel]
+    outs = grid.run_bundle(bundle, tmp_path / "store", data_root=str(benchmark))
+    assert [o["status"] for o in outs] == ["done", "done"]
+    store = ResultsStore(tmp_path / "store")
+    assert store.get(normal)["model"]["normal_stage_cached"] is False
+    assert store.get(pixel)["model"]["normal_stage_cached"] is True
