@@ -238,6 +238,20 @@ def _parse_slurm_options(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _check_cuda_devices(devices: list[str]) -> None:
+    """One line before any run starts when a listed CUDA device does not exist here."""
+    wanted = [d for d in devices if d.startswith("cuda")]
+    if not wanted:
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for d in wanted:
+        index = int(d.split(":", 1)[1]) if ":" in d and d.split(":", 1)[1].isdigit() else 0
+        if index >= n:
+            raise RuntimeError(f"device {d!r} requested but this machine has {n} CUDA device(s)")
+
+
 def _cmd_grid_run(args: argparse.Namespace) -> int:
     from . import grid
 
@@ -257,6 +271,7 @@ def _cmd_grid_run(args: argparse.Namespace) -> int:
         devices = grid.parse_gpus(args.gpus) if args.gpus else None
         if args.devices:
             devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        _check_cuda_devices(devices or [args.device or ""])
         worker_slots = grid.slots(args.jobs or 1, devices, args.per_gpu or 1, args.device)
         outcomes = grid.run_local(store, work, worker_slots, progress=True)
     else:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from adlib import bill, claims, grid
 from adlib.cli import main
@@ -192,6 +193,9 @@ def test_list_shows_every_state_with_counts(benchmark, tmp_path, capsys):
     assert "runs: nothing to do" in capsys.readouterr().out
     assert main(["grid", "run", "--only", "pouta/01", "--gpus", "0", "--devices", "cpu", *common]) == 2
     assert "do not go together" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # a GPU list on a machine without one: one line, nothing run
+        assert main(["grid", "run", "--only", "pouta/01", "--gpus", "0,1", *common]) == 2
+        assert "'cuda:0' requested but this machine has 0 CUDA device(s)" in capsys.readouterr().err
 
 
 def test_runs_of_missing_datasets_are_listed_not_run(tmp_path):
@@ -307,6 +311,7 @@ def test_submitit_tasks_record_fail_and_resume_after_a_kill(benchmark, tmp_path)
     holder = claims.read(slow_dir)
     assert holder is not None and holder["host"] == socket.gethostname()
     os.kill(int(holder["pid"]), signal.SIGKILL)  # the task that claimed the run
+    tasks[1]._results_timeout_s = 1  # submitit waits 15 s for a dead task's result (as its own tests, shortened)
     outcomes = grid.gather(tasks)
     by_job = {o["job"]: o for o in outcomes}
     assert by_job[str(good)]["status"] == "done" and store.get(good) is not None
