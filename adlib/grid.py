@@ -372,7 +372,16 @@ def run_local(
         ) as ex:
             futs = {ex.submit(_pool_bundle, b, str(store.root), store.data_root): b for b in work}
             for fut in as_completed(futs):
-                collect(fut.result())
+                try:
+                    collect(fut.result())
+                except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory): its runs said
+                    err = f"worker died: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                    collect(
+                        [
+                            {"job": str(j), "status": "failed", "error": err, "run_dir": "", "seconds": 0.0}
+                            for j in futs[fut]
+                        ]
+                    )
     bar.close()
     return outcomes
 
