@@ -235,6 +235,7 @@ def claim(run_dir: str | os.PathLike, *, wait: bool = True, poll: float = 1.0):
         why = staleness(holder)
         if why is not None:
             _break(path, holder, why)
+            time.sleep(0.05)  # another process may be breaking it (its guard): let it finish
             continue
         if not wait:
             raise Claimed(run_dir, holder)
