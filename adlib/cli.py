@@ -8,6 +8,12 @@
     adlib reproduce [--profile smoke|paper] [--only PATTERN] [--data-root P] [--device D] [--jobs N] [--parallel N] [--inplace] [--verbose]
     adlib reproduce --profile paper --rehearsal [--only PATTERN] [--parallel N]   the paper profile on miniature data
     adlib reproduce --profile paper --plan [--csv PATH] [--throughput TFLOPS]   the bill: runs, images, FLOPs, disk, GPU time
+    adlib grid list [--profile P] [--only PATTERN] [--data-root D] [--store S] [--state S] [--json | --csv PATH]
+    adlib grid run [--profile P] [--only PATTERN] [--limit N] [--backend local|slurm|submitit-local] [--store S]
+                [--jobs N | --gpus 0,1,2,3 [--per-gpu K] | --devices D,D] [--skip-failed]
+                [--partition P --account A --time MIN --cpus-per-task N --gpus-per-task N --mem-gb G
+                 --array-parallelism N --slurm-option KEY=VALUE --logs DIR --wait]
+                                                              the notebooks' runs as one grid (adlib.grid)
     adlib train METHOD --dataset D --category C [--profile smoke|paper] [--data-root P] [--out STORE]
                 [--device D] [--variant V] [--epochs N] [--seed N] [--set KEY=VALUE ...]
                 [--shots K] [--contamination EPS] [--calibration F] [the method's own options, e.g. adtr --labels]
@@ -189,6 +195,115 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     )
     print(batch.summary())
     return 1 if batch.failed else 0
+
+
+def _grid_setup(args: argparse.Namespace):
+    """The store and the entries of ``adlib grid list|run``."""
+    from .grid import entries
+    from .results import ResultsStore
+
+    store = ResultsStore.for_profile(args.profile, root=args.store, data_root=args.data_root, progress=False)
+    return store, entries(args.profile, only=args.only, data_root=args.data_root, limit=args.limit)
+
+
+def _cmd_grid_list(args: argparse.Namespace) -> int:
+    from .grid import STATES, counts, table
+
+    store, items = _grid_setup(args)
+    frame = table(store, items)
+    if args.state:
+        frame = frame[frame["state"] == args.state]
+    n = counts(table(store, items) if args.state else frame)
+    if args.json:
+        print(json.dumps({"store": str(store.root), "counts": n, "runs": frame.to_dict(orient="records")}, indent=2))
+        return 0
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+    if len(frame):
+        show = frame.drop(columns=["run_dir"] if not args.verbose else [])
+        print(show.to_string(index=False, max_colwidth=70))
+    print(f"\nstore {store.root}: " + ", ".join(f"{n[s]} {s}" for s in STATES) + f" ({n['total']} runs)")
+    if args.csv:
+        print(f"written: {args.csv}")
+    return 0
+
+
+def _parse_slurm_options(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--slurm-option {item!r}: expected KEY=VALUE (an sbatch option without its dashes)")
+        out[key.strip().lstrip("-")] = value.strip()
+    return out
+
+
+def _check_cuda_devices(devices: list[str]) -> None:
+    """One line before any run starts when a listed CUDA device does not exist here."""
+    wanted = [d for d in devices if d.startswith("cuda")]
+    if not wanted:
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for d in wanted:
+        index = int(d.split(":", 1)[1]) if ":" in d and d.split(":", 1)[1].isdigit() else 0
+        if index >= n:
+            raise RuntimeError(f"device {d!r} requested but this machine has {n} CUDA device(s)")
+
+
+def _cmd_grid_run(args: argparse.Namespace) -> int:
+    from . import grid
+
+    store, items = _grid_setup(args)
+    todo, no_data = grid.pending(store, items, skip_failed=args.skip_failed)
+    if no_data:
+        sets = sorted({e.job.dataset for e in no_data})
+        print(f"not run: {len(no_data)} run(s) of datasets not under the data root ({', '.join(sets)})")
+    work = grid.bundles(todo)
+    print(
+        f"{len(items)} run(s) in the grid, {len(todo)} to run in {len(work)} task(s) "
+        f"(runs sharing a prefix bundled) on the {args.backend} backend; store {store.root}"
+    )
+    if args.backend == "local":
+        if args.gpus and args.devices:
+            raise ValueError("--gpus and --devices do not go together: --devices takes any list of devices")
+        devices = grid.parse_gpus(args.gpus) if args.gpus else None
+        if args.devices:
+            devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        _check_cuda_devices(devices or [args.device or ""])
+        worker_slots = grid.slots(args.jobs or 1, devices, args.per_gpu or 1, args.device)
+        outcomes = grid.run_local(store, work, worker_slots, progress=True)
+    else:
+        cluster = "slurm" if args.backend == "slurm" else "local"
+        options = grid.SlurmOptions(
+            gpus_per_task=args.gpus_per_task,
+            cpus_per_task=args.cpus_per_task,
+            timeout_min=args.time,
+            partition=args.partition,
+            account=args.account,
+            array_parallelism=args.array_parallelism,
+            mem_gb=args.mem_gb,
+            extra=_parse_slurm_options(args.slurm_option),
+        )
+        logs = Path(args.logs) if args.logs else store.root.parent / "grid-logs"
+        jobs = grid.submit(store, work, logs, cluster, options, device=args.device)
+        if jobs:
+            print(f"submitted {len(jobs)} task(s) as {jobs[0].job_id.split('_')[0]}; logs in {logs}")
+        if not (args.wait or cluster == "local"):
+            return 0
+        outcomes = grid.gather(jobs)
+    by = {}
+    for o in outcomes:
+        by[o["status"]] = by.get(o["status"], 0) + 1
+    print("runs: " + (", ".join(f"{v} {k}" for k, v in sorted(by.items())) or "nothing to do"))
+    for o in outcomes:
+        if o["status"] == "failed":
+            print(
+                f"  FAILED {o['job']}: {o.get('error', '')}"
+                + (f" ({o['run_dir']}/failed.json)" if o["run_dir"] else "")
+            )
+    return 1 if by.get("failed") else 0
 
 
 def _cmd_rehearse(args: argparse.Namespace) -> int:
@@ -490,6 +605,51 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
         help="with --plan: GPU TFLOPS for the GPU time (default: measured in benchmarks/RESULTS.md, else assumed)",
     )
     r.set_defaults(func=_cmd_reproduce)
+
+    g = sub.add_parser("grid", help="the notebooks' training runs as one grid: list their state, run the missing ones")
+    gsub = g.add_subparsers(dest="grid_command", required=True)
+    gl = gsub.add_parser("list", help="the runs of the notebooks and their state in the store (done, running, ...)")
+    gr = gsub.add_parser("run", help="run the missing runs on a backend (local workers, Slurm); rerunning resumes")
+    for q in (gl, gr):
+        q.add_argument("--profile", choices=["smoke", "paper"], default="smoke")
+        q.add_argument("--only", help="glob or substring of notebook paths (a notebook, a paper: adtr)")
+        q.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")
+        q.add_argument(
+            "--store",
+            help="the results store (default: runs/<profile>/results, or $ADLIB_RUNS/<profile>/results: "
+            "where the notebooks read)",
+        )
+        q.add_argument("--limit", type=int, help="only the first N runs")
+    gl.add_argument("--state", choices=["done", "running", "failed", "to do"], help="only the runs in this state")
+    out = gl.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--csv", help="also write the table as CSV to this path")
+    gl.set_defaults(func=_cmd_grid_list)
+    gr.add_argument("--backend", choices=["local", "slurm", "submitit-local"], default="local")
+    gr.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the profile's)")
+    gr.add_argument("--skip-failed", action="store_true", help="leave runs that failed before (failed.json)")
+    loc = gr.add_argument_group("local backend")
+    loc.add_argument("--jobs", type=int, help="worker processes on --device (default 1)")
+    loc.add_argument("--gpus", help="GPU indices, one worker per GPU (e.g. 0,1,2,3); each worker on cuda:i")
+    loc.add_argument("--per-gpu", type=int, help="workers per GPU (or per --devices entry) for small runs (default 1)")
+    loc.add_argument("--devices", help="any torch devices, one worker each (e.g. cuda:0,cuda:1 or cpu:0,cpu:1)")
+    sl = gr.add_argument_group("slurm backend (submitit job array, one task per bundle of runs)")
+    sl.add_argument("--partition", help="Slurm partition")
+    sl.add_argument("--account", help="Slurm account")
+    sl.add_argument("--time", type=int, default=24 * 60, help="time limit per task in minutes (default 1440)")
+    sl.add_argument("--cpus-per-task", type=int, help="CPU cores per task")
+    sl.add_argument("--gpus-per-task", type=int, default=1, help="GPUs per task (default 1; 0 for CPU tasks)")
+    sl.add_argument("--mem-gb", type=float, help="memory per task in GB")
+    sl.add_argument("--array-parallelism", type=int, help="tasks of the array running at once (default 256)")
+    sl.add_argument(
+        "--slurm-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="another #SBATCH option (repeatable), e.g. qos=high",
+    )
+    sl.add_argument("--logs", help="submitit's folder: per-task logs (default: runs/<profile>/grid-logs)")
+    sl.add_argument("--wait", action="store_true", help="wait for the tasks and report their runs (default: exit)")
+    gr.set_defaults(func=_cmd_grid_run)
 
     t = sub.add_parser("train", help="train a method on one category (resumes an interrupted run)")
     _run_options(t, method, names)

@@ -36,11 +36,12 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike):
+def file_lock(path: str | os.PathLike, blocking: bool = True):
     """Hold an exclusive lock on ``path`` (created if missing; ``flock``) for the ``with`` block:
     processes that share a file (two notebooks executed side by side, two batch runs on one
     store) take turns. The lock goes with the process, so a killed one leaves none behind. Where
-    ``fcntl`` does not exist (Windows) there is no lock."""
+    ``fcntl`` does not exist (Windows) there is no lock. ``blocking=False``: raise
+    :class:`BlockingIOError` at once when another holds it."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
@@ -49,7 +50,7 @@ def file_lock(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

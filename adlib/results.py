@@ -18,6 +18,7 @@ Layout under the store's root (default ``<repo>/runs/<profile>/results``)::
         train.json         # written when training finished (key, model info, train timing)
         model.pt           # the trained model (adlib.models.load)
         checkpoints/       # per-epoch checkpoint; a killed run resumes from it
+        claim.json         # while a process runs it (adlib.claims); failed.json: adlib grid's last failure
         prediction.npz     # image scores, labels, defect types, paths (+ maps when small, + mask_known when some mask is unknown)
         thresholds.json    # thresholds the labelled test split gives (F1-max, target FPR; for analysis)
         threshold.json     # with the ``calibration`` protocol: the decision threshold from held-out
@@ -152,14 +153,20 @@ def side_by_side_env(parallel: int, cap_workers: bool = True) -> dict[str, str]:
     return {k: n for k in names if k not in os.environ}
 
 
+#: where the stores of the profiles live instead of ``<repo>/runs`` (a shared filesystem on a
+#: cluster: ``adlib grid run`` writes there and the notebooks read from there)
+ENV_RUNS = "ADLIB_RUNS"
+
+
 def default_root(profile: str = "smoke") -> Path:
-    """``<repo>/runs/<profile>/results`` (a rehearsal's: ``<repo>/runs/rehearsal/<profile>/results``,
-    :mod:`adlib.rehearsal`)."""
+    """``<repo>/runs/<profile>/results``, or ``$ADLIB_RUNS/<profile>/results`` when :data:`ENV_RUNS`
+    is set (a rehearsal's: ``<repo>/runs/rehearsal/<profile>/results``, :mod:`adlib.rehearsal`)."""
     from . import rehearsal
 
     if rehearsal.active():
         return rehearsal.root() / profile / "results"
-    return repo_root() / "runs" / profile / "results"
+    runs = os.environ.get(ENV_RUNS, "").strip()
+    return (Path(runs).expanduser() if runs else repo_root() / "runs") / profile / "results"
 
 
 def _canonical(obj: Any) -> Any:
@@ -573,16 +580,19 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def run_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True) -> dict[str, Any]:
+def run_job(
+    job: Job, run_dir: Path, *, data_root=None, device=None, progress: bool = True, wait: bool = True
+) -> dict[str, Any]:
     """Train (resuming from ``run_dir/checkpoints``, or reusing a finished training), save,
     predict, evaluate and write the record: the one run pipeline of the CLI, the notebooks and
     batch runs.
 
     ``record.json`` is written last: until then the run counts as unfinished. Runs of one job
-    never overlap (:func:`_job_lock`): a process that waited for another returns its record."""
+    never overlap (:func:`_job_lock`): a process that waited for another returns its record;
+    with ``wait=False`` it raises :class:`adlib.claims.Claimed` instead of waiting."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _job_lock(run_dir):
+    with _job_lock(run_dir, wait=wait):
         if (done := read_record(run_dir / RECORD)) is not None:  # another process finished it meanwhile
             return done
         if read_record(run_dir / TRAIN_RECORD) is not None:  # trained before (``adlib train``): test only
@@ -633,11 +643,26 @@ def test_job(job: Job, run_dir: Path, *, data_root=None, device=None, progress: 
         return _test_locked(job, run_dir, data_root=data_root, device=device, progress=progress)
 
 
-def _job_lock(run_dir: Path):
-    """One process at a time per run directory (:func:`adlib.io.file_lock` on ``run_dir/.lock``):
-    two notebooks executed side by side, or two batch runs sharing a store, that need the same
-    job train it once; the second waits and reads the record."""
-    return file_lock(run_dir / ".lock")
+@contextlib.contextmanager
+def _job_lock(run_dir: Path, wait: bool = True):
+    """One process at a time per run directory: :func:`adlib.io.file_lock` on ``run_dir/.lock``
+    (exact on one machine), then the run's claim file (:func:`adlib.claims.claim`, also across
+    machines sharing the store, and what ``adlib grid list`` reports as running). Two notebooks
+    executed side by side, or two batch runs sharing a store, that need the same job train it
+    once; the second waits and reads the record. ``wait=False`` (``adlib grid``): raise
+    :class:`adlib.claims.Claimed` at once when another process holds either."""
+    import socket
+
+    from .claims import Claimed, claim, read
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(run_dir / ".lock", blocking=wait))
+        except BlockingIOError:
+            holder = read(run_dir) or {"host": socket.gethostname(), "pid": "?", "started": time.time(), "age": 0.0}
+            raise Claimed(run_dir, holder) from None
+        stack.enter_context(claim(run_dir, wait=wait))
+        yield
 
 
 @dataclass
