@@ -16,10 +16,16 @@ leave open is fixed by the released code, which the three share (implementation-
 For WideResNet-50 layer2 + layer3 at 288 px this gives a 36 x 36 grid of 1536-D features whose
 first 768 values average blocks of 6 of layer2's 4608 patch values and the last 768 blocks of 12
 of layer3's 9216. That is the released reduction, not a spatial average followed by a concat.
+
+Export (:mod:`adlib.export`): the ONNX exporter has no adaptive average pooling whose sizes do not
+divide (PatchCore's 4608 -> 1024), so while an ONNX export traces the module
+(``torch.onnx.is_in_onnx_export()``) each pooling is the equal matrix product with a constant
+averaging matrix (:func:`adaptive_pool_matrix`); otherwise the code path is the plain pooling.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,11 +46,28 @@ def unfold_patches(f: torch.Tensor, patch_size: int = 3) -> torch.Tensor:
     return u.view(b, c * patch_size * patch_size, h, w)
 
 
+def adaptive_pool_matrix(length: int, size: int) -> torch.Tensor:
+    """The ``length x size`` matrix ``A`` with ``x @ A = adaptive_avg_pool1d(x, size)``: column ``i``
+    averages positions ``floor(i * length / size) .. ceil((i + 1) * length / size) - 1``."""
+    a = np.zeros((length, size), dtype=np.float32)  # NumPy: a constant of a traced graph, not traced ops
+    for i in range(size):
+        start, end = (i * length) // size, -((-(i + 1) * length) // size)
+        a[start:end, i] = 1.0 / (end - start)
+    return torch.from_numpy(a)
+
+
+def _pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``adaptive_avg_pool1d`` of the rows of ``x`` (``N x L`` -> ``N x size``); as a matrix product
+    while an ONNX export traces (module docstring)."""
+    if torch.onnx.is_in_onnx_export():
+        return x @ adaptive_pool_matrix(int(x.shape[-1]), size).to(x)
+    return F.adaptive_avg_pool1d(x.unsqueeze(1), size).squeeze(1)
+
+
 def reduce_dims(per_layer: list[torch.Tensor], pretrain_embed_dim: int, target_embed_dim: int) -> torch.Tensor:
     """Released two-stage reduction: each ``N x D_l`` to ``pretrain_embed_dim``, stacked, then to ``target_embed_dim``."""
-    pooled = [F.adaptive_avg_pool1d(x.unsqueeze(1), pretrain_embed_dim).squeeze(1) for x in per_layer]
-    stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
-    return F.adaptive_avg_pool1d(stacked, target_embed_dim).squeeze(1)
+    pooled = [_pool(x, pretrain_embed_dim) for x in per_layer]
+    return _pool(torch.stack(pooled, dim=1).flatten(1), target_embed_dim)
 
 
 class PatchFeatures(nn.Module):
