@@ -148,7 +148,11 @@ def run_exported(path, images: np.ndarray, fmt: str = "onnx", session=None) -> t
         sess = session if session is not None else onnx_session(path)
         score, amap = sess.run(list(OUTPUTS), {INPUT: x})
         return np.asarray(score), np.asarray(amap)
-    module = session if session is not None else torch.jit.load(str(path))
+    if session is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit's deprecation notice
+            session = torch.jit.load(str(path))
+    module = session
     with torch.no_grad():
         score, amap = module(torch.from_numpy(x))
     return score.numpy(), amap.numpy()
@@ -212,6 +216,10 @@ def _export_file(wrapper: nn.Module, example: torch.Tensor, path: Path, fmt: str
         with torch.no_grad(), warnings.catch_warnings():
             # shapes read while tracing become constants: intended, the input size is fixed (the batch stays dynamic)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # the TorchScript-based exporter and torch.jit.trace are chosen on purpose (module docstring):
+            # their deprecation notices are not the user's to act on
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
             if fmt == "onnx":
                 torch.onnx.export(
                     wrapper,
@@ -269,6 +277,12 @@ def export(
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"name must be a plain file name, got {name!r}")
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401  (the exporter's dependency)
+            import onnxruntime  # noqa: F401  (the parity check)
+        except ImportError as exc:
+            raise RuntimeError(f"ONNX export needs the export extra (pip install 'adlib[export]'): {exc}") from None
     from .models.core import Method, input_hw
 
     if isinstance(run_or_model, Method):

@@ -199,9 +199,11 @@ def test_cli_export_writes_model_and_metadata(runs, tmp_path, capsys):
     assert meta["threshold"] is None and meta["parity"]["ok"]
     assert meta["info"]["config"] == json.loads(json.dumps(model.info()["config"]))
     assert onnx.load(str(out / "pc.onnx")).opset_import[0].version == 18
-    # default output folder: RUN/export
+    # default output folder: RUN/export; a checkpoint file as RUN
     assert main(["export", str(run)]) == 0
     assert (run / "export" / "model.onnx").is_file() and (run / "export" / "model.json").is_file()
+    assert main(["export", str(run / "model.pt"), "--out", str(tmp_path / "pt")]) == 0
+    assert json.loads((tmp_path / "pt" / "model.json").read_text())["run"] == str(run)
 
 
 def test_cli_export_errors_are_one_line(runs, tmp_path, capsys):

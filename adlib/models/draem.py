@@ -721,10 +721,10 @@ class Draem(DraemSynthesis, EpochMethod):
 
 
 __all__ = [
-    "DraemExport",
     "DiscriminativeSubNetwork",
     "Draem",
     "DraemConfig",
+    "DraemExport",
     "DraemNet",
     "ReconstructiveSubNetwork",
     "gaussian_window",

@@ -978,12 +978,12 @@ class Vanilla(_ReconstructionMethod):
 
 
 __all__ = [
-    "HeatExport",
     "ABLATIONS",
     "Aggregation",
     "CoarseToFineDiscriminator",
     "DEFAULT_MSS_WEIGHTS_READING",
     "FeatureContrast",
+    "HeatExport",
     "HighLevelGuidance",
     "MSS_WEIGHT_READINGS",
     "PAPER_PARAMETERS",
