@@ -20,6 +20,7 @@ from adlib.cli import main
 from adlib.data import get_dataset
 from adlib.data.base import open_image, to_rgb
 from adlib.export import TOLERANCE, export_onnx, export_torchscript, onnx_session, run_exported
+from adlib.models.features import export_pool
 from adlib.models.smoothing import GaussianFilter, reflect_indices
 from adlib.thresholds import Threshold
 
@@ -125,6 +126,13 @@ def test_gaussian_filter_equals_scipy(sigma, hw):
     # the border rule: half-sample symmetric (d c b a | a b c d), repeating for a radius beyond the axis
     assert reflect_indices(3, 4).tolist() == [2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0]
     assert reflect_indices(9, 16).tolist() == np.pad(np.arange(9), 16, mode="symmetric").tolist()
+
+
+@pytest.mark.parametrize(("length", "size"), [(4608, 1024), (4608, 1536), (64, 32), (10, 4), (3, 7)])
+def test_export_pool_equals_adaptive_avg_pool(length, size):
+    x = torch.randn(5, length, generator=torch.Generator().manual_seed(0))
+    want = torch.nn.functional.adaptive_avg_pool1d(x.unsqueeze(1), size).squeeze(1)
+    torch.testing.assert_close(export_pool(x, size), want, rtol=1e-6, atol=1e-6)
 
 
 def _shapes_at_batch_one(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
