@@ -41,9 +41,10 @@ import torch
 
 import adlib
 from adlib import numerics
-from adlib.export import ExportedModel, _Prepared, export_onnx, onnx_session
+from adlib.data.base import ImageTransform
+from adlib.export import ExportedModel, export_onnx, onnx_session
 from adlib.models import build
-from adlib.models.core import input_hw
+from adlib.models.core import _ImageList, input_hw
 
 MODELS = ("glass-smoke", "patchcore-smoke", "glass-paper", "patchcore-paper")
 
@@ -97,7 +98,7 @@ def bench(name: str, batch: int, reps: int, threads: int, paper_bank: int) -> di
         sess = onnx_session(res.path, threads=threads)
         session_s = time.perf_counter() - t0
         ort_s = _median_seconds(lambda: sess.run(None, {"image": x}), reps)
-        prepared = _Prepared(images, bool(model.transform.normalize))
+        prepared = _ImageList(list(images), ImageTransform(resize=None, normalize=bool(model.transform.normalize)))
         torch_predict_s = _median_seconds(lambda: model.predict(prepared, batch_size=batch, progress=False), reps)
         mean_std = (meta["preprocessing"]["mean"], meta["preprocessing"]["std"])
         wrapper = ExportedModel(model.export_module(), *mean_std).eval()
