@@ -257,7 +257,8 @@ def export(
     (module docstring). ``out`` defaults to ``RUN/export`` (required for a model object).
     ``check_images``: uint8 ``N x H x W x 3`` images at the input size for the parity check (default
     ``n_check`` random ones drawn with ``seed``); ``threshold``: a value or
-    :class:`~adlib.thresholds.Threshold` for a model object (a run's ``threshold.json`` otherwise)."""
+    :class:`~adlib.thresholds.Threshold` for a model object (a run's ``threshold.json`` otherwise).
+    The export runs on the CPU: a model object is moved there."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "onnx" and int(opset) < MIN_OPSET:

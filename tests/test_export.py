@@ -27,13 +27,15 @@ from adlib.thresholds import Threshold
 CATEGORY = "wood"
 #: label -> overrides of tests/test_lifecycle.py's tiny config: every method, the variants whose
 #: inference differs (ADL without its segmentation head; ADTR with the optional Gaussian; PatchCore
-#: without the reweighting), GLASS-h for the GLASS variants (one network, m / h / j differ in training)
+#: without the reweighting, and with feature sizes the adaptive pooling does not divide), GLASS-h for
+#: the GLASS variants (one network, m / h / j differ in training)
 CASES = {
     "glass-m": ("glass-m", {}),
     "glass-h": ("glass-h", {"epochs": 1}),
     "simplenet": ("simplenet", {}),
     "patchcore": ("patchcore", {}),
     "patchcore-max": ("patchcore", {"reweight": False}),
+    "patchcore-pool": ("patchcore", {"pretrain_embed_dim": 50, "target_embed_dim": 40}),  # sizes that do not divide
     "pouta": ("pouta", {}),
     "vanilla": ("vanilla", {}),
     "adl": ("adl", {}),
