@@ -7,7 +7,8 @@
 ``RUN`` is a run folder holding ``model.pt`` (``adlib train``, the results store; as for
 ``adlib predict``) or a ``.pt`` checkpoint. Written to ``--out`` (default ``RUN/export``), each
 atomically: ``<name>.onnx`` and ``<name>.json``, the metadata (TorchScript: ``<name>.ts`` and
-``<name>.ts.json``).
+``<name>.ts.json``). The command prints the input size, the threshold carried and the parity; its exit
+status is 1 when the parity check fails (the files are written, their metadata says ``"ok": false``).
 
 The graph (:class:`ExportedModel`)
     input ``image``: ``B x 3 x H x W`` **uint8**, RGB, NCHW, at the model's input size ``(H, W)``
