@@ -21,6 +21,8 @@
     adlib predict RUN IMAGES_OR_FOLDERS... [--out DIR] [--threshold VALUE | --normal DIR [--quantile Q]]
                 [--npy] [--no-overlays] [--device D] [--tile T [--overlap F]]
                                                               a trained model on any images (adlib.predict)
+    adlib export RUN [--format onnx|torchscript] [--out DIR] [--opset N] [--name NAME]
+                                                              the model as ONNX + metadata, parity checked (adlib.export)
 
 ``train`` and ``test`` go through the results store (:mod:`adlib.results`), the notebooks' store:
 a run trained here is reused by a notebook asking for the same job, and the other way round.
@@ -462,6 +464,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    res = export(args.run, args.out, fmt=args.format, opset=args.opset, name=args.name)
+    meta = res.metadata
+    p = meta["parity"]
+    h, w = meta["input"]["size_hw"]
+    fmt = f"onnx, opset {meta['opset']}" if meta["format"] == "onnx" else "torchscript"
+    print(f"{meta['registry_name']} exported ({fmt}; input uint8 RGB B x 3 x {h} x {w}) -> {res.path}")
+    thr = meta["threshold"]
+    stored = f"threshold {thr['value']:.6g} ({thr['rule']})" if thr else "no threshold (RUN/threshold.json absent)"
+    print(f"metadata -> {res.metadata_path}; {stored}")
+    print(
+        f"parity vs PyTorch on {p['images']} random image(s): score max |diff| {p['score_max_abs_diff']:.2g}, "
+        f"map max |diff| {p['map_max_abs_diff']:.2g} ({'ok' if p['ok'] else 'NOT within ' + str(p['tolerance'])})"
+    )
+    return 0 if p["ok"] else 1
+
+
 def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: list[str] | None = None) -> None:
     p.add_argument(
         "method", help=f"a method or a variant's name: {', '.join(names) if names else 'glass, glass-m, ...'}"
@@ -689,6 +710,21 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     )
     pr.add_argument("--overlap", type=float, metavar="F", help="with --tile: fraction of a tile shared (default 0.25)")
     pr.set_defaults(func=_cmd_predict)
+
+    ex = sub.add_parser(
+        "export", help="export a trained model (RUN/model.pt) as ONNX (or TorchScript) with its metadata JSON"
+    )
+    ex.add_argument("run", metavar="RUN", help="a run folder holding model.pt (adlib train, the results store)")
+    ex.add_argument(
+        "--format",
+        choices=["onnx", "torchscript"],
+        default="onnx",
+        help="onnx (default; every method exports) or torchscript (a traced module, torch.jit.load)",
+    )
+    ex.add_argument("--out", help="output folder (default: RUN/export)")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    ex.add_argument("--name", default="model", help="file name stem: NAME.onnx and NAME.json (default: model)")
+    ex.set_defaults(func=_cmd_export)
     return p
 
 

@@ -238,7 +238,7 @@ from .. import losses, rehearsal
 from ..backbones import BackboneInfo, FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
-from .core import DraemSynthesis, EpochMethod, MethodConfig, Workload
+from .core import DraemSynthesis, EpochMethod, MethodConfig, Workload, input_hw
 from .scores import top_k_mean
 
 log = logging.getLogger(__name__)
@@ -1156,6 +1156,11 @@ class ADL(DraemSynthesis, EpochMethod):
 
         return self._predict_batches(test_ds, score_batch, batch_size or 2 * self.cfg.batch_size, progress)
 
+    def export_module(self) -> ADLExport:
+        """:meth:`predict`'s path as one module (:class:`ADLExport`) at the transform's size."""
+        self.net.eval()
+        return ADLExport(self.net, input_hw(self.transform), self.pixel_map == "segmentation").eval()
+
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {**super()._state(), "iteration": int(self.iteration), "backbone": self.backbone_info.as_dict()}
@@ -1221,8 +1226,27 @@ def _resize(m: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(m[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
+class ADLExport(nn.Module):
+    """ADL inference as one module, for export (:mod:`adlib.export`): images in [0, 1]
+    ``B x 3 x H x W`` (the ImageNet normalisation, if any, is inside :class:`ADLNet`) -> ``psi_K``
+    ``B`` (Eq. 2) and the pixel map (:attr:`ADL.pixel_map`: the segmentation head's ``M_o`` or the
+    score map) at ``size`` (bilinear), as :meth:`ADL.predict`."""
+
+    def __init__(self, net: ADLNet, size: tuple[int, int], segmentation: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.size = (int(size[0]), int(size[1]))
+        self.segmentation = bool(segmentation)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(images, seg=self.segmentation)
+        m = out["seg"] if self.segmentation else out["score_map"]
+        return out["score"], _resize(m, self.size).float()
+
+
 __all__ = [
     "ADL",
+    "ADLExport",
     "ADLConfig",
     "ADLNet",
     "BURN_IN_MODES",

@@ -114,8 +114,9 @@ from .. import rehearsal
 from ..backbones import FeatureExtractor
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, register, resolve_device
-from .core import CliOption, EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_size
+from .core import CliOption, EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_hw, input_size
 from .scores import mean_pool_max_valid, top_k_mean
+from .smoothing import GaussianFilter
 
 log = logging.getLogger(__name__)
 
@@ -475,6 +476,29 @@ class ADTRModel(nn.Module):
         super().train(mode)
         self.features.eval()
         return self
+
+
+class ADTRExport(nn.Module):
+    """ADTR inference as one module, for export (:mod:`adlib.export`): images in [0, 1]
+    ``B x 3 x H x W`` -> image score ``B`` (:func:`image_score`, window ``pool``) and the pixel map
+    at ``size``: ``||d(:, u)||_2`` (:class:`ADTRModel`) up-sampled bilinearly (``align_corners``
+    as configured) and, with ``sigma > 0``, smoothed by the fixed convolution equal to SciPy's
+    Gaussian (:class:`~adlib.models.smoothing.GaussianFilter`), as :meth:`ADTR.predict`."""
+
+    def __init__(self, model: ADTRModel, size: tuple[int, int], align_corners: bool, sigma: float, pool: int) -> None:
+        super().__init__()
+        self.model = model
+        self.size = (int(size[0]), int(size[1]))
+        self.align_corners = bool(align_corners)
+        self.smooth = GaussianFilter(sigma, self.size) if sigma > 0 else None
+        self.pool = int(pool)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.model(images)
+        up = F.interpolate(s[:, None], size=self.size, mode="bilinear", align_corners=self.align_corners)[:, 0]
+        if self.smooth is not None:
+            up = self.smooth(up)
+        return image_score(up, self.pool), up
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1079,6 +1103,12 @@ class ADTR(EpochMethod):
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
+    def export_module(self) -> ADTRExport:
+        """:meth:`predict`'s path as one module (:class:`ADTRExport`) at the transform's size."""
+        self.net.eval()
+        c = self.cfg
+        return ADTRExport(self.network, input_hw(self.transform), c.align_corners, c.smooth_sigma, c.score_pool).eval()
+
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
@@ -1121,6 +1151,7 @@ class ADTR(EpochMethod):
 __all__ = [
     "ADTR",
     "ADTRConfig",
+    "ADTRExport",
     "ADTRNet",
     "DecoderLayer",
     "EncoderLayer",

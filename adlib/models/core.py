@@ -205,6 +205,16 @@ class Workload:
     note: str = ""
 
 
+def input_hw(transform) -> tuple[int, int]:
+    """``(H, W)`` of the images a method's transform produces (its crop, else its resize): the fixed
+    input size of an exported model (:mod:`adlib.export`). ``ValueError`` when the size depends on
+    the image (no resize; or a shorter-side resize without a crop)."""
+    size = transform.crop if transform.crop is not None else transform.resize
+    if size is None or (transform.crop is None and transform.resize_mode == "shorter_side" and isinstance(size, int)):
+        raise ValueError(f"the transform {transform} has no fixed output size (a crop or a (H, W) resize is needed)")
+    return transform._hw(size)
+
+
 def input_size(transform) -> int:
     """The side of the square image a method's transform produces (its crop, else its resize)."""
     size = transform.crop or transform.resize
@@ -534,6 +544,15 @@ class Method:
             maps=maps,
         )
 
+    # -- export (:mod:`adlib.export`) ------------------------------------------------------------
+    def export_module(self) -> torch.nn.Module:
+        """The method's inference path as one ``nn.Module`` for export (:mod:`adlib.export`):
+        prepared images ``B x 3 x H x W`` (what :attr:`transform` produces, at :func:`input_hw`)
+        -> ``(score B, map B x H x W)``, computed as :meth:`predict` computes them (its image score;
+        its map at the transform's output size, up-sampling and smoothing included). Each method
+        builds it from its own parts; ``NotImplementedError`` for a method that has none."""
+        raise NotImplementedError(f"{self.label}: this method has no export module")
+
     # -- what the run pipeline asks of a method --------------------------------------------------
     @property
     def fit_uses_test_set(self) -> bool:
@@ -732,6 +751,7 @@ __all__ = [
     "MethodConfig",
     "NetworkPart",
     "Workload",
+    "input_hw",
     "input_size",
     "map_to_input",
     "seed_for",

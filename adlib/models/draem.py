@@ -136,7 +136,7 @@ from .. import rehearsal
 from ..complexity import count_parameters
 from ..data.base import ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
-from .core import DraemSynthesis, EpochMethod, MethodConfig
+from .core import DraemSynthesis, EpochMethod, MethodConfig, input_hw
 from .scores import mean_pool_max_same
 
 log = logging.getLogger(__name__)
@@ -542,6 +542,27 @@ class DraemConfig(MethodConfig):
 # The method
 
 
+class DraemExport(nn.Module):
+    """DRAEM inference as one module, for export (:mod:`adlib.export`): images in [0, 1]
+    ``B x 3 x H x W`` -> image score ``B`` (Eq. 5, :func:`image_score`) and ``M_o`` at ``size``
+    (bilinear when the sizes differ), as :meth:`Draem.predict`."""
+
+    def __init__(self, net: DraemNet, size: tuple[int, int], pool: int) -> None:
+        super().__init__()
+        self.net = net
+        self.size = (int(size[0]), int(size[1]))
+        self.pool = int(pool)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heat = self.net(images)["heat"]
+        maps = (
+            heat
+            if tuple(heat.shape[-2:]) == self.size
+            else F.interpolate(heat[:, None], self.size, mode="bilinear")[:, 0]
+        )
+        return image_score(heat, self.pool), maps.float()
+
+
 @register("draem", display="DRAEM")
 class Draem(DraemSynthesis, EpochMethod):
     """DRAEM as released (see the module docstring); lifecycle of :class:`adlib.models.core.EpochMethod`."""
@@ -676,6 +697,11 @@ class Draem(DraemSynthesis, EpochMethod):
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
+    def export_module(self) -> DraemExport:
+        """:meth:`predict`'s path as one module (:class:`DraemExport`) at the transform's size."""
+        self.net.eval()
+        return DraemExport(self.net, input_hw(self.transform), self.cfg.score_pool).eval()
+
     # -- persistence: DraemSynthesis._state / _load_state (trained modules, texture provenance)
 
     # -- provenance ----------------------------------------------------------------------------
@@ -698,6 +724,7 @@ __all__ = [
     "DiscriminativeSubNetwork",
     "Draem",
     "DraemConfig",
+    "DraemExport",
     "DraemNet",
     "ReconstructiveSubNetwork",
     "gaussian_window",

@@ -16,10 +16,17 @@ leave open is fixed by the released code, which the three share (implementation-
 For WideResNet-50 layer2 + layer3 at 288 px this gives a 36 x 36 grid of 1536-D features whose
 first 768 values average blocks of 6 of layer2's 4608 patch values and the last 768 blocks of 12
 of layer3's 9216. That is the released reduction, not a spatial average followed by a concat.
+
+Export (:mod:`adlib.export`): the ONNX exporter has no adaptive average pooling of a dynamic number
+of rows, nor one whose sizes do not divide (PatchCore's 4608 -> 1024), so while an ONNX export traces
+the module (``torch.onnx.is_in_onnx_export()``) each pooling is written in plain operations
+(:func:`export_pool`: a reshaped mean, or a gather of the windows); otherwise the code path is the
+plain pooling. (A dense averaging matrix would do it too, but weighs 100 MB at the paper's sizes.)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,11 +47,46 @@ def unfold_patches(f: torch.Tensor, patch_size: int = 3) -> torch.Tensor:
     return u.view(b, c * patch_size * patch_size, h, w)
 
 
+def adaptive_pool_table(length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of ``adaptive_avg_pool1d`` from ``length`` to ``size`` as a gather table: indices
+    ``size x K`` (``K`` the longest window; output ``i`` averages positions
+    ``floor(i * length / size) .. ceil((i + 1) * length / size) - 1``, shorter windows padded with
+    their last index) and weights ``size x K`` (``1 / window length``, 0 on the padding)."""
+    starts = [(i * length) // size for i in range(size)]
+    ends = [-((-(i + 1) * length) // size) for i in range(size)]
+    k = max(e - b for b, e in zip(starts, ends))
+    idx = np.zeros((size, k), dtype=np.int64)  # NumPy: constants of a traced graph, not traced ops
+    w = np.zeros((size, k), dtype=np.float32)
+    for i, (b, e) in enumerate(zip(starts, ends)):
+        idx[i] = np.minimum(np.arange(b, b + k), e - 1)
+        w[i, : e - b] = 1.0 / (e - b)
+    return torch.from_numpy(idx), torch.from_numpy(w)
+
+
+def export_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``adaptive_avg_pool1d`` of the rows of ``x`` (``N x L`` -> ``N x size``) in operations an ONNX
+    graph holds: the mean of ``L / size`` consecutive values when ``size`` divides ``L`` (GLASS's
+    4608 -> 1536), else a gather of the windows (:func:`adaptive_pool_table`, an ``N x size x K``
+    intermediate) and their weighted sum (PatchCore's 4608 -> 1024)."""
+    length = int(x.shape[-1])
+    if length % size == 0:
+        return x.reshape(-1, size, length // size).mean(-1)
+    idx, w = adaptive_pool_table(length, size)
+    return (x[:, idx] * w.to(x)).sum(-1)
+
+
+def _pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``adaptive_avg_pool1d`` of the rows of ``x`` (``N x L`` -> ``N x size``); :func:`export_pool`
+    while an ONNX export traces (module docstring)."""
+    if torch.onnx.is_in_onnx_export():
+        return export_pool(x, size)
+    return F.adaptive_avg_pool1d(x.unsqueeze(1), size).squeeze(1)
+
+
 def reduce_dims(per_layer: list[torch.Tensor], pretrain_embed_dim: int, target_embed_dim: int) -> torch.Tensor:
     """Released two-stage reduction: each ``N x D_l`` to ``pretrain_embed_dim``, stacked, then to ``target_embed_dim``."""
-    pooled = [F.adaptive_avg_pool1d(x.unsqueeze(1), pretrain_embed_dim).squeeze(1) for x in per_layer]
-    stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
-    return F.adaptive_avg_pool1d(stacked, target_embed_dim).squeeze(1)
+    pooled = [_pool(x, pretrain_embed_dim) for x in per_layer]
+    return _pool(torch.stack(pooled, dim=1).flatten(1), target_embed_dim)
 
 
 class PatchFeatures(nn.Module):

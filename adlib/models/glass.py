@@ -194,9 +194,10 @@ from ..synthesis.gas import (
 )
 from ..synthesis.las import LocalAnomalySynthesizer
 from .base import Prediction, register, resolve_device
-from .core import EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_size
+from .core import EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_hw, input_size
 from .features import PatchFeatures
 from .scores import max_score
+from .smoothing import GaussianFilter
 
 log = logging.getLogger(__name__)
 
@@ -508,6 +509,24 @@ def smooth_map(score_map: torch.Tensor, size: tuple[int, int], sigma: float = 4.
     if sigma > 0:
         up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
     return up
+
+
+class ScoreMapExport(nn.Module):
+    """GLASS / SimpleNet inference as one module, for export (:mod:`adlib.export`): normalised
+    images ``B x 3 x H x W`` -> image score ``B`` (:func:`image_score`) and the pixel map
+    ``B x H x W`` of :func:`smooth_map`, its SciPy Gaussian replaced by the equal fixed convolution
+    :class:`~adlib.models.smoothing.GaussianFilter` (``sigma = 0``: no smoothing)."""
+
+    def __init__(self, net: FeatureDiscriminatorNet, size: tuple[int, int], sigma: float) -> None:
+        super().__init__()
+        self.net = net
+        self.size = (int(size[0]), int(size[1]))
+        self.smooth = GaussianFilter(sigma, self.size) if sigma > 0 else None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = self.net(images)
+        up = F.interpolate(grid[:, None].float(), size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        return image_score(grid), (self.smooth(up) if self.smooth is not None else up)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1119,6 +1138,11 @@ class _FeatureDiscriminatorModel(EpochMethod):
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
+    def export_module(self) -> ScoreMapExport:
+        """:meth:`predict`'s path as one module (:class:`ScoreMapExport`) at the transform's size."""
+        self.eval()
+        return ScoreMapExport(self.net, input_hw(self.transform), self.cfg.smooth_sigma).eval()
+
     # -- persistence ---------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -1600,6 +1624,7 @@ __all__ = [
     "RADII_UNITS",
     "VARIANTS",
     "feature_spread",
+    "ScoreMapExport",
     "image_score",
     "mean_training_image",
     "released_resize",

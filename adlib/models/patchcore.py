@@ -93,8 +93,9 @@ from .. import rehearsal
 from ..backbones import FeatureExtractor
 from ..data.base import ImageTransform
 from .base import Prediction, register, resolve_device
-from .core import FlopPart, Method, MethodConfig, NetworkPart, Workload, input_size
+from .core import FlopPart, Method, MethodConfig, NetworkPart, Workload, input_hw, input_size
 from .features import PatchFeatures
+from .smoothing import GaussianFilter
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,66 @@ def anomaly_maps(grid_scores: torch.Tensor, size: tuple[int, int], sigma: float 
     if sigma > 0:
         up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
     return up
+
+
+@torch.no_grad()
+def bank_neighbours(bank: torch.Tensor, num_neighbors: int = 9, bank_chunk: int = DEFAULT_BANK_CHUNK) -> torch.Tensor:
+    """``N_b(m)`` of every bank row ``m`` (:func:`reweighted_image_scores`): the ``L x b`` indices of
+    its ``b`` nearest bank rows (:func:`knn`), ``m`` itself put back in place of the farthest one
+    where duplicates crowded it out. A function of the bank alone, so an exported model holds it
+    as a constant table instead of searching the bank for it (:class:`PatchCoreExport`)."""
+    rows = torch.arange(bank.shape[0], device=bank.device)
+    _, nb = knn(bank, bank, num_neighbors, bank_chunk=bank_chunk)
+    missing = ~(nb == rows[:, None]).any(dim=1)
+    nb[missing, -1] = rows[missing]
+    return nb
+
+
+class PatchCoreExport(nn.Module):
+    """PatchCore inference as one module, for export (:mod:`adlib.export`): normalised images
+    ``B x 3 x H x W`` -> image score ``B`` and pixel map ``B x H x W``, as :meth:`PatchCore.predict`.
+
+    The nearest-neighbour search is matrix products: squared distances
+    ``||q||^2 - 2 q m^T + ||m||^2`` of the ``B * P`` patches to the ``L`` bank rows (the largest
+    intermediate, ``B x P x L``), the nearest row by ``argmin`` (no sort, no top-k), then
+    ``||q - m*||_2`` recomputed from the difference, as :func:`knn` reports it. The reweighting
+    (:func:`reweighted_image_scores`) reads ``N_b(m*)`` from the constant table of
+    :func:`bank_neighbours` (``L x b`` indices). The bank is a constant of the graph (``L x D``
+    float32). The map: bilinear up-sampling and the Gaussian as a fixed convolution
+    (:class:`~adlib.models.smoothing.GaussianFilter`)."""
+
+    def __init__(self, features: nn.Module, bank: torch.Tensor, cfg: PatchCoreConfig, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.features = features
+        bank = bank.detach().float()
+        self.register_buffer("bank", bank.clone())
+        self.register_buffer("bank_sq", (bank * bank).sum(1))
+        self.reweight = bool(cfg.reweight)
+        nb = bank_neighbours(bank, cfg.num_neighbors, cfg.nn_bank_chunk) if self.reweight else None
+        self.register_buffer("neighbours", nb)
+        self.size = (int(size[0]), int(size[1]))
+        self.smooth = GaussianFilter(cfg.smooth_sigma, self.size) if cfg.smooth_sigma > 0 else None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(images)
+        B, h, w, D = f.shape
+        patches = f.reshape(B, h * w, D)
+        q = patches.reshape(-1, D)
+        d2 = (q * q).sum(1, keepdim=True) - 2.0 * (q @ self.bank.T) + self.bank_sq[None]
+        idx = d2.argmin(dim=1)  # (B * P): the nearest bank row of each patch
+        dist = torch.linalg.vector_norm(q - self.bank[idx], dim=1).reshape(B, h * w)
+        idx = idx.reshape(B, h * w)
+        s_star, p_star = dist.max(dim=1)
+        if self.reweight:
+            m_test = torch.gather(patches, 1, p_star[:, None, None].expand(-1, 1, D))[:, 0]  # B x D
+            star = torch.gather(idx, 1, p_star[:, None])[:, 0]  # B
+            d = torch.linalg.vector_norm(m_test[:, None, :] - self.bank[self.neighbours[star]], dim=-1)  # B x b
+            d_star = torch.linalg.vector_norm(m_test - self.bank[star], dim=-1)
+            score = (1.0 - torch.exp(d_star - torch.logsumexp(d, dim=1))).clamp_min(0.0) * s_star
+        else:
+            score = s_star
+        up = F.interpolate(dist.reshape(B, 1, h, w), size=self.size, mode="bilinear", align_corners=False)[:, 0]
+        return score, (self.smooth(up) if self.smooth is not None else up)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -680,6 +741,12 @@ class PatchCore(Method):
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
+    def export_module(self) -> PatchCoreExport:
+        """:meth:`predict`'s path as one module (:class:`PatchCoreExport`) at the transform's size."""
+        bank = self._check_fitted()
+        self.eval()
+        return PatchCoreExport(self.features, bank, self.cfg, input_hw(self.transform)).eval()
+
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         bank = self._check_fitted()
@@ -714,7 +781,9 @@ class PatchCore(Method):
 __all__ = [
     "PatchCore",
     "PatchCoreConfig",
+    "PatchCoreExport",
     "anomaly_maps",
+    "bank_neighbours",
     "approximate_greedy_coreset",
     "covering_radius",
     "exact_greedy_coreset",

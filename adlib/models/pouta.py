@@ -163,7 +163,7 @@ from torch import nn
 from .. import losses, rehearsal
 from ..data.base import ImageTransform
 from .base import Prediction, recalibrate_batchnorm, register, resolve_device
-from .core import DraemSynthesis, EpochMethod, MethodConfig
+from .core import DraemSynthesis, EpochMethod, MethodConfig, input_hw
 from .scores import mean_pool_max_same
 
 log = logging.getLogger(__name__)
@@ -533,6 +533,22 @@ def parameter_counts(model) -> dict[str, int]:
     }
 
 
+class HeatExport(nn.Module):
+    """POUTA / Vanilla inference as one module, for export (:mod:`adlib.export`): images in [0, 1]
+    ``B x 3 x H x W`` -> image score ``B`` (:func:`image_score` of the heat map, window ``pool``) and
+    the heat map at ``size`` (bilinear, as :meth:`_ReconstructionMethod.predict`)."""
+
+    def __init__(self, net: nn.Module, size: tuple[int, int], pool: int) -> None:
+        super().__init__()
+        self.net = net
+        self.size = (int(size[0]), int(size[1]))
+        self.pool = int(pool)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heat = self.net(images, side=False)["heat"]
+        return image_score(heat, self.pool), _up(heat[:, None], self.size)[:, 0].float()
+
+
 # ----------------------------------------------------------------------------------------------
 # Configurations
 
@@ -864,6 +880,11 @@ class _ReconstructionMethod(DraemSynthesis, EpochMethod):
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 
+    def export_module(self) -> HeatExport:
+        """:meth:`predict`'s path as one module (:class:`HeatExport`) at the transform's size."""
+        self.net.eval()
+        return HeatExport(self.net, input_hw(self.transform), self.cfg.score_pool).eval()
+
     # -- persistence: DraemSynthesis._state / _load_state (trained modules, texture provenance)
 
     # -- provenance ----------------------------------------------------------------------------
@@ -962,6 +983,7 @@ __all__ = [
     "CoarseToFineDiscriminator",
     "DEFAULT_MSS_WEIGHTS_READING",
     "FeatureContrast",
+    "HeatExport",
     "HighLevelGuidance",
     "MSS_WEIGHT_READINGS",
     "PAPER_PARAMETERS",
