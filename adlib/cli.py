@@ -277,6 +277,10 @@ def _job(args: argparse.Namespace):
         val = getattr(args, _dest(opt.flag), None)
         if val is not None:
             opt.apply(val, overrides, protocol)
+    if getattr(args, "fast", None) is not None:
+        from .fastpath import parse
+
+        overrides["fast"] = parse(args.fast, "--fast")
     seed = int(overrides.pop("seed", 0))
     job = Job.make(
         args.method, args.dataset, args.category, args.profile, seed, protocol=check_protocol(protocol), **overrides
@@ -339,11 +343,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         tile=args.tile,
         overlap=args.overlap,
+        fast=args.fast,
     )
     value = getattr(res.threshold, "value", res.threshold)
     flagged = "" if res.decisions is None else f", {int(res.decisions.sum())} anomalous at threshold {value:.6g}"
     print(f"{len(res.paths)} image(s) scored{flagged} -> {res.out / 'scores.csv'}")
     return 0
+
+
+#: help of ``--fast`` (adlib.fastpath)
+FAST_HELP = (
+    "opt-in fast paths, comma-separated: bf16 (autocast; AMX on the CPU needs ADLIB_NUMERICS=native), "
+    "channels-last, compile, cuda-graphs; none = fp32"
+)
 
 
 def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: list[str] | None = None) -> None:
@@ -374,6 +386,7 @@ def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: l
         help="leak-free (default): the hidden anomalies leave the test set; released: they stay (ADL's code)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--fast", metavar="PATHS", help=FAST_HELP + " (part of the run's key)")
     opts = _method_options(method)
     if opts:
         g = p.add_argument_group(f"{method} options (from its config)")
@@ -514,6 +527,7 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
         help="tiled inference: images larger than T pixels cut into T x T tiles, maps averaged, score = max over tiles",
     )
     pr.add_argument("--overlap", type=float, metavar="F", help="with --tile: fraction of a tile shared (default 0.25)")
+    pr.add_argument("--fast", metavar="PATHS", help=FAST_HELP + " (default: the path the model was trained with)")
     pr.set_defaults(func=_cmd_predict)
     return p
 

@@ -96,6 +96,8 @@ ADDED_FIELDS: dict[str, Any] = {
     # defaults ("two_x2", no bias) are hashed
     "layer4_upsampling": "one_x4",
     "upsample_bias": True,
+    # opt-in fast paths (adlib.fastpath, issue 22): the fp32 path is unhashed, so its keys are as before
+    "fast": (),
 }
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20
@@ -167,7 +169,9 @@ def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 (12 hex digits) of a config dict: sorted keys, tuples as lists, without
     :data:`UNHASHED_FIELDS` and without :data:`ADDED_FIELDS` at their former-behaviour value."""
     cfg = {
-        k: v for k, v in config.items() if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+        k: v
+        for k, v in config.items()
+        if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and _canonical(v) == _canonical(ADDED_FIELDS[k]))
     }
     text = json.dumps(_canonical(cfg), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
