@@ -354,7 +354,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 #: help of ``--fast`` (adlib.fastpath)
 FAST_HELP = (
     "opt-in fast paths, comma-separated: bf16 (autocast; AMX on the CPU needs ADLIB_NUMERICS=native), "
-    "channels-last, compile, cuda-graphs; none = fp32"
+    "channels-last, features (patch features in the grid order), compile, cuda-graphs; none = fp32"
 )
 
 

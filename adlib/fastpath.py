@@ -1,4 +1,4 @@
-"""Opt-in fast paths of every method's inference and training: bf16, channels-last, compile, CUDA graphs.
+"""Opt-in fast paths of every method's inference and training: bf16, channels-last, patch features, compile, CUDA graphs.
 
 One setting, the config field ``fast`` that every method's config has (:class:`adlib.models.core.
 MethodConfig`), read once by the shared lifecycle (:mod:`adlib.models.core`): ``Method.to`` and
@@ -8,7 +8,7 @@ with; nothing of it changes then (the field is left out of the results store's c
 its default, :data:`adlib.results.ADDED_FIELDS`, so existing keys still match, and a fast run gets
 a key of its own).
 
-Options (``adlib train/test/predict --fast bf16,channels-last``; ``--set fast=...``; in Python
+Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--set fast=...``; in Python
 ``build(name, fast=("bf16", "channels_last"))``):
 
 ``bf16``
@@ -29,6 +29,13 @@ Options (``adlib train/test/predict --fast bf16,channels-last``; ``--set fast=..
 ``channels_last``
     The frozen backbone's (or the whole network's, for a method without one) 4-D weights and the
     backbone's input in ``torch.channels_last`` memory format (oneDNN's and cuDNN's native layout).
+``features``
+    The locally aware patch features (GLASS, SimpleNet, PatchCore: :mod:`adlib.models.features`)
+    reduced in the grid order (:func:`adlib.models.features.reduce_grid`): pooled on each layer's
+    own grid, then up-sampled, without the permuted copies of the released order; the same math,
+    float32 rounding differences only (about 1e-7). At 288 px, batch 8, on the CPU this step took
+    several times the backbone's time in the released order (``benchmarks/RESULTS.md``). Methods
+    without them: not applied (said in the record).
 ``compile``
     ``torch.compile`` of the frozen backbone (inference only: it is frozen); the first batch of
     each input shape pays the compilation. Methods without a frozen backbone: not applied (said in
@@ -62,7 +69,7 @@ import torch
 log = logging.getLogger(__name__)
 
 #: the fast-path options, in their canonical order and spelling (config values)
-OPTIONS = ("bf16", "channels_last", "compile", "cuda_graphs")
+OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs")
 #: other spellings accepted on input (command line, ``--set``)
 ALIASES = {
     "channels-last": "channels_last",
@@ -70,6 +77,8 @@ ALIASES = {
     "cuda-graphs": "cuda_graphs",
     "cudagraphs": "cuda_graphs",
     "bfloat16": "bf16",
+    "grid-features": "features",
+    "grid_features": "features",
 }
 #: values meaning "no fast path"
 NONE_VALUES = ("", "none", "off", "fp32", "false", "no")
@@ -108,6 +117,7 @@ class Speed:
 
     bf16: bool = False
     channels_last: bool = False
+    features: bool = False
     compile: bool = False
     cuda_graphs: bool = False
 
@@ -236,6 +246,11 @@ def apply(network: torch.nn.Module, speed: Speed, device: Any) -> dict[str, str]
                 )
     if speed.channels_last:
         applied["channels_last"] = where
+    if speed.features:
+        from .models.features import PatchFeatures
+
+        has = any(isinstance(m, PatchFeatures) for m in network.modules())
+        applied["features"] = "patch features" if has else "not applied (no locally aware patch features)"
     if speed.compile or speed.cuda_graphs:
         applied["compile"] = "backbone" if backbones else "not applied (no frozen backbone)"
     if speed.cuda_graphs:

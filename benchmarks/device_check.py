@@ -12,10 +12,10 @@ the built-in benchmark is generated locally. Each step writes ``<out>/<step>.jso
 discriminator; PatchCore: WRN-50 layer2+3 at 224 px against a random memory bank of
 :data:`adlib.papers.pouta.PAPER_BANK_SIZE` rows), the inference forward (GLASS: ``score_grid``;
 PatchCore: ``score``, features + nearest neighbours + reweighting) for each fast path of
-:mod:`adlib.fastpath` (fp32, bf16, bf16 + channels-last, + compile, + CUDA graphs) at batch 8 and
+:mod:`adlib.fastpath` (fp32, grid-order patch features, bf16 + channels-last + features, + compile, + CUDA graphs) at batch 8 and
 at larger batches (the best batch is reported), interleaved over rounds, medians, images per second.
 ``epoch``: one GLASS epoch of the paper profile (test-set selection off) on a built-in category
-generated at 288 px, fp32 and bf16 + channels-last. ``--tiny``: small sizes for a CPU dry run
+generated at 288 px, fp32 and bf16 + channels-last + features. ``--tiny``: small sizes for a CPU dry run
 (ResNet-18, 64 px, batch 2, one round).
 """
 
@@ -32,7 +32,13 @@ from pathlib import Path
 import adlib  # noqa: F401  (numerics before torch)
 import torch
 
-PATHS = ("fp32", "bf16", "bf16,channels_last", "bf16,channels_last,compile", "bf16,channels_last,cuda_graphs")
+PATHS = (
+    "fp32",
+    "features",
+    "bf16,channels_last,features",
+    "bf16,channels_last,features,compile",
+    "bf16,channels_last,features,cuda_graphs",
+)
 TINY = dict(backbone="resnet18", resize=64, crop=64, pretrain_embed_dim=64, target_embed_dim=64)
 
 
@@ -158,7 +164,7 @@ def epoch(args: argparse.Namespace) -> dict:
         workers=1,
     )
     out = {"step": "epoch-glass", "env": _environment(device), "images": n, "size": size, "results": {}}
-    for p in ("fp32", "bf16,channels_last"):
+    for p in ("fp32", "bf16,channels_last,features"):
         kw = dict(TINY, dsc_hidden=64) if args.tiny else {}
         m = build(
             "glass",

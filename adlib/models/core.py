@@ -216,7 +216,7 @@ class MethodConfig:
     """Base of every method's settings: profiles, validation at construction, ``as_dict``.
 
     ``fast``: the opt-in fast paths of :mod:`adlib.fastpath` (``bf16``, ``channels_last``,
-    ``compile``, ``cuda_graphs``), applied by the shared lifecycle to the method's inference and
+    ``features``, ``compile``, ``cuda_graphs``), applied by the shared lifecycle to the method's inference and
     training; ``()`` (every profile's default) is the fp32 path. Part of the run's key when set."""
 
     #: opt-in fast paths (:mod:`adlib.fastpath`); () = the fp32 path
