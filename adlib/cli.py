@@ -162,6 +162,14 @@ def _cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if getattr(args, "fast", None) is not None:
+        from .fastpath import ENV, parse
+
+        if args.profile != "paper":
+            raise ValueError(
+                "--fast goes with --profile paper (the smoke profile's numbers are pinned to the fp32 path)"
+            )
+        os.environ[ENV] = ",".join(parse(args.fast, "--fast"))  # read by every paper config (kernels inherit it)
     if args.plan:  # the bill before the run: nothing is executed or trained
         from .bill import bill
         from .paths import repo_root
@@ -459,6 +467,7 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     r.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")
     r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the profile's)")
     r.add_argument("--out", help="folder for executed copies (default: runs/<profile>)")
+    r.add_argument("--fast", metavar="PATHS", help=FAST_HELP + " (--profile paper only; $ADLIB_FAST; part of the keys)")
     r.add_argument(
         "--inplace",
         action="store_true",

@@ -44,6 +44,11 @@ Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--se
     On CUDA, the frozen backbone compiled with ``mode="reduce-overhead"`` (CUDA graphs for fixed
     shapes); on the CPU not applied (said in the log and the record).
 
+The paper profile's notebooks: ``adlib reproduce --profile paper --fast bf16,channels-last,features``
+(``$ADLIB_FAST``, inherited by the kernels and the results-store workers) gives every paper-profile
+config those fast paths unless it sets ``fast`` itself (:meth:`adlib.models.core.MethodConfig.for_profile`);
+the runs get keys of their own. Refused for the smoke profile.
+
 Accuracy: each path keeps the image AUROC within 0.1 point of the fp32 path on the built-in
 benchmark (``tests/test_fastpath.py``); numbers are not bitwise equal to fp32's, which is why the
 setting is part of the run's key and why the smoke profile never turns it on. Speed:
@@ -80,8 +85,19 @@ ALIASES = {
     "grid-features": "features",
     "grid_features": "features",
 }
+#: the fast paths of every paper-profile config that does not set ``fast`` itself (``adlib reproduce
+#: --profile paper --fast ...`` sets it for the notebooks' kernels; never read for the smoke profile)
+ENV = "ADLIB_FAST"
 #: values meaning "no fast path"
 NONE_VALUES = ("", "none", "off", "fp32", "false", "no")
+
+
+def profile_default(profile: str) -> tuple[str, ...]:
+    """The fast paths a profile's configs get by default: ``$ADLIB_FAST`` for the paper profile,
+    none for any other (the smoke profile's numbers are pinned to the fp32 path)."""
+    if profile != "paper":
+        return ()
+    return parse(os.environ.get(ENV), f"${ENV}")
 
 
 def parse(value: Any, what: str = "fast") -> tuple[str, ...]:
@@ -312,6 +328,7 @@ def to_float(x: Any) -> Any:
 
 __all__ = [
     "ALIASES",
+    "ENV",
     "OPTIONS",
     "Speed",
     "apply",
@@ -319,6 +336,7 @@ __all__ = [
     "cpu_facts",
     "describe",
     "parse",
+    "profile_default",
     "to_float",
     "whole_network",
 ]

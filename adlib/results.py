@@ -250,7 +250,10 @@ class Job:
         """The method's resolved config (profile defaults, overrides, this job's seed)."""
         from . import rehearsal
 
-        return dict(_resolved_config(self.method, self.profile, self.seed, self.overrides, rehearsal.active()))
+        fast_env = os.environ.get("ADLIB_FAST", "") if self.profile == "paper" else ""
+        return dict(
+            _resolved_config(self.method, self.profile, self.seed, self.overrides, rehearsal.active(), fast_env)
+        )
 
     def key(self) -> dict[str, Any]:
         """The run's key. A non-empty protocol is part of it and of the hash (full-shot keys are
@@ -277,8 +280,10 @@ class Job:
 
 
 @functools.lru_cache(maxsize=4096)
-def _resolved_config(method: str, profile: str, seed: int, overrides: tuple, rehearsal: bool = False) -> dict[str, Any]:
-    # ``rehearsal`` is part of the cache key only: for_profile reads the switch itself
+def _resolved_config(
+    method: str, profile: str, seed: int, overrides: tuple, rehearsal: bool = False, fast_env: str = ""
+) -> dict[str, Any]:
+    # ``rehearsal`` and ``fast_env`` are part of the cache key only: for_profile reads them itself
     from .models.base import MODELS, _load_all
 
     _load_all()

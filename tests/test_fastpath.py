@@ -32,6 +32,7 @@ from adlib.data.synth import generate_benchmark
 from adlib.models import build
 from adlib.models.base import evaluate
 from adlib.models.features import pool_matrix, reduce_dims, reduce_grid, unfold_patches
+from adlib.models.glass import GLASSConfig
 from adlib.results import Job, config_hash
 
 CATEGORY = "wood"
@@ -218,3 +219,28 @@ def test_pouta_whole_network_bf16(bench):
     rho = np.corrcoef(*ranks)[0, 1]
     assert rho >= 0.95, rho
     assert not np.array_equal(pred.image_scores, fp32.image_scores)  # bf16 did run
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper profile's knob ($ADLIB_FAST, adlib reproduce --profile paper --fast)
+
+
+def test_paper_profile_knob(monkeypatch, capsys):
+    plain_paper = Job.make("glass", "mvtec", "bottle", "paper").key()
+    plain_smoke = Job.make("glass", "synth", CATEGORY).key()
+    monkeypatch.setenv(fastpath.ENV, "bf16,channels-last")
+    assert GLASSConfig.for_profile("paper").fast == ("bf16", "channels_last")
+    assert GLASSConfig.for_profile("paper", fast=()).fast == ()  # a config's own setting wins
+    assert GLASSConfig.for_profile("smoke").fast == ()  # never for the smoke profile
+    assert Job.make("glass", "synth", CATEGORY).key() == plain_smoke
+    assert Job.make("glass", "mvtec", "bottle", "paper").key()["config_hash"] != plain_paper["config_hash"]
+    monkeypatch.setenv(fastpath.ENV, "turbo")
+    with pytest.raises(ValueError, match=r"\$ADLIB_FAST: unknown fast path 'turbo'"):
+        GLASSConfig.for_profile("paper")
+    monkeypatch.delenv(fastpath.ENV)
+    assert Job.make("glass", "mvtec", "bottle", "paper").key() == plain_paper
+    assert cli_main(["reproduce", "--profile", "smoke", "--fast", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "adlib: error: --fast goes with --profile paper (the smoke profile's numbers are pinned to the fp32 path)"
+    ]

@@ -244,6 +244,12 @@ class MethodConfig:
         :meth:`rehearsal_changes` after the overrides."""
         if profile not in cls.PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
+        if "fast" not in overrides and "fast" not in cls.PROFILES[profile]:
+            from ..fastpath import profile_default
+
+            fast = profile_default(profile)  # $ADLIB_FAST for the paper profile (adlib reproduce --fast)
+            if fast:
+                overrides = {**overrides, "fast": fast}
         cfg = cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
         if profile == "paper":
             from .. import rehearsal
