@@ -11,8 +11,9 @@
 #   2. PatchCore throughput, paper architecture (WRN-50, 224 px, random bank of the paper's size), the same paths
 #   3. one GLASS epoch of the paper profile (test-set selection off) on a built-in category generated at
 #      288 px (32 images), fp32 vs bf16+channels-last+features
-#   4. the rehearsal of the paper profile on cuda: `adlib reproduce --profile paper --rehearsal --device cuda`,
-#      limited to the GLASS notebooks (--only glass) and to the time left; its log is kept
+#   4. the rehearsal of the paper profile on cuda: `adlib reproduce --profile paper --rehearsal --only glass`
+#      (no --device option there: the paper profile's device "auto" is cuda on a GPU machine), limited
+#      to the time left; its log is kept
 # Budget (seconds): 150 + 90 + 120 + the rest of 480.
 set -u
 cd "$(dirname "$0")/.."
@@ -57,9 +58,10 @@ step epoch-glass "$T3" "$PY" benchmarks/device_check.py epoch --device "$DEVICE"
 
 LEFT=$(( BUDGET - ($(date +%s) - START) - 5 ))
 if [ "$DEVICE" = cuda ] && [ "$LEFT" -gt 30 ]; then
-    # the rehearsal writes under runs/rehearsal (its own store); --jobs 1: one process on the GPU
-    step rehearsal "$LEFT" "$PY" -m adlib.cli reproduce --profile paper --rehearsal --device cuda --only glass \
-        --jobs 1 --out "$OUT/rehearsal"
+    # `adlib reproduce --rehearsal` takes no --device (nor --out): the paper profile's device is "auto",
+    # i.e. cuda when one is available; it writes under runs/rehearsal (its own store). --jobs 1: one
+    # process on the GPU. Its log is $OUT/rehearsal.log; the executed notebooks stay in runs/rehearsal.
+    step rehearsal "$LEFT" "$PY" -m adlib.cli reproduce --profile paper --rehearsal --only glass --jobs 1
 elif [ "$DEVICE" = cpu ]; then
     echo "rehearsal skipped (CPU dry run: the rehearsal needs cuda here)" | tee -a "$OUT/steps.txt"
 else
