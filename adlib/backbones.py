@@ -275,7 +275,38 @@ class FeatureExtractor(nn.Module):
         super().train(False)
         return self
 
+    def set_speed(self, speed, device) -> None:
+        """The fast paths of :mod:`adlib.fastpath` (``speed``: a :class:`adlib.fastpath.Speed`) on
+        ``device``: bf16 autocast of the forward (features returned in float32), channels-last
+        weights and input, ``torch.compile`` (``mode="reduce-overhead"``, CUDA graphs, with
+        ``cuda_graphs`` on CUDA). The compiled function is kept outside the module's children, so
+        the state dict, the fingerprint and checkpoints are those of the fp32 path."""
+        device = torch.device(device)
+        was_cl = getattr(self, "_speed", None) is not None and self._speed.channels_last
+        if speed.channels_last and not was_cl:
+            self.model.to(memory_format=torch.channels_last)
+        elif was_cl and not speed.channels_last:  # back to the fp32 path's layout
+            self.model.to(memory_format=torch.contiguous_format)
+        want = None
+        if speed.compile or speed.cuda_graphs:
+            want = "reduce-overhead" if speed.cuda_graphs and device.type == "cuda" else "default"
+        if want != getattr(self, "_compiled_mode", None):
+            compiled = torch.compile(self.model, mode=want) if want is not None else None
+            object.__setattr__(self, "_compiled", compiled)
+            object.__setattr__(self, "_compiled_mode", want)
+        object.__setattr__(self, "_speed", speed if speed else None)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.model(x)
-        return dict(zip(self.info.layers, feats))
+        speed = getattr(self, "_speed", None)
+        if speed is None:  # the fp32 path
+            feats = self.model(x)
+            return dict(zip(self.info.layers, feats))
+        from .fastpath import autocast
+
+        if speed.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        run = getattr(self, "_compiled", None) or self.model
+        with autocast(speed, x.device):
+            feats = run(x)
+        return {k: f.float().contiguous() for k, f in zip(self.info.layers, feats)}

@@ -170,6 +170,14 @@ def _cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if getattr(args, "fast", None) is not None:
+        from .fastpath import ENV, parse
+
+        if args.profile != "paper":
+            raise ValueError(
+                "--fast goes with --profile paper (the smoke profile's numbers are pinned to the fp32 path)"
+            )
+        os.environ[ENV] = ",".join(parse(args.fast, "--fast"))  # read by every paper config (kernels inherit it)
     if args.plan:  # the bill before the run: nothing is executed or trained
         from .bill import bill
         from .paths import repo_root
@@ -395,6 +403,10 @@ def _job(args: argparse.Namespace):
         val = getattr(args, _dest(opt.flag), None)
         if val is not None:
             opt.apply(val, overrides, protocol)
+    if getattr(args, "fast", None) is not None:
+        from .fastpath import parse
+
+        overrides["fast"] = parse(args.fast, "--fast")
     seed = int(overrides.pop("seed", 0))
     job = Job.make(
         args.method, args.dataset, args.category, args.profile, seed, protocol=check_protocol(protocol), **overrides
@@ -457,6 +469,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         tile=args.tile,
         overlap=args.overlap,
+        fast=args.fast,
     )
     value = getattr(res.threshold, "value", res.threshold)
     flagged = "" if res.decisions is None else f", {int(res.decisions.sum())} anomalous at threshold {value:.6g}"
@@ -481,6 +494,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"map max |diff| {p['map_max_abs_diff']:.2g} ({'ok' if p['ok'] else 'NOT within ' + str(p['tolerance'])})"
     )
     return 0 if p["ok"] else 1
+
+
+#: help of ``--fast`` (adlib.fastpath)
+FAST_HELP = (
+    "opt-in fast paths, comma-separated: bf16 (autocast; AMX on the CPU needs ADLIB_NUMERICS=native), "
+    "channels-last, features (patch features in the grid order), compile, cuda-graphs; none = fp32"
+)
 
 
 def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: list[str] | None = None) -> None:
@@ -518,6 +538,7 @@ def _run_options(p: argparse.ArgumentParser, method: str | None = None, names: l
         "their 0.99 score quantile is stored as the run's decision threshold (RUN/threshold.json)",
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--fast", metavar="PATHS", help=FAST_HELP + " (part of the run's key)")
     opts = _method_options(method)
     if opts:
         g = p.add_argument_group(f"{method} options (from its config)")
@@ -590,6 +611,7 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
     r.add_argument("--data-root", help="data root (default: $ADLIB_DATA, else <repo>/data)")
     r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: the profile's)")
     r.add_argument("--out", help="folder for executed copies (default: runs/<profile>)")
+    r.add_argument("--fast", metavar="PATHS", help=FAST_HELP + " (--profile paper only; $ADLIB_FAST; part of the keys)")
     r.add_argument(
         "--inplace",
         action="store_true",
@@ -709,6 +731,7 @@ def build_parser(method: str | None = None, names: list[str] | None = None) -> a
         help="tiled inference: images larger than T pixels cut into T x T tiles, maps averaged, score = max over tiles",
     )
     pr.add_argument("--overlap", type=float, metavar="F", help="with --tile: fraction of a tile shared (default 0.25)")
+    pr.add_argument("--fast", metavar="PATHS", help=FAST_HELP + " (default: the path the model was trained with)")
     pr.set_defaults(func=_cmd_predict)
 
     ex = sub.add_parser(

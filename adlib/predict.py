@@ -313,11 +313,13 @@ def predict_folder(
     progress: bool = True,
     tile: int | None = None,
     overlap: float | None = None,
+    fast=None,
 ) -> PredictResult:
     """``adlib predict`` (module docstring): load ``run/model.pt``, score the images of ``inputs``,
     choose the threshold and write ``scores.csv``, overlays and maps to ``out``. With ``tile``,
     every image (the ``normal`` ones too) is scored tiled (:func:`predict_tiled`, ``overlap``,
-    default 0.25; ``overlap`` without ``tile`` is refused)."""
+    default 0.25; ``overlap`` without ``tile`` is refused). ``fast``: the fast paths to score on
+    (:mod:`adlib.fastpath`, e.g. ``"bf16,channels-last"``; None: those the model was trained with)."""
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -342,9 +344,16 @@ def predict_folder(
     overlap = 0.25 if overlap is None else overlap
     if tile is not None:
         tile_grid(1, 1, tile, overlap)  # --tile / --overlap checked before any work
+    if fast is not None:
+        from .fastpath import parse
+
+        fast = parse(fast, "--fast")  # checked before any work
     images = collect_images(inputs)
     normal_images = collect_images([normal]) if normal is not None else []
     model = load(model_path)
+    if fast is not None:
+        model.set_fast(fast)
+    log.info("scoring on the %s path", model.speed.label)
     transform = run_transform(run, model)
     log.info("%s: %s from %s on %d image(s)", "predict", model.label, model_path, len(images))
     if tile is not None:

@@ -106,6 +106,8 @@ ADDED_FIELDS: dict[str, Any] = {
     # defaults ("two_x2", no bias) are hashed
     "layer4_upsampling": "one_x4",
     "upsample_bias": True,
+    # opt-in fast paths (adlib.fastpath, issue 22): the fp32 path is unhashed, so its keys are as before
+    "fast": (),
 }
 #: maps are kept in prediction.npz (float16) when they take at most this many bytes
 MAX_MAP_BYTES = 64 * 2**20
@@ -183,7 +185,9 @@ def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 (12 hex digits) of a config dict: sorted keys, tuples as lists, without
     :data:`UNHASHED_FIELDS` and without :data:`ADDED_FIELDS` at their former-behaviour value."""
     cfg = {
-        k: v for k, v in config.items() if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+        k: v
+        for k, v in config.items()
+        if k not in UNHASHED_FIELDS and not (k in ADDED_FIELDS and _canonical(v) == _canonical(ADDED_FIELDS[k]))
     }
     text = json.dumps(_canonical(cfg), sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -262,7 +266,10 @@ class Job:
         """The method's resolved config (profile defaults, overrides, this job's seed)."""
         from . import rehearsal
 
-        return dict(_resolved_config(self.method, self.profile, self.seed, self.overrides, rehearsal.active()))
+        fast_env = os.environ.get("ADLIB_FAST", "") if self.profile == "paper" else ""
+        return dict(
+            _resolved_config(self.method, self.profile, self.seed, self.overrides, rehearsal.active(), fast_env)
+        )
 
     def key(self) -> dict[str, Any]:
         """The run's key. A non-empty protocol is part of it and of the hash (full-shot keys are
@@ -289,8 +296,10 @@ class Job:
 
 
 @functools.lru_cache(maxsize=4096)
-def _resolved_config(method: str, profile: str, seed: int, overrides: tuple, rehearsal: bool = False) -> dict[str, Any]:
-    # ``rehearsal`` is part of the cache key only: for_profile reads the switch itself
+def _resolved_config(
+    method: str, profile: str, seed: int, overrides: tuple, rehearsal: bool = False, fast_env: str = ""
+) -> dict[str, Any]:
+    # ``rehearsal`` and ``fast_env`` are part of the cache key only: for_profile reads them itself
     from .models.base import MODELS, _load_all
 
     _load_all()

@@ -223,7 +223,14 @@ def input_size(transform) -> int:
 
 @dataclasses.dataclass
 class MethodConfig:
-    """Base of every method's settings: profiles, validation at construction, ``as_dict``."""
+    """Base of every method's settings: profiles, validation at construction, ``as_dict``.
+
+    ``fast``: the opt-in fast paths of :mod:`adlib.fastpath` (``bf16``, ``channels_last``,
+    ``features``, ``compile``, ``cuda_graphs``), applied by the shared lifecycle to the method's inference and
+    training; ``()`` (every profile's default) is the fp32 path. Part of the run's key when set."""
+
+    #: opt-in fast paths (:mod:`adlib.fastpath`); () = the fp32 path
+    fast: tuple[str, ...] | str = ()
 
     #: profile name -> field defaults (``smoke``: CPU-sized; ``paper``: the paper's settings)
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -231,6 +238,9 @@ class MethodConfig:
     CLI_OPTIONS: ClassVar[tuple[CliOption, ...]] = ()
 
     def __post_init__(self) -> None:
+        from .. import fastpath
+
+        self.fast = fastpath.parse(self.fast, f"{type(self).__qualname__}.fast")
         self._validate()
 
     #: the rehearsal's size caps (:mod:`adlib.rehearsal`): field -> the largest value a rehearsal of
@@ -244,6 +254,12 @@ class MethodConfig:
         :meth:`rehearsal_changes` after the overrides."""
         if profile not in cls.PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(cls.PROFILES)}")
+        if "fast" not in overrides and "fast" not in cls.PROFILES[profile]:
+            from ..fastpath import profile_default
+
+            fast = profile_default(profile)  # $ADLIB_FAST for the paper profile (adlib reproduce --fast)
+            if fast:
+                overrides = {**overrides, "fast": fast}
         cfg = cls(**config_overrides(cls, cls.PROFILES[profile], overrides))
         if profile == "paper":
             from .. import rehearsal
@@ -414,7 +430,35 @@ class Method:
             if opt is not None and opt.state:
                 opt.load_state_dict(opt.state_dict())  # moves the state to the parameters' device
         self.device = device
+        self._apply_fast()
         return self
+
+    # -- fast paths (adlib.fastpath) -------------------------------------------------------------
+    @property
+    def speed(self):
+        """The fast paths of ``cfg.fast`` (:class:`adlib.fastpath.Speed`; all off: the fp32 path)."""
+        from .. import fastpath
+
+        return fastpath.Speed.of(getattr(self.cfg, "fast", ()))
+
+    def set_fast(self, fast) -> None:
+        """Switch the fast paths (``fast``: as ``cfg.fast``, e.g. ``"bf16,channels-last"`` or ``()``)
+        for what follows, e.g. to score a model trained on the fp32 path with bf16; the config
+        (hence :meth:`info`) says the new setting."""
+        from .. import fastpath
+
+        self.cfg = dataclasses.replace(self.cfg, fast=fastpath.parse(fast))
+        self._apply_fast()
+
+    def _apply_fast(self) -> None:
+        """Put the network on the fast paths of :attr:`speed` (:func:`adlib.fastpath.apply`; the
+        fp32 path touches nothing) and remember what applied, for :meth:`info`."""
+        from .. import fastpath
+
+        speed = self.speed
+        if not speed and getattr(self, "_fast_applied", None) is None:
+            return
+        self._fast_applied = fastpath.apply(self.network, speed, self.device)
 
     def eval(self) -> None:
         for m in self.modules().values():
@@ -505,7 +549,18 @@ class Method:
     def _predict_batches(self, test_ds, score_batch, batch_size: int | None, progress: bool):
         """:func:`~adlib.models.base.predict_dataset` over ``test_ds`` with ``score_batch`` (a batch ->
         image scores and maps), in batches of ``batch_size`` (None: the config's), with a progress bar
-        named after the model."""
+        named after the model. Under a fast path (:attr:`speed`) the batches are scored on it and
+        their outputs cast back to float32."""
+        from .. import fastpath
+
+        self._apply_fast()
+        if self.speed:
+            plain = score_batch
+
+            def score_batch(batch):
+                s, m = plain(batch)
+                return fastpath.to_float(s), fastpath.to_float(m)
+
         return predict_dataset(
             test_ds,
             score_batch,
@@ -584,8 +639,18 @@ class Method:
         """The method's provenance (backbone, weights, choices made at fit time, ...)."""
         return {}
 
+    def fast_info(self) -> dict[str, Any]:
+        """Which path runs (:func:`adlib.fastpath.describe`): ``fp32`` or the fast paths, where each
+        applied, and on the CPU whether bf16 has AMX / AVX-512-bf16 units under the numerics in force."""
+        from .. import fastpath
+
+        return fastpath.describe(self.speed, self.device, getattr(self, "_fast_applied", None))
+
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "variant": self.variant, "config": self.cfg.as_dict(), **self._info()}
+        out = {"name": self.name, "variant": self.variant, "config": self.cfg.as_dict(), **self._info()}
+        if self.speed:  # the fp32 path's info is as before
+            out["speed"] = self.fast_info()
+        return out
 
 
 class EpochMethod(Method):

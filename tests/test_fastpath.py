@@ -1,0 +1,246 @@
+"""The opt-in fast paths (adlib.fastpath): the option, the run's key, the record, and the metrics
+of bf16 / channels-last against the fp32 path on the built-in benchmark.
+
+The tests run under the reference numerics (oneDNN capped at AVX2): bf16 runs there without the
+CPU's bf16 units (slower than fp32, the same rounding), which the record says.
+
+Tolerances (measured on this benchmark: wood at 128 px, 16 training images, 30 good + 8 per defect
+type test images; benchmarks/RESULTS.md):
+
+- channels-last and grid-order patch features are fp32 math in another memory layout and order: image
+  scores within 1e-4 (relative), image AUROC within 0.1 point;
+- GLASS, bf16 + channels-last + features inference of one trained model against its fp32 inference: image
+  AUROC within 0.1 point (measured: equal, 0.951 both);
+- PatchCore, bf16 + channels-last + features: per-image scores within 1 % of fp32's and image AUROC within
+  0.5 point. PatchCore's reweighting exponentiates distance differences, so bf16's rounding of the
+  (random-init ResNet-18) features flips a few near-tied normal/anomalous pairs: measured -0.1,
+  +0.4, +0.4 point on wood, grass, nut (mean +0.24); the 0.1-point goal of issue 22 holds for
+  GLASS, not for PatchCore on this benchmark.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adlib import fastpath
+from adlib.cli import main as cli_main
+from adlib.data import get_dataset
+from adlib.data.synth import generate_benchmark
+from adlib.models import build
+from adlib.models.base import evaluate
+from adlib.models.features import pool_matrix, reduce_dims, reduce_grid, unfold_patches
+from adlib.models.glass import GLASSConfig
+from adlib.results import Job, config_hash
+
+CATEGORY = "wood"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fastpath-bench")
+    generate_benchmark(
+        root, seed=0, categories=[CATEGORY], n_train=16, n_test_good=30, n_per_defect=8, size=128, progress=False
+    )
+    return root
+
+
+def _sets(root, model):
+    tr = get_dataset("synth", CATEGORY, "train", root=root, transform=model.transform)
+    te = get_dataset("synth", CATEGORY, "test", root=root, transform=model.transform)
+    return tr, te
+
+
+# ----------------------------------------------------------------------------------------------
+# The option
+
+
+def test_parse_spellings_and_errors():
+    assert fastpath.parse("bf16,channels-last") == ("bf16", "channels_last")
+    assert fastpath.parse(["channels_last", "BF16", "bf16"]) == ("bf16", "channels_last")
+    assert fastpath.parse("bf16+cuda-graphs+compile") == ("bf16", "compile", "cuda_graphs")
+    assert fastpath.parse("grid-features,bf16") == ("bf16", "features")
+    assert fastpath.parse("none") == fastpath.parse("") == fastpath.parse(None) == ()
+    with pytest.raises(ValueError, match=r"--fast: unknown fast path 'fp16'; expected .*bf16, channels-last"):
+        fastpath.parse("bf16,fp16", "--fast")
+    with pytest.raises(ValueError, match=r"GLASSConfig.fast: unknown fast path 'amx'"):
+        build("glass", "smoke", fast="amx")
+    cfg = build("patchcore", "smoke", fast="channels-last,bf16").cfg
+    assert cfg.fast == ("bf16", "channels_last") and build("patchcore", "smoke").cfg.fast == ()
+
+
+def test_cli_bad_fast_value_is_one_line(tmp_path, capsys):
+    rc = cli_main(
+        ["train", "glass", "--dataset", "synth", "--category", "wood", "--out", str(tmp_path), "--fast", "bf61"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("adlib: error: --fast: unknown fast path 'bf61'")
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def _released_order(layers, p, pretrain, target):
+    h, w = layers[0].shape[-2:]
+    per = []
+    for f in layers:
+        u = unfold_patches(f, p)
+        if u.shape[-2:] != (h, w):
+            u = F.interpolate(u, size=(h, w), mode="bilinear", align_corners=False)
+        per.append(u.permute(0, 2, 3, 1).reshape(-1, u.shape[1]))
+    return reduce_dims(per, pretrain, target).view(layers[0].shape[0], h, w, target)
+
+
+@pytest.mark.parametrize(
+    "c2, c3, pretrain, target",
+    [(64, 128, 192, 192), (64, 128, 96, 64), (32, 64, 100, 70)],  # block means; pooled twice; uneven windows
+)
+def test_grid_order_features_equal_the_released_order(c2, c3, pretrain, target):
+    g = torch.Generator().manual_seed(0)
+    layers = [torch.randn(2, c2, 12, 10, generator=g), torch.randn(2, c3, 6, 5, generator=g)]
+    ref = _released_order(layers, 3, pretrain, target)
+    fast = reduce_grid(layers, 3, pretrain, target)
+    assert fast.shape == ref.shape and fast.is_contiguous()
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    x = torch.randn(5, 1, 37, generator=g)
+    torch.testing.assert_close(
+        (pool_matrix(37, 11) @ x[:, 0, :, None])[..., 0], F.adaptive_avg_pool1d(x, 11)[:, 0], rtol=1e-6, atol=1e-7
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The run's key
+
+#: config hashes of the fp32 path before the fast paths existed (main at a48ac57): unchanged
+BEFORE = {"glass": "b62443a5abfa", "patchcore": "b83f22dc11a9", "pouta": "a75856ddccff", "adtr": "adde7308df19"}
+
+
+@pytest.mark.parametrize("method", sorted(BEFORE))
+def test_fast_path_enters_the_key_and_fp32_keys_are_unchanged(method):
+    plain = Job.make(method, "synth", CATEGORY)
+    assert plain.key()["config_hash"] == BEFORE[method]
+    assert Job.make(method, "synth", CATEGORY, fast=()).key() == plain.key()
+    bf16 = Job.make(method, "synth", CATEGORY, fast="bf16")
+    both = Job.make(method, "synth", CATEGORY, fast=("channels_last", "bf16"))
+    hashes = {plain.key()["config_hash"], bf16.key()["config_hash"], both.key()["config_hash"]}
+    assert len(hashes) == 3
+    # the spelling does not matter, the setting does
+    assert Job.make(method, "synth", CATEGORY, fast="bf16,channels-last").key() == both.key()
+    cfg = plain.config()
+    assert cfg["fast"] == () and config_hash(cfg) == config_hash({k: v for k, v in cfg.items() if k != "fast"})
+    assert config_hash({**cfg, "fast": []}) == config_hash(cfg)  # read back from JSON: a list
+
+
+# ----------------------------------------------------------------------------------------------
+# GLASS: bf16 training separates; bf16 inference of the trained model equals fp32's within 0.1 point
+
+
+def test_glass_bf16_training_and_inference(bench):
+    model = build("glass", "smoke", variant="m", data_root=str(bench), fast="bf16,channels-last,features")
+    tr, te = _sets(bench, model)
+    model.fit(tr, progress=False)
+    fx = model.features.backbone
+    assert fx.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    info = model.info()
+    assert info["config"]["fast"] == ("bf16", "channels_last", "features")
+    rec = info["speed"]
+    assert rec["path"] == "bf16+channels_last+features"
+    assert rec["applied"] == {"bf16": "backbone", "channels_last": "backbone", "features": "patch features"}
+    assert rec["cpu"]["numerics"] == "reference" and rec["cpu"]["onednn_max_cpu_isa"] == "AVX2"
+    assert rec["bf16_units"] == "emulated (oneDNN capped at AVX2)"
+    assert np.isfinite(model.history[-1]["loss"])
+
+    fast = model.predict(te, progress=False)
+    m_fast = evaluate(fast)
+    assert m_fast["image_auroc"] >= 0.80 and m_fast["pixel_auroc"] >= 0.85, m_fast  # trained in bf16, separates
+
+    model.set_fast(())  # the same trained model on the fp32 path
+    assert "speed" not in model.info() and fx.model.conv1.weight.is_contiguous()
+    fp32 = model.predict(te, progress=False)
+    m_fp32 = evaluate(fp32)
+    assert abs(m_fast["image_auroc"] - m_fp32["image_auroc"]) <= 0.001, (m_fast, m_fp32)
+    assert abs(m_fast["pixel_auroc"] - m_fp32["pixel_auroc"]) <= 0.001, (m_fast, m_fp32)
+    assert fast.maps.dtype == fp32.maps.dtype == np.float32
+    assert not np.array_equal(fast.image_scores, fp32.image_scores)  # bf16 did run
+
+
+# ----------------------------------------------------------------------------------------------
+# PatchCore: channels-last and bf16 inference of one memory bank
+
+
+def test_patchcore_fast_inference(bench):
+    model = build("patchcore", "smoke")
+    tr, te = _sets(bench, model)
+    model.fit(tr, progress=False)
+    ref = model.predict(te, progress=False)
+    m_ref = evaluate(ref)
+
+    model.set_fast("channels-last,features")  # fp32 math, another layout and order
+    cl = model.predict(te, progress=False)
+    assert model.info()["speed"]["path"] == "channels_last+features"
+    assert abs(evaluate(cl)["image_auroc"] - m_ref["image_auroc"]) <= 0.001
+    np.testing.assert_allclose(cl.image_scores, ref.image_scores, rtol=1e-4)
+
+    model.set_fast("bf16,channels-last,features")
+    bf = model.predict(te, progress=False)
+    m_bf = evaluate(bf)
+    rel = np.abs(bf.image_scores - ref.image_scores) / np.abs(ref.image_scores).max()
+    assert 0 < rel.max() <= 0.01, rel.max()
+    assert abs(m_bf["image_auroc"] - m_ref["image_auroc"]) <= 0.005, (m_bf, m_ref)
+    assert abs(m_bf["pixel_auroc"] - m_ref["pixel_auroc"]) <= 0.001, (m_bf, m_ref)
+
+    model.set_fast("none")  # back on the fp32 path: the fp32 numbers, bit for bit
+    again = model.predict(te, progress=False)
+    np.testing.assert_array_equal(again.image_scores, ref.image_scores)
+    np.testing.assert_array_equal(again.maps, ref.maps)
+
+
+# ----------------------------------------------------------------------------------------------
+# A method without a frozen backbone: the whole network under autocast
+
+
+def test_pouta_whole_network_bf16(bench):
+    tiny = dict(image_size=32, widths=(4, 8, 8, 8), mapping_width=8, batch_size=4, epochs=1)
+    tiny.update(fcm_widths=(4, 4, 8, 8), aggregate_width=4)
+    model = build("pouta", "smoke", data_root=str(bench), fast="bf16,channels_last", **tiny)
+    tr, te = _sets(bench, model)
+    model.fit(tr, progress=False)
+    assert np.isfinite(model.history[-1]["loss"])
+    rec = model.info()["speed"]
+    assert rec["applied"] == {"bf16": "network", "channels_last": "network"}
+    pred = model.predict(te, progress=False)
+    assert pred.maps.dtype == np.float32 and np.isfinite(pred.image_scores).all()
+    model.set_fast(())
+    fp32 = model.predict(te, progress=False)
+    # end to end in bf16 (heat map included): close to fp32's, ranked alike (measured: |diff| <= 0.05, rho 0.97)
+    assert np.abs(pred.image_scores - fp32.image_scores).max() <= 0.1
+    ranks = [np.argsort(np.argsort(s)) for s in (pred.image_scores, fp32.image_scores)]
+    rho = np.corrcoef(*ranks)[0, 1]
+    assert rho >= 0.95, rho
+    assert not np.array_equal(pred.image_scores, fp32.image_scores)  # bf16 did run
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper profile's knob ($ADLIB_FAST, adlib reproduce --profile paper --fast)
+
+
+def test_paper_profile_knob(monkeypatch, capsys):
+    plain_paper = Job.make("glass", "mvtec", "bottle", "paper").key()
+    plain_smoke = Job.make("glass", "synth", CATEGORY).key()
+    monkeypatch.setenv(fastpath.ENV, "bf16,channels-last")
+    assert GLASSConfig.for_profile("paper").fast == ("bf16", "channels_last")
+    assert GLASSConfig.for_profile("paper", fast=()).fast == ()  # a config's own setting wins
+    assert GLASSConfig.for_profile("smoke").fast == ()  # never for the smoke profile
+    assert Job.make("glass", "synth", CATEGORY).key() == plain_smoke
+    assert Job.make("glass", "mvtec", "bottle", "paper").key()["config_hash"] != plain_paper["config_hash"]
+    monkeypatch.setenv(fastpath.ENV, "turbo")
+    with pytest.raises(ValueError, match=r"\$ADLIB_FAST: unknown fast path 'turbo'"):
+        GLASSConfig.for_profile("paper")
+    monkeypatch.delenv(fastpath.ENV)
+    assert Job.make("glass", "mvtec", "bottle", "paper").key() == plain_paper
+    assert cli_main(["reproduce", "--profile", "smoke", "--fast", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "adlib: error: --fast goes with --profile paper (the smoke profile's numbers are pinned to the fp32 path)"
+    ]
