@@ -18,8 +18,9 @@ PatchCore (``--size`` px images fed as they are, no resize; batch ``--batch-size
       embedding, nearest neighbours, ``compute_anomaly_score``);
     - end to end: plus the up-sampled, sigma-4 smoothed map (adlib ``score`` +
       ``anomaly_maps``; anomalib ``PatchcoreModel.forward`` in eval mode).
-    adlib runs twice: its default path (``adlib``) and its opt-in fast scoring path
-    (``adlib-fast``: ``feature_impl="fused"``, ``nn_backend=--fast-nn``). The peers do not
+    adlib runs three times: its default path (``adlib``), its fused patch features with the
+    default float32 search (``adlib-fused``: ``feature_impl="fused"``, all float32) and with the
+    ``--fast-nn`` search (``adlib-fast``; default ``bf16``: bf16 candidates, exact re-ranking). The peers do not
     compute the same features: anomalib's PatchCore describes a position by the 3 x 3 average of
     each layer (1536-D), adlib by the released two-stage reduction to 1024-D (the paper's setting).
 
@@ -109,7 +110,7 @@ def _time_batches(fn, batches) -> float:
     return statistics.median(ts)
 
 
-def _worker_patchcore_adlib(a, fast: bool) -> dict:
+def _worker_patchcore_adlib(a, options: dict) -> dict:
     import torch
 
     from adlib.data.base import Sample
@@ -126,9 +127,8 @@ def _worker_patchcore_adlib(a, fast: bool) -> dict:
         def __getitem__(self, i):
             return Sample(self.images[i], torch.zeros(1, a.size, a.size), 0, "good", f"<random {i}>")
 
-    extra = dict(feature_impl="fused", nn_backend=a.fast_nn) if fast else {}
     torch.manual_seed(0)
-    m = build("patchcore", "paper", pretrained=False, device="cpu", batch_size=a.batch_size, **extra)
+    m = build("patchcore", "paper", pretrained=False, device="cpu", batch_size=a.batch_size, **options)
     train = torch.cat(_batches(a.fit_images // a.batch_size, a.batch_size, a.size, 1))
     t = time.perf_counter()
     m.fit(Images(train), progress=False)
@@ -279,8 +279,9 @@ def _worker_glass_anomalib(a) -> dict:
 
 
 WORKERS = {
-    "patchcore/adlib": lambda a: _worker_patchcore_adlib(a, fast=False),
-    "patchcore/adlib-fast": lambda a: _worker_patchcore_adlib(a, fast=True),
+    "patchcore/adlib": lambda a: _worker_patchcore_adlib(a, {}),
+    "patchcore/adlib-fused": lambda a: _worker_patchcore_adlib(a, dict(feature_impl="fused")),
+    "patchcore/adlib-fast": lambda a: _worker_patchcore_adlib(a, dict(feature_impl="fused", nn_backend=a.fast_nn)),
     "patchcore/anomalib": _worker_patchcore_anomalib,
     "glass/adlib": _worker_glass_adlib,
     "glass/authors": _worker_glass_authors,
@@ -388,7 +389,7 @@ def main() -> None:
     has_anomalib = _available(peers_py, "anomalib", env)
     jobs: list[tuple[str, str]] = []
     if not a.no_patchcore:
-        jobs += [(me, "patchcore/adlib"), (me, "patchcore/adlib-fast")]
+        jobs += [(me, "patchcore/adlib"), (me, "patchcore/adlib-fused"), (me, "patchcore/adlib-fast")]
         if has_anomalib:
             jobs.append((peers_py, "patchcore/anomalib"))
     if a.glass:
@@ -405,7 +406,7 @@ def main() -> None:
     print(
         f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; threads {a.threads}; numerics {a.numerics}; "
         f"PatchCore {a.size} px, fit {a.fit_images} images, coreset 10 %; batch {a.batch_size}; "
-        f"{a.batches} timed batches after 1 warm-up per process; {a.repeats} repeat(s), interleaved; fp32; "
+        f"{a.batches} timed batches after 1 warm-up per process; {a.repeats} repeat(s), interleaved; fp32 (adlib-fast: {a.fast_nn} search); "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         flush=True,
     )
@@ -437,14 +438,15 @@ def main() -> None:
         ref = {n: (f, s, e) for n, f, s, e, _ in rows}
         if "patchcore/anomalib" in ref:
             fa, sa, ea = ref["patchcore/anomalib"]
-            for n in ("patchcore/adlib", "patchcore/adlib-fast"):
+            for n in ("patchcore/adlib", "patchcore/adlib-fused", "patchcore/adlib-fast"):
                 if n in ref:
                     f, s, e = ref[n]
                     print(
                         f"  {n} / anomalib: fit {fa / f:.2f}x faster, scoring {s / sa:.2f}x, end to end {e / ea:.2f}x"
                     )
-        if "patchcore/adlib" in ref and "patchcore/adlib-fast" in ref:
-            print(f"  adlib-fast / adlib scoring: {ref['patchcore/adlib-fast'][1] / ref['patchcore/adlib'][1]:.2f}x")
+        for n in ("patchcore/adlib-fused", "patchcore/adlib-fast"):
+            if "patchcore/adlib" in ref and n in ref:
+                print(f"  {n} / adlib scoring: {ref[n][1] / ref['patchcore/adlib'][1]:.2f}x")
     glass = [n for n in results if n.startswith("glass/")]
     if glass:
         print("\nGLASS (medians), img/s: forward (backbone + features + adaptor + discriminator) | end to end (+ map)")

@@ -440,3 +440,13 @@ def test_fast_scoring_options_are_validated():
         build("patchcore", "smoke", feature_impl="magic")
     with pytest.raises(ValueError, match="nn_candidates"):
         build("patchcore", "smoke", nn_candidates=0)
+
+
+def test_fast_scoring_fields_keep_the_former_config_hash():
+    from adlib.results import config_hash
+
+    cfg = PatchCoreConfig.for_profile("smoke").as_dict()
+    former = {k: v for k, v in cfg.items() if k not in ("nn_backend", "nn_candidates", "feature_impl")}
+    assert config_hash(cfg) == config_hash(former)
+    assert config_hash({**cfg, "nn_backend": "faiss"}) != config_hash(former)
+    assert config_hash({**cfg, "feature_impl": "fused"}) != config_hash(former)

@@ -72,6 +72,34 @@ Choices left open by the paper (the project's, documented here)
       element, then the projection matrix; the backbone's random initialisation (``smoke``) is
       fixed by ``backbone_seed``. A checkpoint records a SHA-256 of the backbone's weights and
       loading refuses a backbone that differs (the bank would be meaningless).
+
+Opt-in fast scoring (issue 22; the defaults are the path every recorded number was made with)
+    Where the time of scoring goes (``benchmarks/profile_patchcore.py``, ``benchmarks/RESULTS.md``):
+    the backbone, then two parts of about the same size each, the released patch features
+    (layer3's ``1024 x 3 x 3`` unfolded values up-sampled to layer2's grid before being pooled) and
+    the nearest-neighbour search (one ``queries x bank x D`` matrix product); the reweighting (the
+    ``b`` neighbours of ``B`` bank rows) and the maps (up-sampling, scipy's Gaussian) take a few
+    per cent, so neither is precomputed nor moved (a table of every bank row's ``b`` neighbours
+    would cost ``L^2 D`` at fit time, 1.9e12 multiply-adds for a full MVTec category).
+
+    - ``feature_impl="fused"``: the released features as one grouped ``p x p`` convolution per
+      layer before the up-sampling (:func:`fused_patch_features`): both poolings are averages
+      over index ranges, their composition with the unfold is a fixed linear filter, and the
+      up-sampling (over positions) commutes with it (over channels). Same numbers up to float
+      round-off (summation order: about 1e-7 relative, tested).
+    - ``nn_backend="faiss"``: faiss's exact ``IndexFlatL2`` (GPU index where faiss has GPU support
+      and the bank is on CUDA) finds the nearest row; the distance is recomputed from the
+      difference as :func:`knn` does. Same distances up to round-off; a near-tie may pick the other
+      row.
+    - ``nn_backend="bf16"``: ``nn_candidates`` candidates from a bfloat16 product of centred rows
+      (AMX / AVX-512-bf16 / tensor cores), re-ranked by the exact float32 distance
+      (:func:`bf16_nearest_neighbors`): exact when the true nearest row is among the candidates;
+      tested: at least 99 % of the patches exact, a miss at most 1 % farther. Under the reference
+      numerics oneDNN is capped at AVX2 and bf16 is emulated (slower): a warning says so and
+      :meth:`PatchCore.scoring_path` (recorded in ``info()``) names the path that ran.
+    The metrics of both stay within 0.1 point of the default path on the built-in benchmark
+    (``tests/test_patchcore.py``). The backbone's own fast paths (bf16 autocast, channels-last,
+    compile) are the shared lifecycle's (:mod:`adlib.fastpath`), not PatchCore's.
 """
 
 from __future__ import annotations
