@@ -465,19 +465,18 @@ def faiss_nearest_neighbors(
 
 @dataclass
 class Bf16Bank:
-    """The bank prepared for :func:`bf16_nearest_neighbors`: its mean ``mu`` (D,), the centred rows
-    in bfloat16 (L x D) and half their squared norms in float32 (L,)."""
+    """The bank prepared for :func:`bf16_nearest_neighbors`: its mean ``mu`` (D,) and, in
+    bfloat16, the centred rows with minus half their squared norms appended (``L x (D + 1)``)."""
 
     mu: torch.Tensor
-    centred: torch.Tensor
-    half_sq: torch.Tensor
+    rows: torch.Tensor
 
     @classmethod
     def of(cls, bank: torch.Tensor) -> Bf16Bank:
         bank = bank.float()
         mu = bank.mean(0)
         c = bank - mu
-        return cls(mu, c.bfloat16(), 0.5 * (c * c).sum(1))
+        return cls(mu, torch.cat([c, -0.5 * (c * c).sum(1, keepdim=True)], 1).bfloat16())
 
 
 @torch.no_grad()
@@ -491,13 +490,14 @@ def bf16_nearest_neighbors(
     """:func:`nearest_neighbors` with the candidates found by a bfloat16 matrix product.
 
     Rows and queries are centred on the bank mean (distances do not change; the products get
-    smaller, so their rounding matters less), the ``candidates`` bank rows of smallest
-    ``|m|^2 / 2 - q.m`` from one bf16 product per chunk (AMX / AVX-512-bf16 units on a CPU that
-    has them, tensor cores on a GPU), then the nearest of those by the exact float32 distance
-    from the differences. Exact whenever the true nearest row is among the candidates; a query
-    whose true nearest row ranks below ``candidates`` under bf16 rounding gets the nearest of its
-    candidates instead, at most the bf16 error of the product farther
-    (``tests/test_patchcore.py`` bounds how often and how much on the built-in benchmark)."""
+    smaller, so their rounding matters less); the ``candidates`` bank rows of largest
+    ``q.m - |m|^2 / 2`` (the nearest ones) come from one bf16 product per chunk of ``[q, 1]``
+    with ``[m, -|m|^2 / 2]`` (float32 accumulation inside the product; AMX / AVX-512-bf16 units on
+    a CPU that has them, tensor cores on a GPU), then the nearest of those by the exact float32
+    distance from the differences. Exact whenever the true nearest row is among the candidates; a
+    query whose true nearest row ranks below ``candidates`` under bf16 rounding gets the nearest
+    of its candidates instead (``tests/test_patchcore.py`` bounds how often and how much on the
+    built-in benchmark)."""
     if prepared is None:
         prepared = Bf16Bank.of(bank)
     queries, bank = queries.float(), bank.float()
@@ -508,8 +508,8 @@ def bf16_nearest_neighbors(
     refine = 1024  # rows per exact re-ranking (scratch refine x c x D float32)
     for qs in range(0, M, query_chunk):
         q = queries[qs : qs + query_chunk]
-        prod = torch.mm((q - prepared.mu).bfloat16(), prepared.centred.T)
-        cand = torch.topk(prepared.half_sq - prod, c, dim=1, largest=False).indices  # float32 by promotion
+        qa = F.pad(q - prepared.mu, (0, 1), value=1.0).bfloat16()
+        cand = torch.topk(torch.mm(qa, prepared.rows.T), c, dim=1).indices
         for rs in range(0, q.shape[0], refine):
             d, i = _exact_among(q[rs : rs + refine], bank, cand[rs : rs + refine])
             out_d[qs + rs : qs + rs + d.shape[0]], out_i[qs + rs : qs + rs + d.shape[0]] = d, i
