@@ -75,11 +75,11 @@ Choices left open by the paper (the project's, documented here)
 
 Opt-in fast scoring (issue 22; the defaults are the path every recorded number was made with)
     Where the time of scoring goes (``benchmarks/profile_patchcore.py``, ``benchmarks/RESULTS.md``):
-    the backbone, then two parts of about the same size each, the released patch features
-    (layer3's ``1024 x 3 x 3`` unfolded values up-sampled to layer2's grid before being pooled) and
-    the nearest-neighbour search (one ``queries x bank x D`` matrix product); the reweighting (the
-    ``b`` neighbours of ``B`` bank rows) and the maps (up-sampling, scipy's Gaussian) take a few
-    per cent, so neither is precomputed nor moved (a table of every bank row's ``b`` neighbours
+    the backbone and, as costly or more, the released patch features (layer3's ``1024 x 3 x 3``
+    unfolded values up-sampled to layer2's grid before being pooled); then the nearest-neighbour
+    search (one ``queries x bank x D`` matrix product, about a tenth); the reweighting (the ``b``
+    neighbours of ``B`` bank rows) and the maps (up-sampling, scipy's Gaussian) take under 1 %
+    each, so neither is precomputed nor moved (a table of every bank row's ``b`` neighbours
     would cost ``L^2 D`` at fit time, 1.9e12 multiply-adds for a full MVTec category).
 
     - ``feature_impl="fused"``: the released features as one grouped ``p x p`` convolution per
@@ -492,8 +492,8 @@ def bf16_nearest_neighbors(
     Rows and queries are centred on the bank mean (distances do not change; the products get
     smaller, so their rounding matters less); the ``candidates`` bank rows of largest
     ``q.m - |m|^2 / 2`` (the nearest ones) come from one bf16 product per chunk of ``[q, 1]``
-    with ``[m, -|m|^2 / 2]`` (float32 accumulation inside the product; AMX / AVX-512-bf16 units on
-    a CPU that has them, tensor cores on a GPU), then the nearest of those by the exact float32
+    with ``[m, -|m|^2 / 2]`` (accumulated in float32 inside the product, the result rounded to
+    bf16; AMX / AVX-512-bf16 units on a CPU that has them, tensor cores on a GPU), then the nearest of those by the exact float32
     distance from the differences. Exact whenever the true nearest row is among the candidates; a
     query whose true nearest row ranks below ``candidates`` under bf16 rounding gets the nearest
     of its candidates instead (``tests/test_patchcore.py`` bounds how often and how much on the
@@ -1041,15 +1041,23 @@ class PatchCore(Method):
 
 
 __all__ = [
+    "Bf16Bank",
+    "FusedLayer",
     "PatchCore",
     "PatchCoreConfig",
     "anomaly_maps",
     "approximate_greedy_coreset",
+    "bf16_nearest_neighbors",
     "covering_radius",
     "exact_greedy_coreset",
+    "faiss_index",
+    "faiss_nearest_neighbors",
+    "fused_layers",
+    "fused_patch_features",
     "knn",
     "nearest_neighbors",
     "random_projection",
     "random_projection_matrix",
+    "reduction_matrices",
     "reweighted_image_scores",
 ]
