@@ -93,6 +93,10 @@ UNHASHED_FIELDS = ("data_root",)
 #: behaviour: hashed only when set to something else, so the records written before still match
 ADDED_FIELDS: dict[str, Any] = {
     "reweight_reduction": "sum",
+    # PatchCore's opt-in scoring paths (issue 22), at the path every record was made with
+    "nn_backend": "torch",
+    "nn_candidates": 4,
+    "feature_impl": "released",
     # GLASS / SimpleNet protocol options (issue 17), at the project's values (the smoke profile's)
     "select_every": None,
     "eval_masks": "nearest",

@@ -13,16 +13,22 @@ import torch
 from adlib.data import get_dataset
 from adlib.data.synth import generate_benchmark
 from adlib.models import Prediction, available_models, build, evaluate, load
+from adlib.models.features import PatchFeatures, reduce_dims
 from adlib.models.patchcore import (
     PatchCore,
     PatchCoreConfig,
     anomaly_maps,
     approximate_greedy_coreset,
+    bf16_nearest_neighbors,
     covering_radius,
     exact_greedy_coreset,
+    faiss_nearest_neighbors,
+    fused_layers,
+    fused_patch_features,
     knn,
     nearest_neighbors,
     random_projection_matrix,
+    reduction_matrices,
     reweighted_image_scores,
 )
 
@@ -347,3 +353,100 @@ def test_save_load_roundtrip_gives_identical_predictions(fitted, tmp_path):
     with pytest.raises(ValueError, match="differs"):
         PatchCore.load(tmp_path / "other.pt")
     assert PatchCore.load(tmp_path / "other.pt", strict=False).memory_bank.shape == (409, 256)
+
+
+# ------------------------------------------------------------------------------------------------
+# opt-in fast scoring paths (issue 22): the same numbers up to a stated tolerance
+
+
+@pytest.mark.parametrize("dims", [([1152, 2304], 256, 256), ([4608, 9216], 1024, 1024), ([4608, 9216], 1536, 1536)])
+def test_reduction_matrices_are_the_released_pooling(dims):
+    in_dims, pre, target = dims
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(5, n, generator=g, dtype=torch.float64) for n in in_dims]
+    mats = reduction_matrices(in_dims, pre, target)
+    torch.testing.assert_close(sum(x @ A.T for x, A in zip(xs, mats)), reduce_dims(xs, pre, target))
+
+
+def test_fused_layers_are_grouped_convolutions():
+    # WideResNet-50 layer2 + layer3 at the paper's 1024-D: depthwise on layer2, pairs of channels on layer3
+    wrn = fused_layers([512, 1024], 3, 1024, 1024)
+    assert [(x.groups, tuple(x.weight.shape)) for x in wrn] == [(512, (512, 1, 3, 3)), (512, (512, 2, 3, 3))]
+    assert torch.equal(wrn[0].rows, torch.arange(512)) and torch.equal(wrn[1].rows, torch.arange(512, 1024))
+    # GLASS's 1536-D: a layer2 bin of the second stage straddles two channels, so groups of 2 channels
+    assert [x.groups for x in fused_layers([512, 1024], 3, 1536, 1536)] == [256, 256]
+    # no structure to exploit (dimensions that mix every channel): one dense group, still exact
+    (dense,) = fused_layers([3], 3, 2, 2)
+    assert dense.groups == 1 and dense.weight.shape == (2, 3, 3, 3)
+
+
+@pytest.mark.parametrize("dims", [(256, 256), (384, 192)])
+def test_fused_patch_features_equal_the_released_ones(dims):
+    m = build("patchcore", "smoke", pretrain_embed_dim=dims[0], target_embed_dim=dims[1])
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    released = m.features(x)
+    fused = fused_patch_features(m.features, x)
+    assert fused.shape == released.shape == (2, 12, 12, dims[1])
+    assert isinstance(m.features, PatchFeatures)
+    torch.testing.assert_close(fused, released, rtol=0, atol=1e-6 * float(released.abs().max()))
+
+
+def _brute_nearest(q: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(q.double(), b.double()).min(dim=1).values
+
+
+def test_faiss_and_bf16_search_match_brute_force(fitted):
+    m, te, _ = fitted[0]
+    bank = m.memory_bank
+    q = m.patch_features(torch.stack([te[i].image for i in range(8)])).reshape(-1, bank.shape[1])
+    ref = _brute_nearest(q, bank)
+    d0, i0 = nearest_neighbors(q, bank)
+    df, i_f = faiss_nearest_neighbors(q, bank, query_chunk=500)
+    torch.testing.assert_close(df.double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(df, d0, rtol=1e-6, atol=1e-7)
+    assert (i_f == i0).float().mean() >= 0.999  # only near-ties may pick the other row
+    db, ib = bf16_nearest_neighbors(q, bank, candidates=4, query_chunk=500)
+    assert (db.double() >= ref - 1e-5 * ref.max()).all()  # never nearer than the true nearest
+    exact = (db.double() - ref).abs() <= 1e-5 * ref.max()
+    assert exact.float().mean() >= 0.99, float(exact.float().mean())
+    assert float(((db.double() - ref) / ref.clamp_min(1e-12)).max()) <= 0.01  # a miss is a near neighbour
+    # one candidate is the bf16 ranking alone; re-ranking more of them recovers the exact search
+    d1, _ = bf16_nearest_neighbors(q, bank, candidates=1)
+    assert (db <= d1).all()
+
+
+@pytest.mark.parametrize("options", [dict(nn_backend="faiss"), dict(nn_backend="bf16", feature_impl="fused")])
+def test_fast_scoring_keeps_the_metrics(fitted, data_root, options):
+    """Within 0.1 point of the default path on the built-in benchmark (fitted with the same options)."""
+    m0, te, p0 = fitted[0]
+    m = build("patchcore", "smoke", seed=0, backbone_seed=0, **options)
+    m.fit(get_dataset("synth", CATEGORY, "train", root=data_root, transform=m.transform), progress=False)
+    p = m.predict(te, progress=False)
+    r0, r = evaluate(p0), evaluate(p)
+    for key in ("image_auroc", "pixel_auroc", "au_pro"):
+        assert abs(r[key] - r0[key]) <= 0.001, (key, r[key], r0[key])
+    np.testing.assert_allclose(p.image_scores, p0.image_scores, rtol=1e-3, atol=1e-4)
+    path = m.info()["scoring_path"]
+    assert path["nn_backend"] == options["nn_backend"] and path["feature_impl"] == options.get(
+        "feature_impl", "released"
+    )
+    assert m0.info()["scoring_path"] == {"feature_impl": "released", "nn_backend": "torch"}
+
+
+def test_fast_scoring_options_are_validated():
+    with pytest.raises(ValueError, match="nn_backend"):
+        build("patchcore", "smoke", nn_backend="annoy")
+    with pytest.raises(ValueError, match="feature_impl"):
+        build("patchcore", "smoke", feature_impl="magic")
+    with pytest.raises(ValueError, match="nn_candidates"):
+        build("patchcore", "smoke", nn_candidates=0)
+
+
+def test_fast_scoring_fields_keep_the_former_config_hash():
+    from adlib.results import config_hash
+
+    cfg = PatchCoreConfig.for_profile("smoke").as_dict()
+    former = {k: v for k, v in cfg.items() if k not in ("nn_backend", "nn_candidates", "feature_impl")}
+    assert config_hash(cfg) == config_hash(former)
+    assert config_hash({**cfg, "nn_backend": "faiss"}) != config_hash(former)
+    assert config_hash({**cfg, "feature_impl": "fused"}) != config_hash(former)

@@ -72,6 +72,34 @@ Choices left open by the paper (the project's, documented here)
       element, then the projection matrix; the backbone's random initialisation (``smoke``) is
       fixed by ``backbone_seed``. A checkpoint records a SHA-256 of the backbone's weights and
       loading refuses a backbone that differs (the bank would be meaningless).
+
+Opt-in fast scoring (issue 22; the defaults are the path every recorded number was made with)
+    Where the time of scoring goes (``benchmarks/profile_patchcore.py``, ``benchmarks/RESULTS.md``):
+    the backbone and, as costly or more, the released patch features (layer3's ``1024 x 3 x 3``
+    unfolded values up-sampled to layer2's grid before being pooled); then the nearest-neighbour
+    search (one ``queries x bank x D`` matrix product, about a tenth); the reweighting (the ``b``
+    neighbours of ``B`` bank rows) and the maps (up-sampling, scipy's Gaussian) take under 1 %
+    each, so neither is precomputed nor moved (a table of every bank row's ``b`` neighbours
+    would cost ``L^2 D`` at fit time, 1.9e12 multiply-adds for a full MVTec category).
+
+    - ``feature_impl="fused"``: the released features as one grouped ``p x p`` convolution per
+      layer before the up-sampling (:func:`fused_patch_features`): both poolings are averages
+      over index ranges, their composition with the unfold is a fixed linear filter, and the
+      up-sampling (over positions) commutes with it (over channels). Same numbers up to float
+      round-off (summation order: about 1e-7 relative, tested).
+    - ``nn_backend="faiss"``: faiss's exact ``IndexFlatL2`` (GPU index where faiss has GPU support
+      and the bank is on CUDA) finds the nearest row; the distance is recomputed from the
+      difference as :func:`knn` does. Same distances up to round-off; a near-tie may pick the other
+      row.
+    - ``nn_backend="bf16"``: ``nn_candidates`` candidates from a bfloat16 product of centred rows
+      (AMX / AVX-512-bf16 / tensor cores), re-ranked by the exact float32 distance
+      (:func:`bf16_nearest_neighbors`): exact when the true nearest row is among the candidates;
+      tested: at least 99 % of the patches exact, a miss at most 1 % farther. Under the reference
+      numerics oneDNN is capped at AVX2 and bf16 is emulated (slower): a warning says so and
+      :meth:`PatchCore.scoring_path` (recorded in ``info()``) names the path that ran.
+    The metrics of both stay within 0.1 point of the default path on the built-in benchmark
+    (``tests/test_patchcore.py``). The backbone's own fast paths (bf16 autocast, channels-last,
+    compile) are the shared lifecycle's (:mod:`adlib.fastpath`), not PatchCore's.
 """
 
 from __future__ import annotations
@@ -100,6 +128,10 @@ from .smoothing import GaussianFilter
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("approximate", "exact", "random")
+#: nearest-neighbour search backends (``PatchCoreConfig.nn_backend``)
+NN_BACKENDS = ("torch", "faiss", "bf16")
+#: how the locally aware patch features are computed (``PatchCoreConfig.feature_impl``)
+FEATURE_IMPLS = ("released", "fused")
 
 #: scratch budget defaults (rows per distance chunk)
 DEFAULT_CORESET_CHUNK = 65536
@@ -426,6 +458,239 @@ class PatchCoreExport(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# Opt-in fast scoring paths (issue 22): other search backends, fused patch features
+
+
+def _exact_among(q: torch.Tensor, bank: torch.Tensor, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest of the candidate bank rows ``cand`` (``m x c``) of each query ``q`` (``m x D``), by
+    the distance recomputed from the differences ``||q - m||_2`` (as :func:`knn` reports it; ties:
+    the first candidate). Returns distances (m,) and bank indices (m,)."""
+    d = torch.linalg.vector_norm(q[:, None, :] - bank[cand], dim=-1)
+    j = d.argmin(dim=1, keepdim=True)
+    return d.gather(1, j)[:, 0], cand.gather(1, j)[:, 0]
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is in the locked install
+        raise ImportError("nn_backend='faiss' needs faiss: pip install faiss-cpu (or faiss-gpu)") from exc
+    return faiss
+
+
+def faiss_index(bank: torch.Tensor):
+    """An exact faiss ``IndexFlatL2`` holding the bank rows (float32); on a GPU faiss
+    (``StandardGpuResources`` present) and a CUDA bank, a ``GpuIndexFlatL2`` on that device."""
+    faiss = _import_faiss()
+    rows = np.ascontiguousarray(bank.detach().float().cpu().numpy())
+    if bank.device.type == "cuda" and hasattr(faiss, "StandardGpuResources"):
+        res = faiss.StandardGpuResources()
+        cfg = faiss.GpuIndexFlatConfig()
+        cfg.device = bank.device.index or 0
+        index = faiss.GpuIndexFlatL2(res, rows.shape[1], cfg)
+        index._adlib_resources = res  # keep the resources alive with the index
+    else:
+        index = faiss.IndexFlatL2(rows.shape[1])
+    index.add(rows)
+    return index
+
+
+@torch.no_grad()
+def faiss_nearest_neighbors(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    index=None,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`nearest_neighbors` through faiss's exact ``IndexFlatL2`` (``index``: from
+    :func:`faiss_index`, built here when None): faiss finds the nearest row by its squared
+    distances, the reported distance is recomputed from the difference as :func:`knn` does.
+    faiss runs on ``torch.get_num_threads()`` OpenMP threads. Rows whose nearest and second
+    nearest bank rows are equally far up to round-off may get the other of the two (same distance
+    up to round-off)."""
+    faiss = _import_faiss()
+    if index is None:
+        index = faiss_index(bank)
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    queries, bank = queries.float(), bank.float()
+    M = queries.shape[0]
+    out_d = torch.empty(M, device=queries.device)
+    out_i = torch.empty(M, dtype=torch.long, device=queries.device)
+    for qs in range(0, M, query_chunk):
+        q = queries[qs : qs + query_chunk]
+        _, idx = index.search(np.ascontiguousarray(q.cpu().numpy()), 1)
+        cand = torch.from_numpy(idx).to(q.device)
+        out_d[qs : qs + query_chunk], out_i[qs : qs + query_chunk] = _exact_among(q, bank, cand)
+    return out_d, out_i
+
+
+@dataclass
+class Bf16Bank:
+    """The bank prepared for :func:`bf16_nearest_neighbors`: its mean ``mu`` (D,) and, in
+    bfloat16, the centred rows with minus half their squared norms appended (``L x (D + 1)``)."""
+
+    mu: torch.Tensor
+    rows: torch.Tensor
+
+    @classmethod
+    def of(cls, bank: torch.Tensor) -> Bf16Bank:
+        bank = bank.float()
+        mu = bank.mean(0)
+        c = bank - mu
+        return cls(mu, torch.cat([c, -0.5 * (c * c).sum(1, keepdim=True)], 1).bfloat16())
+
+
+@torch.no_grad()
+def bf16_nearest_neighbors(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    candidates: int = 4,
+    prepared: Bf16Bank | None = None,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`nearest_neighbors` with the candidates found by a bfloat16 matrix product.
+
+    Rows and queries are centred on the bank mean (distances do not change; the products get
+    smaller, so their rounding matters less); the ``candidates`` bank rows of largest
+    ``q.m - |m|^2 / 2`` (the nearest ones) come from one bf16 product per chunk of ``[q, 1]``
+    with ``[m, -|m|^2 / 2]`` (accumulated in float32 inside the product, the result rounded to
+    bf16; AMX / AVX-512-bf16 units on a CPU that has them, tensor cores on a GPU), then the nearest of those by the exact float32
+    distance from the differences. Exact whenever the true nearest row is among the candidates; a
+    query whose true nearest row ranks below ``candidates`` under bf16 rounding gets the nearest
+    of its candidates instead (``tests/test_patchcore.py`` bounds how often and how much on the
+    built-in benchmark)."""
+    if prepared is None:
+        prepared = Bf16Bank.of(bank)
+    queries, bank = queries.float(), bank.float()
+    c = min(int(candidates), bank.shape[0])
+    M = queries.shape[0]
+    out_d = torch.empty(M, device=queries.device)
+    out_i = torch.empty(M, dtype=torch.long, device=queries.device)
+    refine = 1024  # rows per exact re-ranking (scratch refine x c x D float32)
+    for qs in range(0, M, query_chunk):
+        q = queries[qs : qs + query_chunk]
+        qa = F.pad(q - prepared.mu, (0, 1), value=1.0).bfloat16()
+        cand = torch.topk(torch.mm(qa, prepared.rows.T), c, dim=1).indices
+        for rs in range(0, q.shape[0], refine):
+            d, i = _exact_among(q[rs : rs + refine], bank, cand[rs : rs + refine])
+            out_d[qs + rs : qs + rs + d.shape[0]], out_i[qs + rs : qs + rs + d.shape[0]] = d, i
+    return out_d, out_i
+
+
+def _adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """The input ranges ``[start, end)`` of ``adaptive_avg_pool1d(n_in -> n_out)``'s outputs."""
+    return [((i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)) for i in range(n_out)]
+
+
+def reduction_matrices(in_dims: list[int], pretrain_embed_dim: int, target_embed_dim: int) -> list[torch.Tensor]:
+    """The released two-stage reduction (:func:`adlib.models.features.reduce_dims`) as one linear
+    map per layer: ``A_l`` (``target x in_dims[l]``, float64) with ``reduce_dims(xs) = sum_l xs[l] @ A_l.T``
+    (both stages are averages over index ranges, so their composition is linear)."""
+    stage1 = _adaptive_bins  # per layer: in_dims[l] -> pretrain
+    stage2 = _adaptive_bins(len(in_dims) * pretrain_embed_dim, target_embed_dim)
+    mats = []
+    for li, n_in in enumerate(in_dims):
+        A = torch.zeros(target_embed_dim, n_in, dtype=torch.float64)
+        bins1 = stage1(n_in, pretrain_embed_dim)
+        for o, (s2, e2) in enumerate(stage2):
+            for j in range(max(s2, li * pretrain_embed_dim), min(e2, (li + 1) * pretrain_embed_dim)):
+                s1, e1 = bins1[j - li * pretrain_embed_dim]
+                A[o, s1:e1] += 1.0 / ((e2 - s2) * (e1 - s1))
+        mats.append(A)
+    return mats
+
+
+@dataclass
+class FusedLayer:
+    """One layer's share of the fused patch features: a grouped convolution (``weight``:
+    ``n_out x G x p x p``, ``groups``) whose output channels add into the feature dimensions ``rows``."""
+
+    weight: torch.Tensor
+    groups: int
+    rows: torch.Tensor
+
+
+def fused_layers(
+    channels: list[int], patch_size: int, pretrain_embed_dim: int, target_embed_dim: int
+) -> list[FusedLayer]:
+    """The released locally aware patch features (:class:`~adlib.models.features.PatchFeatures`:
+    unfold ``p x p``, up-sample to the first layer's grid, pool twice) written as one grouped
+    ``p x p`` convolution per layer, before the up-sampling (the up-sampling acts on positions and
+    the pooling on channels, so they commute). Each output dimension of a layer averages the
+    neighbourhoods of a few adjacent channels; the smallest channel group ``G`` (a divisor of
+    ``C``) that holds every output's channels, with the same number of outputs per group, gives
+    the grouped convolution (``G = C``, a dense one, always qualifies). WideResNet-50 layer2 +
+    layer3 at 1024-D: ``G = 1`` for layer2 (512 depthwise filters), ``G = 2`` for layer3."""
+    p2 = patch_size * patch_size
+    mats = reduction_matrices([c * p2 for c in channels], pretrain_embed_dim, target_embed_dim)
+    out = []
+    for C, A in zip(channels, mats):
+        A = A.view(target_embed_dim, C, p2)
+        used = (A != 0).any(dim=2)  # target x C: which channels each output reads
+        rows = torch.nonzero(used.any(dim=1))[:, 0]
+        lo = torch.tensor([int(torch.nonzero(used[r])[0, 0]) for r in rows])
+        hi = torch.tensor([int(torch.nonzero(used[r])[-1, 0]) for r in rows])
+        for G in (g for g in range(1, C + 1) if C % g == 0):
+            if not torch.equal(lo // G, hi // G):
+                continue
+            grp = lo // G
+            counts = torch.bincount(grp, minlength=C // G)
+            if (counts == counts[0]).all() and bool((grp[1:] >= grp[:-1]).all()):
+                break
+        n_groups = C // G
+        w = torch.stack([A[r, int(g) * G : (int(g) + 1) * G] for r, g in zip(rows, grp)])
+        out.append(FusedLayer(w.view(len(rows), G, patch_size, patch_size).float(), n_groups, rows))
+    return out
+
+
+@torch.no_grad()
+def fused_patch_features(features, images: torch.Tensor, layers: list[FusedLayer] | None = None) -> torch.Tensor:
+    """:class:`~adlib.models.features.PatchFeatures`'s output (``B x h x w x D``) computed by
+    :func:`fused_layers`' grouped convolutions: the same linear map of the backbone's features,
+    without the ``C * p * p``-wide unfolded tensors (layer3's is 9216 values per position); equal
+    to the released path up to float round-off (summation order; ``tests/test_patchcore.py``)."""
+    feats = list(features.backbone(images).values())
+    if layers is None:
+        layers = fused_layers(
+            [f.shape[1] for f in feats], features.patch_size, features.pretrain_embed_dim, features.target_embed_dim
+        )
+    b, _, h, w = feats[0].shape
+    out = torch.zeros(b, features.target_embed_dim, h, w, device=feats[0].device, dtype=torch.float32)
+    for f, layer in zip(feats, layers):
+        wt = layer.weight.to(f.device)
+        y = F.conv2d(f.float(), wt, padding=features.patch_size // 2, groups=layer.groups)
+        if y.shape[-2:] != (h, w):
+            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+        out.index_add_(1, layer.rows.to(f.device), y)
+    return out.permute(0, 2, 3, 1)
+
+
+_BF16_WARNED = False
+
+
+def _warn_bf16_once() -> None:
+    """Log once per process when the bf16 search runs on a CPU without its bf16 units."""
+    global _BF16_WARNED
+    if not _BF16_WARNED:
+        note = _bf16_units_note()
+        if not note.startswith("native"):
+            log.warning("patchcore nn_backend='bf16': %s", note)
+        _BF16_WARNED = True
+
+
+def _bf16_units_note() -> str:
+    """Whether a CPU bf16 product can use the machine's bf16 units under the numerics in force."""
+    from .. import numerics
+
+    if numerics.mode() == "reference":
+        return (
+            "reference numerics cap oneDNN at AVX2 (ONEDNN_MAX_CPU_ISA): bf16 products run without AMX or "
+            "AVX-512-bf16, emulated and slower than float32; set ADLIB_NUMERICS=native before Python starts"
+        )
+    return "native numerics: oneDNN may use AMX / AVX-512-bf16 where the CPU has them"
+
+
+# ----------------------------------------------------------------------------------------------
 # Configuration
 
 
@@ -465,6 +730,10 @@ class PatchCoreConfig(MethodConfig):
     coreset_chunk: int = DEFAULT_CORESET_CHUNK
     nn_query_chunk: int = DEFAULT_QUERY_CHUNK
     nn_bank_chunk: int = DEFAULT_BANK_CHUNK
+    # opt-in fast scoring (issue 22; the defaults are the path every recorded number was made with)
+    nn_backend: str = "torch"  # "torch" (knn), "faiss" (IndexFlatL2), "bf16" (bf16 candidates + exact re-rank)
+    nn_candidates: int = 4  # nn_backend="bf16": candidates re-ranked by the exact distance
+    feature_impl: str = "released"  # "released" (unfold + pool) or "fused" (grouped convolutions)
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -497,7 +766,11 @@ class PatchCoreConfig(MethodConfig):
             raise ValueError(f"projection_dim must be None or >= 1, got {self.projection_dim}")
         if self.reweight and self.num_neighbors < 2:
             raise ValueError(f"num_neighbors (b) must be >= 2 with reweight=True, got {self.num_neighbors}")
-        for name in ("batch_size", "coreset_chunk", "nn_query_chunk", "nn_bank_chunk"):
+        if self.nn_backend not in NN_BACKENDS:
+            raise ValueError(f"nn_backend must be one of {NN_BACKENDS}, got {self.nn_backend!r}")
+        if self.feature_impl not in FEATURE_IMPLS:
+            raise ValueError(f"feature_impl must be one of {FEATURE_IMPLS}, got {self.feature_impl!r}")
+        for name in ("batch_size", "coreset_chunk", "nn_query_chunk", "nn_bank_chunk", "nn_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.smooth_sigma < 0:
@@ -520,17 +793,54 @@ class PatchCoreNet(nn.Module):
         super().__init__()
         self.features = features
         self.register_buffer("memory_bank", None)
-        self.cfg = cfg  # read at each call: reweight, num_neighbors, the search chunks
+        self.cfg = cfg  # read at each call: reweight, num_neighbors, the search chunks, the backends
+        # what the opt-in paths prepare once (not part of the state: rebuilt from the bank / backbone)
+        self._prepared: dict[str, Any] = {}
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch features ``B x h x w x D`` (``cfg.feature_impl``: the released unfold + pooling,
+        or :func:`fused_patch_features`)."""
+        if self.cfg.feature_impl == "fused":
+            key = ("fused", images.device)
+            if key not in self._prepared:
+                fx = self.features
+                layers = fused_layers(
+                    list(fx.backbone.info.channels), fx.patch_size, fx.pretrain_embed_dim, fx.target_embed_dim
+                )
+                self._prepared[key] = [
+                    FusedLayer(x.weight.to(images.device), x.groups, x.rows.to(images.device)) for x in layers
+                ]
+            return fused_patch_features(self.features, images, self._prepared[key])
+        return self.features(images)
+
+    def _bank_key(self, bank: torch.Tensor, what: str) -> tuple:
+        return (what, bank.data_ptr(), bank._version, tuple(bank.shape), str(bank.device))
+
+    def search(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest bank row of every query row (``M x D``): distances (M,) and indices (M,), by
+        ``cfg.nn_backend``; what a backend prepares from the bank (faiss index, centred bf16 rows)
+        is kept until the bank changes."""
+        bank = self.memory_bank
+        cfg = self.cfg
+        if cfg.nn_backend == "torch":
+            return nearest_neighbors(queries, bank, cfg.nn_query_chunk, cfg.nn_bank_chunk)
+        key = self._bank_key(bank, cfg.nn_backend)
+        if key not in self._prepared:
+            self._prepared = {k: v for k, v in self._prepared.items() if k[0] == "fused"}
+            self._prepared[key] = faiss_index(bank) if cfg.nn_backend == "faiss" else Bf16Bank.of(bank)
+        if cfg.nn_backend == "faiss":
+            return faiss_nearest_neighbors(queries, bank, self._prepared[key], cfg.nn_query_chunk)
+        return bf16_nearest_neighbors(queries, bank, cfg.nn_candidates, self._prepared[key], cfg.nn_query_chunk)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bank = self.memory_bank
         if bank is None:
             raise RuntimeError("PatchCore has no memory bank: call fit() (or load()) first")
-        f = self.features(images)
+        f = self.extract(images)
         B, h, w, D = f.shape
         patches = f.reshape(B, h * w, D)
         cfg = self.cfg
-        d, i = nearest_neighbors(patches.reshape(-1, D), bank, cfg.nn_query_chunk, cfg.nn_bank_chunk)
+        d, i = self.search(patches.reshape(-1, D))
         d, i = d.view(B, h * w), i.view(B, h * w)
         if cfg.reweight:
             s = reweighted_image_scores(patches, d, i, bank, cfg.num_neighbors, cfg.nn_bank_chunk)
@@ -586,8 +896,8 @@ class PatchCore(Method):
 
     @torch.no_grad()
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Locally aware patch features ``B x h x w x D`` of normalised images."""
-        return self.features(images.to(self.device))
+        """Locally aware patch features ``B x h x w x D`` of normalised images (``cfg.feature_impl``)."""
+        return self.net.extract(images.to(self.device))
 
     # -- what a run costs (the bill, :mod:`adlib.bill`) ------------------------------------------
     def flop_parts(self) -> dict[str, FlopPart]:
@@ -720,6 +1030,8 @@ class PatchCore(Method):
     def _check_fitted(self) -> torch.Tensor:
         if self.memory_bank is None:
             raise RuntimeError("PatchCore has no memory bank: call fit() (or load()) first")
+        if self.cfg.nn_backend == "bf16" and self.device.type == "cpu":
+            _warn_bf16_once()
         return self.memory_bank
 
     @torch.no_grad()
@@ -746,6 +1058,22 @@ class PatchCore(Method):
         bank = self._check_fitted()
         self.eval()
         return PatchCoreExport(self.features, bank, self.cfg, input_hw(self.transform)).eval()
+
+    def scoring_path(self) -> dict[str, Any]:
+        """Which feature and search paths score (recorded by :meth:`info`): ``nn_backend`` (with the
+        faiss version and index kind, or the bf16 candidates and whether the CPU's bf16 units can
+        run under the numerics in force) and ``feature_impl``."""
+        cfg = self.cfg
+        out: dict[str, Any] = {"feature_impl": cfg.feature_impl, "nn_backend": cfg.nn_backend}
+        if cfg.nn_backend == "faiss":
+            faiss = _import_faiss()
+            gpu = self.device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
+            out["faiss"] = f"{faiss.__version__} {'GpuIndexFlatL2' if gpu else 'IndexFlatL2'} (exact)"
+        elif cfg.nn_backend == "bf16":
+            out["nn_candidates"] = int(cfg.nn_candidates)
+            if self.device.type == "cpu":
+                out["bf16_units"] = _bf16_units_note()
+        return out
 
     # -- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -774,22 +1102,31 @@ class PatchCore(Method):
             "bank_size": None if self.memory_bank is None else int(self.memory_bank.shape[0]),
             "bank_dim": None if self.memory_bank is None else int(self.memory_bank.shape[1]),
             "image_score": "reweighted (paper Sec. 3.3)" if self.cfg.reweight else "max (released code)",
+            "scoring_path": self.scoring_path(),
             "fit": dict(self.fit_stats),
         }
 
 
 __all__ = [
+    "Bf16Bank",
+    "FusedLayer",
     "PatchCore",
     "PatchCoreConfig",
     "PatchCoreExport",
     "anomaly_maps",
     "bank_neighbours",
     "approximate_greedy_coreset",
+    "bf16_nearest_neighbors",
     "covering_radius",
     "exact_greedy_coreset",
+    "faiss_index",
+    "faiss_nearest_neighbors",
+    "fused_layers",
+    "fused_patch_features",
     "knn",
     "nearest_neighbors",
     "random_projection",
     "random_projection_matrix",
+    "reduction_matrices",
     "reweighted_image_scores",
 ]
