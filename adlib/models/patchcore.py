@@ -82,11 +82,10 @@ Opt-in fast scoring (issue 22; the defaults are the path every recorded number w
     each, so neither is precomputed nor moved (a table of every bank row's ``b`` neighbours
     would cost ``L^2 D`` at fit time, 1.9e12 multiply-adds for a full MVTec category).
 
-    - ``feature_impl="fused"``: the released features as one grouped ``p x p`` convolution per
-      layer before the up-sampling (:func:`fused_patch_features`): both poolings are averages
-      over index ranges, their composition with the unfold is a fixed linear filter, and the
-      up-sampling (over positions) commutes with it (over channels). Same numbers up to float
-      round-off (summation order: about 1e-7 relative, tested).
+    - the patch features: the shared fast path ``features`` (:mod:`adlib.fastpath`,
+      ``fast=("features",)``) computes them as one grouped ``p x p`` convolution per layer
+      before the up-sampling (:func:`adlib.models.features.reduce_grid`); same numbers up to
+      float round-off.
     - ``nn_backend="faiss"``: faiss's exact ``IndexFlatL2`` (GPU index where faiss has GPU support
       and the bank is on CUDA) finds the nearest row; the distance is recomputed from the
       difference as :func:`knn` does. Same distances up to round-off; a near-tie may pick the other
@@ -130,8 +129,6 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("approximate", "exact", "random")
 #: nearest-neighbour search backends (``PatchCoreConfig.nn_backend``)
 NN_BACKENDS = ("torch", "faiss", "bf16")
-#: how the locally aware patch features are computed (``PatchCoreConfig.feature_impl``)
-FEATURE_IMPLS = ("released", "fused")
 
 #: scratch budget defaults (rows per distance chunk)
 DEFAULT_CORESET_CHUNK = 65536
@@ -458,7 +455,7 @@ class PatchCoreExport(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Opt-in fast scoring paths (issue 22): other search backends, fused patch features
+# Opt-in fast scoring paths (issue 22): other search backends
 
 
 def _exact_among(q: torch.Tensor, bank: torch.Tensor, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -577,94 +574,6 @@ def bf16_nearest_neighbors(
     return out_d, out_i
 
 
-def _adaptive_bins(n_in: int, n_out: int) -> list[tuple[int, int]]:
-    """The input ranges ``[start, end)`` of ``adaptive_avg_pool1d(n_in -> n_out)``'s outputs."""
-    return [((i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)) for i in range(n_out)]
-
-
-def reduction_matrices(in_dims: list[int], pretrain_embed_dim: int, target_embed_dim: int) -> list[torch.Tensor]:
-    """The released two-stage reduction (:func:`adlib.models.features.reduce_dims`) as one linear
-    map per layer: ``A_l`` (``target x in_dims[l]``, float64) with ``reduce_dims(xs) = sum_l xs[l] @ A_l.T``
-    (both stages are averages over index ranges, so their composition is linear)."""
-    stage1 = _adaptive_bins  # per layer: in_dims[l] -> pretrain
-    stage2 = _adaptive_bins(len(in_dims) * pretrain_embed_dim, target_embed_dim)
-    mats = []
-    for li, n_in in enumerate(in_dims):
-        A = torch.zeros(target_embed_dim, n_in, dtype=torch.float64)
-        bins1 = stage1(n_in, pretrain_embed_dim)
-        for o, (s2, e2) in enumerate(stage2):
-            for j in range(max(s2, li * pretrain_embed_dim), min(e2, (li + 1) * pretrain_embed_dim)):
-                s1, e1 = bins1[j - li * pretrain_embed_dim]
-                A[o, s1:e1] += 1.0 / ((e2 - s2) * (e1 - s1))
-        mats.append(A)
-    return mats
-
-
-@dataclass
-class FusedLayer:
-    """One layer's share of the fused patch features: a grouped convolution (``weight``:
-    ``n_out x G x p x p``, ``groups``) whose output channels add into the feature dimensions ``rows``."""
-
-    weight: torch.Tensor
-    groups: int
-    rows: torch.Tensor
-
-
-def fused_layers(
-    channels: list[int], patch_size: int, pretrain_embed_dim: int, target_embed_dim: int
-) -> list[FusedLayer]:
-    """The released locally aware patch features (:class:`~adlib.models.features.PatchFeatures`:
-    unfold ``p x p``, up-sample to the first layer's grid, pool twice) written as one grouped
-    ``p x p`` convolution per layer, before the up-sampling (the up-sampling acts on positions and
-    the pooling on channels, so they commute). Each output dimension of a layer averages the
-    neighbourhoods of a few adjacent channels; the smallest channel group ``G`` (a divisor of
-    ``C``) that holds every output's channels, with the same number of outputs per group, gives
-    the grouped convolution (``G = C``, a dense one, always qualifies). WideResNet-50 layer2 +
-    layer3 at 1024-D: ``G = 1`` for layer2 (512 depthwise filters), ``G = 2`` for layer3."""
-    p2 = patch_size * patch_size
-    mats = reduction_matrices([c * p2 for c in channels], pretrain_embed_dim, target_embed_dim)
-    out = []
-    for C, A in zip(channels, mats):
-        A = A.view(target_embed_dim, C, p2)
-        used = (A != 0).any(dim=2)  # target x C: which channels each output reads
-        rows = torch.nonzero(used.any(dim=1))[:, 0]
-        lo = torch.tensor([int(torch.nonzero(used[r])[0, 0]) for r in rows])
-        hi = torch.tensor([int(torch.nonzero(used[r])[-1, 0]) for r in rows])
-        for G in (g for g in range(1, C + 1) if C % g == 0):
-            if not torch.equal(lo // G, hi // G):
-                continue
-            grp = lo // G
-            counts = torch.bincount(grp, minlength=C // G)
-            if (counts == counts[0]).all() and bool((grp[1:] >= grp[:-1]).all()):
-                break
-        n_groups = C // G
-        w = torch.stack([A[r, int(g) * G : (int(g) + 1) * G] for r, g in zip(rows, grp)])
-        out.append(FusedLayer(w.view(len(rows), G, patch_size, patch_size).float(), n_groups, rows))
-    return out
-
-
-@torch.no_grad()
-def fused_patch_features(features, images: torch.Tensor, layers: list[FusedLayer] | None = None) -> torch.Tensor:
-    """:class:`~adlib.models.features.PatchFeatures`'s output (``B x h x w x D``) computed by
-    :func:`fused_layers`' grouped convolutions: the same linear map of the backbone's features,
-    without the ``C * p * p``-wide unfolded tensors (layer3's is 9216 values per position); equal
-    to the released path up to float round-off (summation order; ``tests/test_patchcore.py``)."""
-    feats = list(features.backbone(images).values())
-    if layers is None:
-        layers = fused_layers(
-            [f.shape[1] for f in feats], features.patch_size, features.pretrain_embed_dim, features.target_embed_dim
-        )
-    b, _, h, w = feats[0].shape
-    out = torch.zeros(b, features.target_embed_dim, h, w, device=feats[0].device, dtype=torch.float32)
-    for f, layer in zip(feats, layers):
-        wt = layer.weight.to(f.device)
-        y = F.conv2d(f.float(), wt, padding=features.patch_size // 2, groups=layer.groups)
-        if y.shape[-2:] != (h, w):
-            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
-        out.index_add_(1, layer.rows.to(f.device), y)
-    return out.permute(0, 2, 3, 1)
-
-
 _BF16_WARNED = False
 
 
@@ -733,7 +642,6 @@ class PatchCoreConfig(MethodConfig):
     # opt-in fast scoring (issue 22; the defaults are the path every recorded number was made with)
     nn_backend: str = "torch"  # "torch" (knn), "faiss" (IndexFlatL2), "bf16" (bf16 candidates + exact re-rank)
     nn_candidates: int = 4  # nn_backend="bf16": candidates re-ranked by the exact distance
-    feature_impl: str = "released"  # "released" (unfold + pool) or "fused" (grouped convolutions)
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
@@ -768,8 +676,6 @@ class PatchCoreConfig(MethodConfig):
             raise ValueError(f"num_neighbors (b) must be >= 2 with reweight=True, got {self.num_neighbors}")
         if self.nn_backend not in NN_BACKENDS:
             raise ValueError(f"nn_backend must be one of {NN_BACKENDS}, got {self.nn_backend!r}")
-        if self.feature_impl not in FEATURE_IMPLS:
-            raise ValueError(f"feature_impl must be one of {FEATURE_IMPLS}, got {self.feature_impl!r}")
         for name in ("batch_size", "coreset_chunk", "nn_query_chunk", "nn_bank_chunk", "nn_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -798,19 +704,8 @@ class PatchCoreNet(nn.Module):
         self._prepared: dict[str, Any] = {}
 
     def extract(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch features ``B x h x w x D`` (``cfg.feature_impl``: the released unfold + pooling,
-        or :func:`fused_patch_features`)."""
-        if self.cfg.feature_impl == "fused":
-            key = ("fused", images.device)
-            if key not in self._prepared:
-                fx = self.features
-                layers = fused_layers(
-                    list(fx.backbone.info.channels), fx.patch_size, fx.pretrain_embed_dim, fx.target_embed_dim
-                )
-                self._prepared[key] = [
-                    FusedLayer(x.weight.to(images.device), x.groups, x.rows.to(images.device)) for x in layers
-                ]
-            return fused_patch_features(self.features, images, self._prepared[key])
+        """Patch features ``B x h x w x D`` (the shared fast path ``features`` of
+        :mod:`adlib.fastpath` computes them in the grid order, :func:`adlib.models.features.reduce_grid`)."""
         return self.features(images)
 
     def _bank_key(self, bank: torch.Tensor, what: str) -> tuple:
@@ -826,7 +721,7 @@ class PatchCoreNet(nn.Module):
             return nearest_neighbors(queries, bank, cfg.nn_query_chunk, cfg.nn_bank_chunk)
         key = self._bank_key(bank, cfg.nn_backend)
         if key not in self._prepared:
-            self._prepared = {k: v for k, v in self._prepared.items() if k[0] == "fused"}
+            self._prepared = {}
             self._prepared[key] = faiss_index(bank) if cfg.nn_backend == "faiss" else Bf16Bank.of(bank)
         if cfg.nn_backend == "faiss":
             return faiss_nearest_neighbors(queries, bank, self._prepared[key], cfg.nn_query_chunk)
@@ -896,7 +791,7 @@ class PatchCore(Method):
 
     @torch.no_grad()
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Locally aware patch features ``B x h x w x D`` of normalised images (``cfg.feature_impl``)."""
+        """Locally aware patch features ``B x h x w x D`` of normalised images."""
         return self.net.extract(images.to(self.device))
 
     # -- what a run costs (the bill, :mod:`adlib.bill`) ------------------------------------------
@@ -1062,9 +957,10 @@ class PatchCore(Method):
     def scoring_path(self) -> dict[str, Any]:
         """Which feature and search paths score (recorded by :meth:`info`): ``nn_backend`` (with the
         faiss version and index kind, or the bf16 candidates and whether the CPU's bf16 units can
-        run under the numerics in force) and ``feature_impl``."""
+        run under the numerics in force); the patch features' path is the shared fast path's
+        (``info()["speed"]``, :mod:`adlib.fastpath`)."""
         cfg = self.cfg
-        out: dict[str, Any] = {"feature_impl": cfg.feature_impl, "nn_backend": cfg.nn_backend}
+        out: dict[str, Any] = {"nn_backend": cfg.nn_backend}
         if cfg.nn_backend == "faiss":
             faiss = _import_faiss()
             gpu = self.device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
@@ -1109,7 +1005,6 @@ class PatchCore(Method):
 
 __all__ = [
     "Bf16Bank",
-    "FusedLayer",
     "PatchCore",
     "PatchCoreConfig",
     "PatchCoreExport",
@@ -1121,12 +1016,9 @@ __all__ = [
     "exact_greedy_coreset",
     "faiss_index",
     "faiss_nearest_neighbors",
-    "fused_layers",
-    "fused_patch_features",
     "knn",
     "nearest_neighbors",
     "random_projection",
     "random_projection_matrix",
-    "reduction_matrices",
     "reweighted_image_scores",
 ]
