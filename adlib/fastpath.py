@@ -44,6 +44,12 @@ Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--se
 ``cuda_graphs``
     On CUDA, the frozen backbone compiled with ``mode="reduce-overhead"`` (CUDA graphs for fixed
     shapes); on the CPU not applied (said in the log and the record).
+``smoothing``
+    The maps' Gaussian (GLASS and SimpleNet's Eq. 9, PatchCore, ADTR with ``smooth_sigma > 0``)
+    as one batched convolution on the model's device (:func:`adlib.models.smoothing.gaussian_maps`)
+    instead of SciPy per image on the CPU: the same filter and reflect border, float32 rounding
+    differences only (about 1e-6 of the map's scale; ``tests/test_fastpath.py``). Methods that do
+    not smooth their maps: not applied (said in the record).
 
 The paper profile's notebooks: ``adlib reproduce --profile paper --fast bf16,channels-last,features``
 (``$ADLIB_FAST``, inherited by the kernels and the results-store workers) gives every paper-profile
@@ -75,7 +81,7 @@ import torch
 log = logging.getLogger(__name__)
 
 #: the fast-path options, in their canonical order and spelling (config values)
-OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs")
+OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs", "smoothing")
 #: other spellings accepted on input (command line, ``--set``)
 ALIASES = {
     "channels-last": "channels_last",
@@ -85,6 +91,8 @@ ALIASES = {
     "bfloat16": "bf16",
     "grid-features": "features",
     "grid_features": "features",
+    "device-smoothing": "smoothing",
+    "device_smoothing": "smoothing",
 }
 #: the fast paths of every paper-profile config that does not set ``fast`` itself (``adlib reproduce
 #: --profile paper --fast ...`` sets it for the notebooks' kernels; never read for the smoke profile)
@@ -137,6 +145,7 @@ class Speed:
     features: bool = False
     compile: bool = False
     cuda_graphs: bool = False
+    smoothing: bool = False
 
     @classmethod
     def of(cls, value: Any) -> Speed:
@@ -230,10 +239,11 @@ def _frozen_backbones(network: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in network.modules() if isinstance(m, FeatureExtractor)]
 
 
-def apply(network: torch.nn.Module, speed: Speed, device: Any) -> dict[str, str]:
+def apply(network: torch.nn.Module, speed: Speed, device: Any, smooths_maps: bool = False) -> dict[str, str]:
     """Put ``network`` (a method's one module) on the fast paths of ``speed`` (all off: back on the
     fp32 path); returns what each option covered (``"backbone"``, ``"network"``) or why it was not
-    applied. Idempotent.
+    applied. Idempotent. ``smooths_maps``: whether the method smooths its maps (the ``smoothing``
+    option applies in its predict, :attr:`adlib.models.core.Method.smooths_maps`).
 
     With frozen backbones inside (:class:`adlib.backbones.FeatureExtractor`), they take the fast
     paths (:meth:`~adlib.backbones.FeatureExtractor.set_speed`); without, the network's own
@@ -268,6 +278,12 @@ def apply(network: torch.nn.Module, speed: Speed, device: Any) -> dict[str, str]
 
         has = any(isinstance(m, PatchFeatures) for m in network.modules())
         applied["features"] = "patch features" if has else "not applied (no locally aware patch features)"
+    if speed.smoothing:
+        applied["smoothing"] = (
+            "maps (batched Gaussian on the device)"
+            if smooths_maps
+            else "not applied (the method does not smooth its maps)"
+        )
     if speed.compile or speed.cuda_graphs:
         applied["compile"] = "backbone" if backbones else "not applied (no frozen backbone)"
     if speed.cuda_graphs:

@@ -23,7 +23,7 @@ PatchCore (``--size`` px images fed as they are, no resize; batch ``--batch-size
     ``--fast-nn`` search (``adlib-fast``; default ``bf16``: bf16 candidates, exact re-ranking), and with the
     backbone in bf16 + channels-last too (``adlib-fastest``: outside the 0.1-point goal for PatchCore on the
     built-in benchmark, see ``tests/test_fastpath.py``). GLASS: fp32, ``fast=features`` and
-    ``fast=bf16,channels_last,features``. The peers do not
+    ``fast=bf16,channels_last,features,smoothing``. The peers do not
     compute the same features: anomalib's PatchCore describes a position by the 3 x 3 average of
     each layer (1536-D), adlib by the released two-stage reduction to 1024-D (the paper's setting).
 
@@ -138,7 +138,9 @@ def _worker_patchcore_adlib(a, options: dict) -> dict:
     fit_s = time.perf_counter() - t
     test = _batches(a.batches + 1, a.batch_size, a.size, 2)
     score = _time_batches(lambda x: m.score(x), test)
-    e2e = _time_batches(lambda x: anomaly_maps(m.score(x)[1], (a.size, a.size), m.cfg.smooth_sigma), test)
+    e2e = _time_batches(
+        lambda x: anomaly_maps(m.score(x)[1], (a.size, a.size), m.cfg.smooth_sigma, m.speed.smoothing), test
+    )
     return {
         "fit_s": fit_s,
         "score_s": score,
@@ -206,7 +208,7 @@ def _worker_glass_adlib(a, fast=()) -> dict:
 
     def e2e(x):
         grid = m.score_grid(x)
-        return image_score(grid), smooth_map(grid, (a.glass_size, a.glass_size), m.cfg.smooth_sigma)
+        return image_score(grid), smooth_map(grid, (a.glass_size, a.glass_size), m.cfg.smooth_sigma, m.speed.smoothing)
 
     test = _batches(a.batches + 1, a.batch_size, a.glass_size, 3)
     path = "adlib GLASS" + (f" fast={'+'.join(fast)}" if fast else "")
@@ -288,11 +290,11 @@ WORKERS = {
     "patchcore/adlib-fast": lambda a: _worker_patchcore_adlib(a, dict(fast=("features",), nn_backend=a.fast_nn)),
     "patchcore/anomalib": _worker_patchcore_anomalib,
     "patchcore/adlib-fastest": lambda a: _worker_patchcore_adlib(
-        a, dict(fast=("bf16", "channels_last", "features"), nn_backend=a.fast_nn)
+        a, dict(fast=("bf16", "channels_last", "features", "smoothing"), nn_backend=a.fast_nn)
     ),
     "glass/adlib": _worker_glass_adlib,
     "glass/adlib-features": lambda a: _worker_glass_adlib(a, ("features",)),
-    "glass/adlib-fast": lambda a: _worker_glass_adlib(a, ("bf16", "channels_last", "features")),
+    "glass/adlib-fast": lambda a: _worker_glass_adlib(a, ("bf16", "channels_last", "features", "smoothing")),
     "glass/authors": _worker_glass_authors,
     "glass/anomalib": _worker_glass_anomalib,
 }

@@ -62,6 +62,7 @@ def test_parse_spellings_and_errors():
     assert fastpath.parse(["channels_last", "BF16", "bf16"]) == ("bf16", "channels_last")
     assert fastpath.parse("bf16+cuda-graphs+compile") == ("bf16", "compile", "cuda_graphs")
     assert fastpath.parse("grid-features,bf16") == ("bf16", "features")
+    assert fastpath.parse("device-smoothing,bf16") == ("bf16", "smoothing")
     assert fastpath.parse("none") == fastpath.parse("") == fastpath.parse(None) == ()
     with pytest.raises(ValueError, match=r"--fast: unknown fast path 'fp16'; expected .*bf16, channels-last"):
         fastpath.parse("bf16,fp16", "--fast")
@@ -193,6 +194,34 @@ def test_patchcore_fast_inference(bench):
     again = model.predict(te, progress=False)
     np.testing.assert_array_equal(again.image_scores, ref.image_scores)
     np.testing.assert_array_equal(again.maps, ref.maps)
+
+    model.set_fast("smoothing")  # the maps' Gaussian batched in torch: SciPy's filter up to float32 rounding
+    sm = model.predict(te, progress=False)
+    assert model.info()["speed"]["applied"] == {"smoothing": "maps (batched Gaussian on the device)"}
+    np.testing.assert_array_equal(sm.image_scores, ref.image_scores)
+    np.testing.assert_allclose(sm.maps, ref.maps, rtol=0, atol=1e-6 * float(np.abs(ref.maps).max()))
+    assert abs(evaluate(sm)["pixel_auroc"] - m_ref["pixel_auroc"]) <= 0.001
+
+
+def test_batched_gaussian_is_scipys():
+    from scipy import ndimage
+
+    from adlib.models.smoothing import gaussian_maps
+
+    g = torch.Generator().manual_seed(0)
+    for shape, sigma in (
+        ((3, 64, 48), 4.0),
+        ((2, 9, 11), 4.0),
+        ((1, 40, 40), 1.5),
+    ):  # incl. maps smaller than the kernel
+        maps = torch.rand(*shape, generator=g) * 5
+        want = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in maps.numpy()])
+        torch.testing.assert_close(torch.from_numpy(gaussian_maps(maps, sigma)), torch.from_numpy(want))
+        got = gaussian_maps(maps, sigma, on_device=True)
+        assert got.dtype == np.float32 and got.shape == shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * float(np.abs(want).max()))
+    assert not np.array_equal(gaussian_maps(maps, 0.0), want)  # sigma 0: no smoothing
+    np.testing.assert_array_equal(gaussian_maps(maps, 0.0), maps.numpy())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -105,7 +105,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,7 +115,7 @@ from ..data.base import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 from .base import Prediction, register, resolve_device
 from .core import CliOption, EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_hw, input_size
 from .scores import mean_pool_max_valid, top_k_mean
-from .smoothing import GaussianFilter
+from .smoothing import GaussianFilter, gaussian_maps
 
 log = logging.getLogger(__name__)
 
@@ -722,6 +721,11 @@ class ADTR(EpochMethod):
     >>> model.fit(train_ds).predict(test_ds)                          # doctest: +SKIP
     """
 
+    @property
+    def smooths_maps(self) -> bool:
+        """Whether the maps are smoothed (``smooth_sigma > 0``; the fast path ``smoothing``)."""
+        return self.cfg.smooth_sigma > 0
+
     Config: ClassVar[type] = ADTRConfig
     name: ClassVar[str] = "adtr"
     RESUME_FREE_FIELDS: ClassVar[frozenset[str]] = frozenset({"epochs", "adapt_epochs", "data_root"})
@@ -855,16 +859,10 @@ class ADTR(EpochMethod):
         (default: the input size) and smoothed if ``smooth_sigma > 0``: B x H x W on the CPU."""
         s = pixel_score(self.difference(images))
         size = size or tuple(images.shape[-2:])
-        up = F.interpolate(s[:, None], size=size, mode="bilinear", align_corners=self.cfg.align_corners)[:, 0].cpu()
-        if self.cfg.smooth_sigma > 0:
-            from scipy import ndimage
-
-            up = torch.from_numpy(
-                np.stack([ndimage.gaussian_filter(m, sigma=self.cfg.smooth_sigma) for m in up.numpy()]).astype(
-                    np.float32
-                )
-            )
-        return up
+        up = F.interpolate(s[:, None], size=size, mode="bilinear", align_corners=self.cfg.align_corners)[:, 0]
+        if self.cfg.smooth_sigma > 0:  # SciPy per image, or batched on the device (the fast path smoothing)
+            return torch.from_numpy(gaussian_maps(up, self.cfg.smooth_sigma, self.speed.smoothing))
+        return up.cpu()
 
     # -- training ------------------------------------------------------------------------------
     @classmethod

@@ -434,6 +434,9 @@ class Method:
         return self
 
     # -- fast paths (adlib.fastpath) -------------------------------------------------------------
+    #: whether predict smooths the maps with a Gaussian (the fast path ``smoothing`` applies)
+    smooths_maps: bool = False
+
     @property
     def speed(self):
         """The fast paths of ``cfg.fast`` (:class:`adlib.fastpath.Speed`; all off: the fp32 path)."""
@@ -458,7 +461,7 @@ class Method:
         speed = self.speed
         if not speed and getattr(self, "_fast_applied", None) is None:
             return
-        self._fast_applied = fastpath.apply(self.network, speed, self.device)
+        self._fast_applied = fastpath.apply(self.network, speed, self.device, self.smooths_maps)
 
     def eval(self) -> None:
         for m in self.modules().values():

@@ -197,7 +197,7 @@ from .base import Prediction, register, resolve_device
 from .core import EpochMethod, FlopPart, MethodConfig, NetworkPart, Workload, input_hw, input_size
 from .features import PatchFeatures
 from .scores import max_score
-from .smoothing import GaussianFilter
+from .smoothing import GaussianFilter, gaussian_maps
 
 log = logging.getLogger(__name__)
 
@@ -497,18 +497,18 @@ def image_score(score_map: torch.Tensor) -> torch.Tensor:
     return max_score(score_map)
 
 
-def smooth_map(score_map: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
+def smooth_map(
+    score_map: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, on_device: bool = False
+) -> np.ndarray:
     """Pixel-level map ``S_AL = f_smooth(f_resize(z))``: GLASS Eq. 9 (SimpleNet the same).
 
     Bilinear up-sampling (``align_corners=False``) of the ``B x h x w`` map to ``size``, then a
     Gaussian filter of ``sigma`` (4) on each image (``scipy.ndimage.gaussian_filter``, reflect
-    borders, truncated at 4 sigma). Returns ``B x H x W`` float32.
+    borders, truncated at 4 sigma; ``on_device``: the same filter batched on the map's device,
+    :func:`adlib.models.smoothing.gaussian_maps`). Returns ``B x H x W`` float32.
     """
     up = F.interpolate(score_map[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    up = up.detach().cpu().numpy().astype(np.float32)
-    if sigma > 0:
-        up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
-    return up
+    return gaussian_maps(up, sigma, on_device)
 
 
 class ScoreMapExport(nn.Module):
@@ -771,6 +771,8 @@ class _FeatureDiscriminatorModel(EpochMethod):
 
     The lifecycle (epoch loop, checkpoints, resume, save/load, provenance) is
     :class:`adlib.models.core.EpochMethod`'s; this class supplies the networks and the hooks."""
+
+    smooths_maps = True  # Eq. 9's Gaussian (fast path ``smoothing``)
 
     Config: ClassVar[type] = _SharedConfig
     SIGMOID: ClassVar[bool] = True
@@ -1134,7 +1136,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
 
         def score_batch(batch):
             grid = self.score_grid(batch.image)
-            return image_score(grid), smooth_map(grid, tuple(batch.mask.shape[-2:]), sigma)
+            return image_score(grid), smooth_map(grid, tuple(batch.mask.shape[-2:]), sigma, self.speed.smoothing)
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 

@@ -112,7 +112,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -122,7 +121,7 @@ from ..data.base import ImageTransform
 from .base import Prediction, register, resolve_device
 from .core import FlopPart, Method, MethodConfig, NetworkPart, Workload, input_hw, input_size
 from .features import PatchFeatures
-from .smoothing import GaussianFilter
+from .smoothing import GaussianFilter, gaussian_maps
 
 log = logging.getLogger(__name__)
 
@@ -383,15 +382,15 @@ def reweighted_image_scores(
     return (1.0 - frac).clamp_min(0.0) * s_star
 
 
-def anomaly_maps(grid_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
+def anomaly_maps(
+    grid_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0, on_device: bool = False
+) -> np.ndarray:
     """Pixel maps from per-patch scores ``B x h x w``: bilinear up-sampling to ``size``
     (``align_corners=False``), then a Gaussian of ``sigma`` per image (``scipy.ndimage``, reflect
-    borders, truncated at 4 sigma). Returns ``B x H x W`` float32."""
+    borders, truncated at 4 sigma; ``on_device``: batched on the scores' device,
+    :func:`adlib.models.smoothing.gaussian_maps`). Returns ``B x H x W`` float32."""
     up = F.interpolate(grid_scores[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    up = up.cpu().numpy().astype(np.float32)
-    if sigma > 0:
-        up = np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
-    return up
+    return gaussian_maps(up, sigma, on_device)
 
 
 @torch.no_grad()
@@ -758,6 +757,8 @@ class PatchCore(Method):
     >>> pred = model.predict(test_ds)                                 # doctest: +SKIP
     """
 
+    smooths_maps = True  # the maps' Gaussian (fast path ``smoothing``)
+
     Config: ClassVar[type] = PatchCoreConfig
     name: ClassVar[str] = "patchcore"
 
@@ -944,7 +945,7 @@ class PatchCore(Method):
 
         def score_batch(batch):
             s, grid = self.score(batch.image)
-            return s, anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma)
+            return s, anomaly_maps(grid, tuple(batch.mask.shape[-2:]), self.cfg.smooth_sigma, self.speed.smoothing)
 
         return self._predict_batches(test_ds, score_batch, batch_size, progress)
 

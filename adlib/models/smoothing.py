@@ -1,4 +1,5 @@
-"""The maps' Gaussian smoothing as a fixed convolution, for exported graphs (:mod:`adlib.export`).
+"""The maps' Gaussian smoothing: SciPy's per image (the default), or a fixed batched convolution
+(exported graphs, :mod:`adlib.export`; the fast path ``smoothing``, :mod:`adlib.fastpath`).
 
 GLASS, SimpleNet, PatchCore and ADTR (with ``smooth_sigma > 0``) smooth their up-sampled maps with
 ``scipy.ndimage.gaussian_filter(m, sigma)`` (defaults ``mode="reflect"``, ``truncate=4.0``), on
@@ -16,13 +17,22 @@ computes the same filter with tensor operations an ONNX graph holds:
 The weights are float32 in the graph (SciPy accumulates in float64 and rounds after each axis);
 the difference is a few float32 ulps of the map's scale (tests/test_export.py checks 1e-6 against
 SciPy). The filter works at one map size, fixed when it is built (the model's input size).
+
+:func:`gaussian_maps` is the one place the methods smooth their maps (GLASS and SimpleNet's Eq. 9,
+PatchCore, ADTR with ``smooth_sigma > 0``): SciPy on each image on the CPU by default (the path
+every recorded number was made with), or, on the opt-in fast path ``smoothing``, one
+:class:`GaussianFilter` pass over the batch on the maps' device (the same filter up to float32
+rounding, about 1e-6 of the map's scale; no copy to the CPU before it, no per-image Python loop).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 
@@ -66,4 +76,23 @@ class GaussianFilter(nn.Module):
         return x[:, 0]
 
 
-__all__ = ["GaussianFilter", "gaussian_kernel1d", "reflect_indices"]
+@functools.lru_cache(maxsize=16)
+def _filter(sigma: float, size: tuple[int, int], device: str) -> GaussianFilter:
+    return GaussianFilter(sigma, size).to(device)
+
+
+def gaussian_maps(maps: torch.Tensor, sigma: float, on_device: bool = False) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter(m, sigma)`` of each map of ``maps`` (``B x H x W``; reflect
+    borders, truncated at 4 sigma) as ``B x H x W`` float32 NumPy; ``sigma <= 0``: the maps as they
+    are. ``on_device``: one batched :class:`GaussianFilter` on the maps' device (the fast path
+    ``smoothing``, equal up to float32 rounding) instead of SciPy per image on the CPU."""
+    if sigma <= 0:
+        return maps.detach().cpu().numpy().astype(np.float32)
+    if on_device:
+        filt = _filter(float(sigma), (int(maps.shape[-2]), int(maps.shape[-1])), str(maps.device))
+        return filt(maps.detach().float()).cpu().numpy()
+    up = maps.detach().cpu().numpy().astype(np.float32)
+    return np.stack([ndimage.gaussian_filter(m, sigma=sigma) for m in up]).astype(np.float32)
+
+
+__all__ = ["GaussianFilter", "gaussian_kernel1d", "gaussian_maps", "reflect_indices"]
