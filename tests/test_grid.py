@@ -47,6 +47,19 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _lock_free(path: Path) -> bool:
+    """Whether no process holds the ``flock`` of ``path`` (a killed process's lock goes with it)."""
+    import fcntl
+
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return True
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -238,13 +251,17 @@ def test_slots_split_devices_and_threads():
 
 
 def test_local_pool_with_a_device_list_killed_and_rerun_recomputes_nothing(benchmark, tmp_path, caplog):
-    """Two workers on a fake device list (cpu:0, cpu:1) run an epoch method and two PatchCore runs
-    in a subprocess, killed (SIGKILL) once the PatchCore runs are recorded and the epoch run has a
-    checkpoint; the rerun resumes the epoch run from its checkpoint and leaves the others alone."""
+    """Two workers on a fake device list (cpu:0, cpu:1) record two PatchCore runs; then a grid of
+    those and an epoch method runs in a subprocess, killed (SIGKILL) once the epoch run has a
+    checkpoint (the kill waits for nothing else, so a fast machine cannot finish the run first);
+    the rerun resumes the epoch run from its checkpoint and leaves the others alone."""
     root = tmp_path / "store"
-    longer = {**EPOCHS, "epochs": 20}  # still training when the PatchCore runs are recorded
+    longer = {**EPOCHS, "epochs": 60}  # still training when its first checkpoint appears
     slow = Job.make("pouta", "synth", "wood", **longer)
     quick = [Job.make("patchcore", "synth", c, **FAST) for c in ("grass", "nut")]
+    store = ResultsStore(root, data_root=str(benchmark), progress=False)
+    first = grid.run_local(store, grid.bundles(quick), grid.slots(devices=["cpu:0", "cpu:1"]), progress=False)
+    assert sorted(o["status"] for o in first) == ["done", "done"]
     script = textwrap.dedent(f"""
         import logging, sys
         from adlib import grid
@@ -255,17 +272,14 @@ def test_local_pool_with_a_device_list_killed_and_rerun_recomputes_nothing(bench
         slots = grid.slots(devices=["cpu:0", "cpu:1"])
         grid.run_local(store, grid.bundles([slow, *quick]), slots, progress=False)
     """)
+    stamps = {j: (store.run_dir(j) / "record.json").stat().st_mtime_ns for j in quick}
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = ResultsStore(root, data_root=str(benchmark), progress=False)
     slow_dir = store.run_dir(slow)
     try:
         _wait_for(
-            lambda: (
-                proc.poll() is not None
-                or (all(store.get(j) for j in quick) and (slow_dir / "checkpoints" / "last.pt").exists())
-            ),
+            lambda: proc.poll() is not None or (slow_dir / "checkpoints" / "last.pt").exists(),
             240,
-            "records and checkpoint",
+            "a checkpoint",
         )
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -273,12 +287,13 @@ def test_local_pool_with_a_device_list_killed_and_rerun_recomputes_nothing(bench
     assert store.get(slow) is None, "kill came too late: the epoch run had finished"
     assert (slow_dir / claims.CLAIM).exists()  # left by the killed worker, which dies with its parent
     _wait_for(lambda: claims.live_holder(slow_dir) is None, 30, "end of the killed worker")
+    _wait_for(lambda: _lock_free(slow_dir / ".lock"), 30, "the killed worker's file lock released")
     devices = {store.get(j)["environment"]["device"] for j in quick}
     assert devices <= {"cpu:0", "cpu:1"} and len(devices) >= 1
-    stamps = {j: (store.run_dir(j) / "record.json").stat().st_mtime_ns for j in quick}
+    assert {j: (store.run_dir(j) / "record.json").stat().st_mtime_ns for j in quick} == stamps  # cached
     caplog.set_level("INFO")
     outcomes = grid.run_local(store, grid.bundles([slow, *quick]), grid.slots(), progress=False)
-    assert sorted(o["status"] for o in outcomes) == ["cached", "cached", "done"]
+    assert sorted(o["status"] for o in outcomes) == ["cached", "cached", "done"], outcomes
     assert "resumed from" in caplog.text and str(slow_dir) in caplog.text
     assert all(store.get(j) for j in [slow, *quick]) and not (slow_dir / claims.CLAIM).exists()
     assert {j: (store.run_dir(j) / "record.json").stat().st_mtime_ns for j in quick} == stamps
@@ -298,7 +313,7 @@ def test_submitit_tasks_record_fail_and_resume_after_a_kill(benchmark, tmp_path)
     store = ResultsStore(tmp_path / "store", data_root=str(benchmark), progress=False)
     good = Job.make("patchcore", "synth", "grass", **FAST)
     bad = Job.make("patchcore", "synth", "carpet", **FAST)  # not in the benchmark
-    slow = Job.make("pouta", "synth", "wood", **EPOCHS)
+    slow = Job.make("pouta", "synth", "wood", **{**EPOCHS, "epochs": 60})  # still training at its first checkpoint
     items = [grid.Entry(j, ("test",)) for j in (good, bad, slow)]
     todo, no_data = grid.pending(store, items)
     assert todo == [good, bad, slow] and no_data == []
