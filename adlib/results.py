@@ -686,6 +686,13 @@ class _Trained:
     record: dict[str, Any]
 
 
+def _job_transform(job: Job, model):
+    """The transform of the job's images: a method may resize per category (GLASS's released
+    wood/toothbrush 329: ``transform_for``), else its own ``transform``."""
+    for_category = getattr(model, "transform_for", None)
+    return for_category(job.dataset, job.category) if for_category is not None else model.transform
+
+
 def _datasets(job: Job, model, data_root):
     """The job's training and test sets with its protocol applied (:mod:`adlib.protocols`; the draw
     depends on the seed only, so training and a later test see the same split)."""
@@ -693,9 +700,7 @@ def _datasets(job: Job, model, data_root):
     from .protocols import apply_protocol, check_method_accepts
 
     check_method_accepts(dict(job.protocol), model)
-    # a method may resize per category (GLASS's released wood/toothbrush 329: ``transform_for``)
-    for_category = getattr(model, "transform_for", None)
-    transform = for_category(job.dataset, job.category) if for_category is not None else model.transform
+    transform = _job_transform(job, model)
     train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=transform)
     test_ds = get_dataset(job.dataset, job.category, "test", root=data_root, transform=transform)
     return apply_protocol(dict(job.protocol), train_ds, test_ds, job.seed)
@@ -709,8 +714,7 @@ def _calibration_set(job: Job, model, data_root):
 
     if "calibration" not in dict(job.protocol):
         return None
-    for_category = getattr(model, "transform_for", None)
-    transform = for_category(job.dataset, job.category) if for_category is not None else model.transform
+    transform = _job_transform(job, model)
     train_ds = get_dataset(job.dataset, job.category, "train", root=data_root, transform=transform)
     return calibration_set(dict(job.protocol), train_ds, job.seed)
 
