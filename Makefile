@@ -62,7 +62,7 @@ notebooks: data
 
 # Both steps use the two cores (pytest-xdist); the notebooks go whole to one worker each, longest first.
 test: data lint
-	$(BIN)/python -m pytest -n $(PARALLEL) tests
+	$(BIN)/python -m pytest -n $(PARALLEL) --durations=15 tests
 	$(BIN)/python -m pytest -n $(PARALLEL) --dist loadfile --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval-sanitize.cfg \
 		-p no:cacheprovider notebooks
 

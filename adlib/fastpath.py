@@ -23,8 +23,8 @@ Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--se
       network forward (and, in training, its backward) under autocast, prediction outputs cast
       back to fp32.
 
-    Under the reference numerics (:mod:`adlib.numerics`: oneDNN capped at AVX2) bf16 runs without
-    AMX or AVX-512-bf16, emulated and slower than fp32: a warning says so and the record notes it;
+    Under the reference numerics (:mod:`adlib.numerics`: oneDNN off) bf16 runs without AMX or
+    AVX-512-bf16, emulated and slower than fp32: a warning says so and the record notes it;
     set ``ADLIB_NUMERICS=native`` before Python starts for the machine's bf16 units.
 ``channels_last``
     The frozen backbone's (or the whole network's, for a method without one) 4-D weights and the
@@ -204,7 +204,7 @@ def cpu_facts() -> dict[str, Any]:
         "amx_tile": flag("_is_amx_tile_supported"),
         "avx512_bf16": flag("_is_avx512_bf16_supported"),
         "mkldnn": bool(torch.backends.mkldnn.is_available()) and bool(torch.backends.mkldnn.enabled),
-        "amx_allowed": _cap_allows_amx(cap),
+        "amx_allowed": _cap_allows_amx(cap) and bool(torch.backends.mkldnn.enabled),
     }
 
 
@@ -212,7 +212,8 @@ def describe(speed: Speed, device: Any, applied: dict[str, str] | None = None) -
     """The record of the path a run took: ``path`` (``fp32`` or e.g. ``bf16+channels_last``), the
     options, where each applied (``applied``: option -> what it covered, or why not), and on the
     CPU :func:`cpu_facts` with ``bf16_units``: whether bf16 ran on AMX / AVX-512-bf16 (``amx``,
-    ``avx512_bf16``) or emulated (``emulated (oneDNN capped at AVX2)``)."""
+    ``avx512_bf16``) or emulated (``emulated (oneDNN off)`` under the reference numerics,
+    ``emulated (oneDNN capped at AVX2)`` where oneDNN is on but capped)."""
     device = torch.device(device)
     out: dict[str, Any] = {"path": speed.label, "options": list(speed.names), "device": str(device)}
     if applied:
@@ -227,6 +228,8 @@ def describe(speed: Speed, device: Any, applied: dict[str, str] | None = None) -
                 facts["onednn_max_cpu_isa"] == "unset" or "512" in facts["onednn_max_cpu_isa"]
             ):
                 units = "avx512_bf16"
+            elif not facts["mkldnn"]:
+                units = "emulated (oneDNN off)"
             else:
                 units = f"emulated (oneDNN capped at {facts['onednn_max_cpu_isa']})"
             out["bf16_units"] = units
@@ -266,10 +269,10 @@ def apply(network: torch.nn.Module, speed: Speed, device: Any, smooths_maps: boo
             facts = cpu_facts()
             if not facts["amx_allowed"]:
                 log.warning(
-                    "bf16 on the CPU without AMX: the %s numerics cap oneDNN at %s, so bf16 runs emulated (slower "
-                    "than fp32); start Python with ADLIB_NUMERICS=native to use the CPU's bf16 units",
+                    "bf16 on the CPU without AMX: the %s numerics %s, so bf16 runs emulated (slower than fp32); "
+                    "start Python with ADLIB_NUMERICS=native to use the CPU's bf16 units",
                     facts["numerics"],
-                    facts["onednn_max_cpu_isa"],
+                    f"cap oneDNN at {facts['onednn_max_cpu_isa']}" if facts["mkldnn"] else "switch oneDNN off",
                 )
     if speed.channels_last:
         applied["channels_last"] = where

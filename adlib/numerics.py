@@ -23,8 +23,11 @@ Modes (``$ADLIB_NUMERICS``):
     - ``OPENBLAS_CORETYPE=Haswell`` and ``NPY_DISABLE_CPU_FEATURES``: numpy's OpenBLAS and its own
       SIMD loops on their AVX2 paths;
 
-    and, for every CPU run (:func:`configure_torch`), one torch thread
-    (:data:`REFERENCE_THREADS`) and ``torch.use_deterministic_algorithms(True, warn_only=True)``.
+    and, for every CPU run (:func:`configure_torch`, and :func:`pin_backends` wherever a model
+    resolves its device), one torch thread (:data:`REFERENCE_THREADS`),
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``, and no oneDNN or NNPACK
+    (:data:`REFERENCE_BACKENDS`): convolutions run as ATen's own im2col + MKL GEMM, the GEMM under
+    ``MKL_CBWR``. The last is why the reference holds on a second vendor (below).
     One thread in each of ``jobs`` worker processes is also how the results store used a 2-core
     machine before; a single CLI run is slower than with two threads
     (``benchmarks/RESULTS.md`` records the cost).
@@ -33,12 +36,18 @@ Modes (``$ADLIB_NUMERICS``):
     numbers may differ between machines in the last digits of a metric (or more, for a short
     training that is sensitive to round-off).
 
-What cannot be pinned, and why:
+Why oneDNN and NNPACK are off under the reference: neither has a reproducibility mode. At a fixed
+instruction set their kernels are fixed code, but they size their blocks from the cache sizes they
+detect (oneDNN's AVX2 backward convolutions query the L2 size, and its maintainers guarantee equal
+results only on the same CPU: uxlfoundation/oneDNN#1443), so the summation order, and the round-off,
+follow the cache. Capping oneDNN at AVX2 was not enough: emulating another ISA on one machine
+(``benchmarks/numerics_emulation.py``) cannot change its caches, and on the first Intel machine after
+AMD ones a 3-epoch POUTA smoke training gave an image-score sum of 11.0407 where oneDNN was on and
+10.9676 where it was off, and the trained POUTA and ADL smoke numbers left their ±8-point bands of
+references made on AMD. Without oneDNN, CPU training costs about 1.3-2x more time
+(``benchmarks/RESULTS.md``); ``native`` keeps it.
 
-- oneDNN has no reproducibility mode: at a fixed instruction set its kernels are fixed code, but
-  it may size blocks from the cache sizes it detects. Forward convolutions accumulate over input
-  channels in order, so blocking does not change them; this was checked by emulation only
-  (``benchmarks/numerics_emulation.py``), not on a second vendor.
+What cannot be pinned, and why:
 - A machine without AVX2 cannot run the reference kernels; ATen then falls back to its default
   kernels and :func:`describe` records the capability actually in force.
 - GPUs: the ``paper`` profile on CUDA is not pinned (cuDNN and cuBLAS choose algorithms per GPU).
@@ -76,6 +85,8 @@ REFERENCE_ENV: dict[str, str] = {
 }
 #: torch threads of every CPU run under the reference numerics
 REFERENCE_THREADS = 1
+#: torch CPU back-ends switched off under the reference numerics (their blocking follows the cache sizes)
+REFERENCE_BACKENDS: dict[str, bool] = {"mkldnn": False, "nnpack": False}
 #: packages whose versions change numbers (recorded with every result)
 NUMERIC_PACKAGES = (
     "torch",
@@ -158,7 +169,33 @@ def check() -> list[str]:
     for k, v in REFERENCE_ENV.items():
         if os.environ.get(k) != v:
             problems.append(f"{k} is {os.environ.get(k)!r}, not {v!r}")
+    for name, on in backends().items():
+        if on != REFERENCE_BACKENDS[name]:
+            problems.append(f"torch.backends.{name} is {'on' if on else 'off'} (call adlib.numerics.pin_backends())")
     return problems
+
+
+def backends() -> dict[str, bool]:
+    """Whether each of :data:`REFERENCE_BACKENDS` is switched on in this process."""
+    import torch
+
+    return {"mkldnn": bool(torch.backends.mkldnn.enabled), "nnpack": bool(torch._C._get_nnpack_enabled())}
+
+
+def pin_backends() -> None:
+    """Switch off oneDNN and NNPACK for torch's CPU operations under the reference numerics
+    (:data:`REFERENCE_BACKENDS`; native mode changes nothing). Process-wide and cheap: called by
+    :func:`configure_torch` and wherever a model resolves its device
+    (:func:`adlib.models.base.resolve_device`), so a model used outside the results store gets the
+    same kernels."""
+    if mode() != "reference":
+        return
+    import torch
+
+    if torch.backends.mkldnn.enabled != REFERENCE_BACKENDS["mkldnn"]:
+        torch.backends.mkldnn.enabled = REFERENCE_BACKENDS["mkldnn"]
+    if torch._C._get_nnpack_enabled() != REFERENCE_BACKENDS["nnpack"]:
+        torch.backends.nnpack.set_flags(REFERENCE_BACKENDS["nnpack"])
 
 
 def configure_torch(device: Any = "cpu") -> int:
@@ -172,6 +209,7 @@ def configure_torch(device: Any = "cpu") -> int:
     if torch.get_num_threads() != REFERENCE_THREADS:
         torch.set_num_threads(REFERENCE_THREADS)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    pin_backends()
     for p in check():
         log.warning("reference numerics not fully in force: %s", p)
     return REFERENCE_THREADS
@@ -215,6 +253,7 @@ def describe(device: Any = "cpu") -> dict[str, Any]:
         "env": {k: os.environ[k] for k in env_keys if k in os.environ},
         "torch_threads": torch.get_num_threads(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "backends": backends(),
         "device": str(device),
         "versions": versions(),
     }
@@ -228,8 +267,13 @@ def signature(numerics: dict[str, Any] | None) -> str:
     v = numerics.get("versions", {})
     dev = str(numerics.get("device", "cpu"))
     where = "cuda" if dev.startswith("cuda") else "cpu"
+    # records written before the back-ends were recorded ran with oneDNN on
+    on = [k for k, o in (numerics.get("backends") or {"mkldnn": True}).items() if o]
+    kernels = "+".join(sorted(on)) if on else "aten"
+    if where == "cuda":
+        kernels = "cuda"
     return (
-        f"{numerics.get('mode')}/{numerics.get('aten_capability')}/{where}/{numerics.get('torch_threads')}t "
+        f"{numerics.get('mode')}/{numerics.get('aten_capability')}/{where}/{numerics.get('torch_threads')}t/{kernels} "
         f"torch {v.get('torch')} numpy {v.get('numpy')}"
     )
 
@@ -238,13 +282,16 @@ __all__ = [
     "ENV_MODE",
     "MODES",
     "NUMERIC_PACKAGES",
+    "REFERENCE_BACKENDS",
     "REFERENCE_ENV",
     "REFERENCE_THREADS",
     "apply_env",
+    "backends",
     "check",
     "configure_torch",
     "describe",
     "mode",
+    "pin_backends",
     "run_threads",
     "signature",
     "versions",

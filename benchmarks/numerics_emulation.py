@@ -14,9 +14,12 @@ each under ``ADLIB_NUMERICS=native`` (the machine's numerics with all cores' thr
 CLI run has them), ``native-1t`` (the same with one thread, as each of 2 results-store workers on
 2 cores has it: the fair speed peer of the reference inside ``make reproduce``) and ``reference``
 (the default: adlib pins its own). Under the reference, every emulated machine should give the same
-digest.
+digest. ``reference-onednn`` is the reference with oneDNN and NNPACK switched back on (the reference
+before 2026-12-06): the speed peer that says what switching them off costs. The emulation cannot
+change the cache sizes oneDNN blocks by, which is why it did not show that gap (``adlib.numerics``).
 
     .venv/bin/python benchmarks/numerics_emulation.py [--methods glass-m vanilla ...] [--category wood] [--seed 0]
+        [--modes reference reference-onednn] [--machines avx512]
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ METHODS = {
 CHILD = r"""
 import hashlib, json, sys, tempfile, time
 import numpy as np
+from adlib import numerics
 from adlib.results import Job, run_job
-method, opts, category, seed = json.loads(sys.argv[1])
+method, opts, category, seed, onednn = json.loads(sys.argv[1])
+if onednn:  # the former reference: oneDNN and NNPACK on
+    numerics.REFERENCE_BACKENDS.update(mkldnn=True, nnpack=True)
 job = Job.make(method, "synth", category, "smoke", seed, **opts)
 with tempfile.TemporaryDirectory() as d:
     rec = run_job(job, d, progress=False)
@@ -74,12 +80,12 @@ def run(method: str, machine: str, mode: str, category: str, seed: int) -> dict:
         for k, v in os.environ.items()
         if k not in (*REFERENCE_ENV, ENV_SAVED, "OMP_NUM_THREADS", "MKL_NUM_THREADS")
     }
-    env.update(MACHINES[machine], ADLIB_NUMERICS="native" if mode.startswith("native") else mode)
+    env.update(MACHINES[machine], ADLIB_NUMERICS="native" if mode.startswith("native") else "reference")
     if mode == "native-1t":
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps([name, opts, category, seed])],
+        [sys.executable, "-c", CHILD, json.dumps([name, opts, category, seed, mode == "reference-onednn"])],
         env=env,
         capture_output=True,
         text=True,
@@ -96,8 +102,12 @@ def main() -> int:
     ap.add_argument("--category", default="wood")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--modes", nargs="+", default=["native", "native-1t", "reference"], choices=["native", "native-1t", "reference"]
+        "--modes",
+        nargs="+",
+        default=["native", "native-1t", "reference"],
+        choices=["native", "native-1t", "reference", "reference-onednn"],
     )
+    ap.add_argument("--machines", nargs="+", default=list(MACHINES), choices=list(MACHINES))
     args = ap.parse_args()
     from adlib.results import _processor
 
@@ -112,7 +122,7 @@ def main() -> int:
     summary = {}
     for method in args.methods:
         for mode in args.modes:
-            for machine in MACHINES:
+            for machine in args.machines:
                 r = run(method, machine, mode, args.category, args.seed)
                 m = r["metrics"]
                 print(
@@ -123,7 +133,7 @@ def main() -> int:
                 summary.setdefault((method, mode), []).append(r)
     print()
     print(
-        "| method | numerics | distinct score digests over the 3 emulated machines | image AUROC range | mean train s |"
+        "| method | numerics | distinct score digests over the emulated machines | image AUROC range | mean train s |"
     )
     print("|---|---|---|---|---|")
     for (method, mode), rs in summary.items():

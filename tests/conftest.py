@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# the reference numerics' CPU kernels (no oneDNN, no NNPACK) for everything the tests compute
+adlib.numerics.pin_backends()
+
 #: the shared built-in benchmark (:func:`adlib.data.synth.generate_benchmark` arguments)
 BENCHMARK = dict(seed=0, categories=["wood", "grass", "nut"], n_train=8, n_test_good=4, n_per_defect=2, size=64)
 

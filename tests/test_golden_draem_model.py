@@ -118,6 +118,7 @@ def test_weights_and_batchnorm_statistics_after_one_step(ref, meta, stepped):
     """After the step: every BatchNorm running statistic (the train-mode forward's batch statistics)
     and the first and last convolutions (Adam's update, about ``lr`` per weight) as released."""
     model, _ = stepped
+    worst: dict[str, float] = {}
     for name, sub in (("after_rec", model.net.reconstructive), ("after_seg", model.net.discriminative)):
         got, init = sub.state_dict(), _state(ref, meta, "init_" + name[-3:])
         for k, want in _state(ref, meta, name).items():
@@ -125,10 +126,15 @@ def test_weights_and_batchnorm_statistics_after_one_step(ref, meta, stepped):
                 # a bias before BatchNorm has gradient 0 (BatchNorm removes any shift): Adam's first
                 # step moves it by a round-off-determined amount (up to lr) in either code
                 continue
-            # measured max |diff| 2e-7 (running statistics), 2e-10 (weights)
-            torch.testing.assert_close(got[k], want, rtol=0, atol=1e-6, msg=k)
+            worst[k] = float((got[k].double() - want.double()).abs().max()) if want.numel() else 0.0
             if k.endswith("weight") or k.endswith("running_var"):
                 assert not torch.equal(want, init[k]), k  # the step changed it
+    # measured max |diff| with the fixture's own (oneDNN) convolutions: 2e-7 (running statistics), 2e-10
+    # (weights); with ATen's convolutions (the reference numerics, adlib.numerics): 2.5e-6, 2.3e-10
+    stats = {k: v for k, v in worst.items() if "running_" in k}
+    weights = {k: v for k, v in worst.items() if k not in stats}
+    assert max(stats.values()) <= 1e-5, max(stats.items(), key=lambda kv: kv[1])
+    assert max(weights.values()) <= 1e-8, max(weights.items(), key=lambda kv: kv[1])
 
 
 @pytest.mark.parametrize("case, L", [("range2", 2.0), ("range255", 255.0), ("range256", 256.0)])
@@ -147,12 +153,13 @@ def test_ssim_with_the_released_dynamic_range(ref, case, L):
 
 def test_ssim_loss_on_unit_images_equals_the_released_one():
     """The older fixture's [0, 1] images (``L = 1``): DRAEM's zero-padded SSIM over every pixel,
-    where POUTA's (pytorch-msssim) differs by 0.07 (``tests/test_golden_draem.py``). Measured 0."""
+    where POUTA's (pytorch-msssim) differs by 0.07 (``tests/test_golden_draem.py``). Measured 0 with
+    the fixture's own (oneDNN) convolution; with ATen's (the reference numerics): map 3.7e-6, loss below."""
     with np.load(GOLDEN / "draem_released.npz") as d:
         rec, img = torch.from_numpy(d["ssim_rec"]), torch.from_numpy(d["ssim_img"])
         want_loss, want_map, l2 = float(d["ssim_loss"]), torch.from_numpy(d["ssim_map"]), float(d["l2_loss"])
     assert D.released_ssim_range(rec) == 1.0
-    torch.testing.assert_close(D.ssim_map(rec, img), want_map, rtol=0, atol=1e-6)
+    torch.testing.assert_close(D.ssim_map(rec, img), want_map, rtol=0, atol=1e-5)
     assert float(D.ssim_loss(rec, img)) == pytest.approx(want_loss, abs=1e-6)
     assert float(D.reconstruction_loss(rec, img)) == pytest.approx(l2 + want_loss, abs=1e-6)
 

@@ -11,7 +11,7 @@ import pytest
 from adlib import numerics
 
 # A small training step through the kernels that decide the numbers (convolution forward and
-# backward in oneDNN, linear layers in MKL, ATen's element-wise and reduction kernels, numpy's
+# backward in ATen + MKL, oneDNN being off; linear layers in MKL, ATen's element-wise and reduction kernels, numpy's
 # OpenBLAS); prints a digest of the weights and what was in force.
 PROBE = r"""
 import hashlib, json, adlib, numpy as np, torch
@@ -99,6 +99,10 @@ def test_signature_separates_modes_and_versions():
     assert numerics.signature(d) != numerics.signature({**d, "mode": "native", "aten_capability": "AVX512"})
     assert numerics.signature(d) != numerics.signature({**d, "versions": {"torch": "2.14.1", "numpy": "2.5.0"}})
     assert numerics.signature(None) == "unrecorded"
+    # oneDNN off (this reference) and on (records of before: no "backends" key) are different numerics
+    aten = {**d, "backends": {"mkldnn": False, "nnpack": False}}
+    assert "/aten " in numerics.signature(aten)
+    assert numerics.signature(aten) != numerics.signature(d) == numerics.signature({**d, "backends": {"mkldnn": True}})
 
 
 @pytest.mark.parametrize("workers", [1, 2, 8])
@@ -145,3 +149,55 @@ def test_a_native_child_of_a_reference_process_gets_the_machine_back():
     ).stdout.strip()
     assert out == [machine, "None", "None"]
     assert torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
+def _conv_ops() -> set[str]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3)
+    x = torch.randn(16, 3, 12, 12, generator=g, requires_grad=True)  # batch 16: where NNPACK would take over
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        conv(x).square().sum().backward()
+    return {e.key for e in prof.key_averages()}
+
+
+def test_reference_convolutions_run_without_onednn_or_nnpack():
+    """oneDNN and NNPACK block by the cache sizes they detect (different on Intel and AMD): under
+    the reference numerics a model that resolves a CPU device runs ATen's own convolutions, forward
+    and backward, and the record says which back-ends were on."""
+    import torch
+
+    from adlib.models.base import resolve_device
+
+    before = torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled()
+    try:
+        torch.backends.mkldnn.enabled = True
+        torch.backends.nnpack.set_flags(True)
+        assert any("mkldnn" in n for n in _conv_ops())  # the probe sees oneDNN where it runs
+        assert any("mkldnn" in p for p in numerics.check())
+        assert resolve_device("cpu").type == "cpu"
+        ops = _conv_ops()
+        assert not any("mkldnn" in n or "nnpack" in n for n in ops), ops
+        assert any("slow_conv2d" in n for n in ops)
+        assert numerics.backends() == numerics.REFERENCE_BACKENDS == {"mkldnn": False, "nnpack": False}
+        assert numerics.describe("cpu")["backends"] == numerics.REFERENCE_BACKENDS
+        assert numerics.check() == []
+    finally:
+        torch.backends.mkldnn.enabled = before[0]
+        torch.backends.nnpack.set_flags(before[1])
+        numerics.pin_backends()
+
+
+def test_native_numerics_leave_the_back_ends_alone(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("ADLIB_NUMERICS", "native")
+    before = torch.backends.mkldnn.enabled
+    try:
+        torch.backends.mkldnn.enabled = True
+        numerics.pin_backends()
+        assert torch.backends.mkldnn.enabled
+    finally:
+        torch.backends.mkldnn.enabled = before

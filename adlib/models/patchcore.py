@@ -94,7 +94,7 @@ Opt-in fast scoring (issue 22; the defaults are the path every recorded number w
       (AMX / AVX-512-bf16 / tensor cores), re-ranked by the exact float32 distance
       (:func:`bf16_nearest_neighbors`): exact when the true nearest row is among the candidates;
       tested: at least 99 % of the patches exact, a miss at most 1 % farther. Under the reference
-      numerics oneDNN is capped at AVX2 and bf16 is emulated (slower): a warning says so and
+      numerics oneDNN is off and bf16 is emulated (slower): a warning says so and
       :meth:`PatchCore.scoring_path` (recorded in ``info()``) names the path that ran.
     The metrics of both stay within 0.1 point of the default path on the built-in benchmark
     (``tests/test_patchcore.py``). The backbone's own fast paths (bf16 autocast, channels-last,
@@ -592,7 +592,7 @@ def _bf16_units_note() -> str:
 
     if numerics.mode() == "reference":
         return (
-            "reference numerics cap oneDNN at AVX2 (ONEDNN_MAX_CPU_ISA): bf16 products run without AMX or "
+            "reference numerics switch oneDNN off (adlib.numerics): bf16 products run without AMX or "
             "AVX-512-bf16, emulated and slower than float32; set ADLIB_NUMERICS=native before Python starts"
         )
     return "native numerics: oneDNN may use AMX / AVX-512-bf16 where the CPU has them"
