@@ -196,7 +196,7 @@ def rehearse(
     parallel: int = 2,
     data_root: str | os.PathLike | None = None,
     left_out: Sequence[str] = LEFT_OUT,
-    timeout: int | None = 1800,
+    timeout: int | None = 3600,
     jobs: int | None = None,
     log_output: bool = False,
     fresh: bool = True,
