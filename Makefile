@@ -52,10 +52,10 @@ reproduce: data
 # The paper profile rehearsed (adlib.rehearsal): every notebook under profile=paper with the papers' configurations,
 # on miniature datasets written in each real layout, random-init weights, small images and schedules; outputs
 # (executed notebooks, HTML, tables, figures) under runs/rehearsal, each stamped "rehearsal: ... not results".
-# It checks code paths, not numbers, so it runs on the machine's own CPU numerics (oneDNN on; the reference
+# It checks code paths, not numbers, so adlib.rehearsal runs its kernels on the machine's own CPU numerics (oneDNN on; the reference
 # numerics switch oneDNN off and take about twice as long: adlib.numerics).
 rehearse: setup
-	ADLIB_NUMERICS=native $(BIN)/adlib reproduce --profile paper --rehearsal --parallel $(PARALLEL)
+	$(BIN)/adlib reproduce --profile paper --rehearsal --parallel $(PARALLEL)
 
 # Refresh the executed smoke-profile notebooks that are committed and the regression references their
 # checks compare against (notebooks/references/smoke.json; adlib.checks).

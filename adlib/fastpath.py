@@ -44,6 +44,15 @@ Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--se
 ``cuda_graphs``
     On CUDA, the frozen backbone compiled with ``mode="reduce-overhead"`` (CUDA graphs for fixed
     shapes); on the CPU not applied (said in the log and the record).
+``bf16_ascent``
+    GLASS's GAS gradient ascent (Eq. 1: the discriminator's forward and input gradient of each of
+    the ascent steps, 20 in the paper profile) under bf16 autocast, in training. At the paper
+    architecture these products (``B x 1296`` rows of 1536-D through the 1024-wide discriminator,
+    twice per step) are most of a training step's time once the backbone is fast. Only the
+    *direction* of each ascent step comes from them (it is L2-normalised, step ``eta``); the
+    synthetic features stay fp32, and the losses, the update and every score are computed in fp32 as
+    on the fp32 path. Training numbers are not bitwise fp32's (a training fast path); methods without
+    the ascent (SimpleNet, PatchCore, ...): not applied (said in the record).
 ``smoothing``
     The maps' Gaussian (GLASS and SimpleNet's Eq. 9, PatchCore, ADTR with ``smooth_sigma > 0``)
     as one batched convolution on the model's device (:func:`adlib.models.smoothing.gaussian_maps`)
@@ -81,7 +90,7 @@ import torch
 log = logging.getLogger(__name__)
 
 #: the fast-path options, in their canonical order and spelling (config values)
-OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs", "smoothing")
+OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs", "smoothing", "bf16_ascent")
 #: other spellings accepted on input (command line, ``--set``)
 ALIASES = {
     "channels-last": "channels_last",
@@ -93,6 +102,9 @@ ALIASES = {
     "grid_features": "features",
     "device-smoothing": "smoothing",
     "device_smoothing": "smoothing",
+    "bf16-ascent": "bf16_ascent",
+    "bf16-gas": "bf16_ascent",
+    "bf16_gas": "bf16_ascent",
 }
 #: the fast paths of every paper-profile config that does not set ``fast`` itself (``adlib reproduce
 #: --profile paper --fast ...`` sets it for the notebooks' kernels; never read for the smoke profile)
@@ -146,6 +158,7 @@ class Speed:
     compile: bool = False
     cuda_graphs: bool = False
     smoothing: bool = False
+    bf16_ascent: bool = False
 
     @classmethod
     def of(cls, value: Any) -> Speed:
@@ -171,6 +184,35 @@ def autocast(speed: Speed, device: Any) -> contextlib.AbstractContextManager:
     if not speed.bf16:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+class Bf16Scorer:
+    """A GAS scorer (:data:`adlib.synthesis.gas.Scorer`, with ``bind_context`` when the wrapped one
+    has it) run under bf16 autocast, its output cast back to float32: the loss on it (and its
+    gradient's start) is computed in float32, the products inside in bf16."""
+
+    def __init__(self, scorer: Any, device_type: str) -> None:
+        self.scorer, self.device_type = scorer, device_type
+        if hasattr(scorer, "bind_context"):
+            self.bind_context = self._bind_context
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.scorer(x)
+        return out.float()
+
+    def _bind_context(self, context: torch.Tensor) -> Bf16Scorer:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            bound = self.scorer.bind_context(context)
+        return Bf16Scorer(bound, self.device_type)
+
+
+def ascent_scorer(scorer: Any, speed: Speed, device: Any) -> Any:
+    """The scorer GAS's gradient ascent differentiates: ``scorer`` itself, or with ``bf16_ascent``
+    the same under bf16 autocast (:class:`Bf16Scorer`)."""
+    if not speed.bf16_ascent:
+        return scorer
+    return Bf16Scorer(scorer, torch.device(device).type)
 
 
 def _onednn_cap() -> str | None:
@@ -221,7 +263,7 @@ def describe(speed: Speed, device: Any, applied: dict[str, str] | None = None) -
     if device.type == "cpu":
         facts = cpu_facts()
         out["cpu"] = facts
-        if speed.bf16:
+        if speed.bf16 or speed.bf16_ascent:
             if facts["amx_tile"] and facts["amx_allowed"]:
                 units = "amx"
             elif facts["avx512_bf16"] and (
@@ -242,11 +284,14 @@ def _frozen_backbones(network: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in network.modules() if isinstance(m, FeatureExtractor)]
 
 
-def apply(network: torch.nn.Module, speed: Speed, device: Any, smooths_maps: bool = False) -> dict[str, str]:
+def apply(
+    network: torch.nn.Module, speed: Speed, device: Any, smooths_maps: bool = False, ascends: bool = False
+) -> dict[str, str]:
     """Put ``network`` (a method's one module) on the fast paths of ``speed`` (all off: back on the
     fp32 path); returns what each option covered (``"backbone"``, ``"network"``) or why it was not
     applied. Idempotent. ``smooths_maps``: whether the method smooths its maps (the ``smoothing``
-    option applies in its predict, :attr:`adlib.models.core.Method.smooths_maps`).
+    option applies in its predict, :attr:`adlib.models.core.Method.smooths_maps`); ``ascends``: whether
+    its training has a gradient ascent for ``bf16_ascent`` (:attr:`adlib.models.core.Method.ascends`).
 
     With frozen backbones inside (:class:`adlib.backbones.FeatureExtractor`), they take the fast
     paths (:meth:`~adlib.backbones.FeatureExtractor.set_speed`); without, the network's own
@@ -263,8 +308,13 @@ def apply(network: torch.nn.Module, speed: Speed, device: Any, smooths_maps: boo
             network.__dict__["_fast_channels_last"] = speed.channels_last
     applied: dict[str, str] = {}
     where = "backbone" if backbones else "network"
-    if speed.bf16:
-        applied["bf16"] = where
+    if speed.bf16_ascent:
+        applied["bf16_ascent"] = (
+            "GAS gradient ascent (training)" if ascends else "not applied (no gradient ascent in training)"
+        )
+    if speed.bf16 or (speed.bf16_ascent and ascends):
+        if speed.bf16:
+            applied["bf16"] = where
         if device.type == "cpu":
             facts = cpu_facts()
             if not facts["amx_allowed"]:
@@ -352,6 +402,8 @@ __all__ = [
     "OPTIONS",
     "Speed",
     "apply",
+    "Bf16Scorer",
+    "ascent_scorer",
     "autocast",
     "cpu_facts",
     "describe",

@@ -24,7 +24,7 @@ Modes (``$ADLIB_NUMERICS``):
       SIMD loops on their AVX2 paths;
 
     and, for every CPU run (:func:`configure_torch`, and :func:`pin_backends` wherever a model
-    resolves its device), one torch thread (:data:`REFERENCE_THREADS`),
+    is put on the CPU), one torch thread (:data:`REFERENCE_THREADS`),
     ``torch.use_deterministic_algorithms(True, warn_only=True)``, and no oneDNN or NNPACK
     (:data:`REFERENCE_BACKENDS`): convolutions run as ATen's own im2col + MKL GEMM, the GEMM under
     ``MKL_CBWR``. The last is why the reference holds on a second vendor (below).
@@ -185,9 +185,9 @@ def backends() -> dict[str, bool]:
 def pin_backends() -> None:
     """Switch off oneDNN and NNPACK for torch's CPU operations under the reference numerics
     (:data:`REFERENCE_BACKENDS`; native mode changes nothing). Process-wide and cheap: called by
-    :func:`configure_torch` and wherever a model resolves its device
-    (:func:`adlib.models.base.resolve_device`), so a model used outside the results store gets the
-    same kernels."""
+    :func:`configure_torch` and by the lifecycle's device placement (``Method.to``, which every
+    ``fit`` and ``predict`` passes through: :mod:`adlib.models.core`), so a model used outside the
+    results store gets the same kernels."""
     if mode() != "reference":
         return
     import torch

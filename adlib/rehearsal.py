@@ -42,6 +42,12 @@ Nothing a rehearsal writes can be mistaken for results: it has its own results s
 notebooks (``runs/rehearsal/notebooks``, with HTML); every table caption, every figure and every
 executed notebook carries :data:`STAMP`. The switch is the environment variable :data:`ENV`,
 which the notebooks' kernels and the stores' worker processes inherit.
+
+Numerics: a rehearsal checks code paths, not numbers, so its kernels run on the machine's own CPU
+numerics (``numerics="native"``, the default of :func:`rehearse`: ``$ADLIB_NUMERICS=native`` for the
+kernels and their workers, oneDNN on). The reference numerics (:mod:`adlib.numerics`) switch oneDNN off
+and take about twice as long: with them, adl/02's one long cell passed the 1,800 s cell limit once
+under a loaded CI machine. ``rehearse(numerics="reference")`` keeps the pinned numerics.
 """
 
 from __future__ import annotations
@@ -200,15 +206,21 @@ def rehearse(
     jobs: int | None = None,
     log_output: bool = False,
     fresh: bool = True,
+    numerics: str = "native",
 ):
     """Write the miniature data, then execute the notebooks (``only``: a glob, as
     :func:`adlib.reproduce.run_notebooks`) under ``profile="paper"`` as a rehearsal, into
     ``runs/rehearsal/notebooks`` (HTML beside), each stamped. ``fresh``: start from an empty
     rehearsal store and figures folder (a rehearsal checks the code, so nothing is reused from a
-    previous one). Returns the :class:`adlib.reproduce.BatchResult`."""
+    previous one). ``numerics``: the kernels' :mod:`adlib.numerics` mode (``native``: the machine's
+    own, see the module docstring). Returns the :class:`adlib.reproduce.BatchResult`."""
     import shutil
 
-    from .reproduce import run_notebooks
+    from .numerics import ENV_MODE, MODES
+    from .reproduce import environ, run_notebooks
+
+    if numerics not in MODES:
+        raise ValueError(f"numerics must be one of {MODES}, got {numerics!r}")
 
     base = root()
     if fresh:
@@ -220,7 +232,7 @@ def rehearse(
         f"({', '.join(sorted(left_out)) or 'no dataset'} left out on purpose), images at most {SIDE} px, at most "
         f"{EPOCHS} epochs: the code paths of the real run, none of its numbers."
     )
-    with activated():
+    with activated(), environ({ENV_MODE: numerics}):
         batch = run_notebooks(
             profile="paper",
             data_root=str(d),

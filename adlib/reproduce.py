@@ -190,7 +190,7 @@ def _execute(
 
 
 @contextlib.contextmanager
-def _env(values: dict[str, str]):
+def environ(values: dict[str, str]):
     """``os.environ.update(values)`` for the block; restored after."""
     before = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -295,7 +295,7 @@ def run_notebooks(
         # N notebooks side by side share the cores: unless --jobs says otherwise, each notebook's
         # store gets cores // N workers (at 1 it trains in the kernel, with no worker processes to start),
         # and each kernel's thread pools cores // N threads
-        with _env(side_by_side_env(parallel, cap_workers=jobs is None)):
+        with environ(side_by_side_env(parallel, cap_workers=jobs is None)):
             with ProcessPoolExecutor(max_workers=int(parallel), mp_context=mp.get_context("spawn")) as ex:
                 futs = {
                     ex.submit(

@@ -474,16 +474,7 @@ class ResultsStore:
         bar = tqdm(total=len(todo), desc="runs", disable=not self.progress or not todo)
         threads = numerics.run_threads(workers)
         if workers == 1 or len(todo) <= 1:
-            for i, job in enumerate(todo, 1):
-                bar.set_postfix_str(str(job))
-                log.info("run %d/%d: %s", i, len(todo), job)
-                try:
-                    with _torch_threads(threads):
-                        run_job(job, self.run_dir(job), data_root=self.data_root, device=self.device, progress=False)
-                except Exception:  # noqa: BLE001 - reported with the job below
-                    self.failures[job] = traceback.format_exc()
-                    log.error("run failed: %s\n%s", job, self.failures[job])
-                bar.update(1)
+            self._run_serially(todo, threads, bar)
         else:
             with worker_pool(workers) as ex:
                 futs = {
@@ -504,6 +495,40 @@ class ResultsStore:
         if self.failures and raise_on_failure:
             raise RunFailed(self.failures)
         return self.frame(jobs)
+
+    def _run_serially(self, todo: list[Job], threads: int | None, bar) -> None:
+        """Run ``todo`` in this process, one after the other. A job that another process is running
+        (a notebook beside this one that shares it) is put back, not waited for: the jobs nobody holds
+        run first, then the put-back ones are waited for (their record is read when the other process
+        finishes). The numbers do not depend on the order; the core is not left idle meanwhile."""
+        from .claims import Claimed
+
+        pending, wait, i = list(todo), False, 0
+        while pending:
+            held: list[Job] = []
+            for job in pending:
+                bar.set_postfix_str(str(job))
+                try:
+                    with _torch_threads(threads):
+                        run_job(
+                            job,
+                            self.run_dir(job),
+                            data_root=self.data_root,
+                            device=self.device,
+                            progress=False,
+                            wait=wait,
+                        )
+                except Claimed as held_by:
+                    log.info("run %s is being run by another process (%s): later", job, held_by)
+                    held.append(job)
+                    continue
+                except Exception:  # noqa: BLE001 - reported with the job below
+                    self.failures[job] = traceback.format_exc()
+                    log.error("run failed: %s\n%s", job, self.failures[job])
+                i += 1
+                log.info("run %d/%d done: %s", i, len(todo), job)
+                bar.update(1)
+            pending, wait = held, True
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:

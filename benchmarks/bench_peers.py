@@ -215,7 +215,9 @@ def _worker_glass_adlib(a, fast=()) -> dict:
     return {"forward_s": _time_batches(fwd, test), "e2e_s": _time_batches(e2e, test), "path": path}
 
 
-def _worker_glass_authors(a) -> dict:
+def _authors_glass(a):
+    """The authors' GLASS (their ``glass.GLASS`` from their checkout, their defaults) on a random-init
+    torchvision WideResNet-50, layer2 + layer3, 1536-D, at ``--glass-size``."""
     import types
 
     import torch
@@ -242,6 +244,13 @@ def _worker_glass_authors(a) -> dict:
         target_embed_dimension=1536,
         patchsize=3,
     )
+    return model
+
+
+def _worker_glass_authors(a) -> dict:
+    import torch
+
+    model = _authors_glass(a)
 
     @torch.no_grad()
     def fwd(x):  # the steps of their GLASS._predict before its map post-processing
@@ -259,6 +268,79 @@ def _worker_glass_authors(a) -> dict:
         "e2e_s": _time_batches(model._predict, test),
         "path": f"authors' GLASS ({a.glass_repo})",
     }
+
+
+def _train_batches(a):
+    """The training batches: normal images, their LAS images and the LAS grid labels (about 10 %
+    anomalous positions), drawn from fixed seeds (the same in every process)."""
+    import torch
+
+    n = a.batches + 1
+    images = _batches(n, a.batch_size, a.glass_size, 3)
+    augs = _batches(n, a.batch_size, a.glass_size, 4)
+    return images, augs, torch.Generator().manual_seed(5)
+
+
+def _worker_glass_train_adlib(a, fast=(), cached=False) -> dict:
+    """One GLASS-m training step per batch (adlib ``GLASS.train_step``: the normal images' patch
+    features, the LAS images' features, GAS, the three losses, the update), as ``fit`` runs it.
+    ``cached``: the normal images' features computed once before the timed batches (the config's
+    ``cache_features``: once per fit, not per epoch; that once is reported as ``cache_s``)."""
+    import torch
+
+    from adlib.models import build
+
+    torch.manual_seed(0)
+    m = build("glass", "paper", variant="m", pretrained=False, fast=fast)
+    m.to(torch.device("cpu"))
+    images, augs, g = _train_batches(a)
+    h, w = m.grid_size((a.glass_size, a.glass_size))
+    labels = [(torch.rand(a.batch_size, h, w, generator=g) < 0.1).float() for _ in images]
+    t = time.perf_counter()
+    cache = [m.patch_features(x) for x in images] if cached else None
+    cache_s = (time.perf_counter() - t) / len(images)
+    if m.cfg.radii_unit == "feature_spread":
+        m.measure_feature_spread(feats=cache[0] if cached else m.patch_features(images[0]))
+    m.train()
+    ts = []
+    for i in range(len(images)):
+        t = time.perf_counter()
+        feats = cache[i] if cached else m.patch_features(images[i])
+        m.train_step(feats, augs[i], labels[i])
+        ts.append(time.perf_counter() - t)
+    path = "adlib GLASS-m train_step" + (f" fast={'+'.join(fast)}" if fast else "") + (" cached" if cached else "")
+    out = {"train_s": statistics.median(ts[1:]), "path": path}
+    if cached:
+        out["cache_s"] = cache_s
+    return out
+
+
+def _worker_glass_train_authors(a) -> dict:
+    """One step of the authors' ``GLASS._train_discriminator`` per batch (their manifold variant,
+    ``svd=0``, their defaults: 20 ascent steps, pre-projection, focal loss), fed the same batches as
+    a list of their data items; their tensorboard logger and progress bar replaced by no-ops."""
+    import types
+
+    import torch
+
+    model = _authors_glass(a)
+    images, augs, g = _train_batches(a)
+    n_pos = (a.glass_size // 8) * (a.glass_size // 8)
+    items = [
+        {"image": x, "aug": y, "mask_s": (torch.rand(a.batch_size, n_pos, generator=g) < 0.1).float()}
+        for x, y in zip(images, augs, strict=True)
+    ]
+    model.c = torch.zeros(n_pos, 1536)  # their per-position centre (computed by their trainer)
+    model.svd = 0
+    model.logger = types.SimpleNamespace(logger=types.SimpleNamespace(add_scalar=lambda *a, **k: None), g_iter=0)
+    model.logger.step = lambda: None
+    bar = types.SimpleNamespace(set_description_str=lambda s: None)
+    ts = []
+    for item in items:
+        t = time.perf_counter()
+        model._train_discriminator([item], 0, bar, "")
+        ts.append(time.perf_counter() - t)
+    return {"train_s": statistics.median(ts[1:]), "path": f"authors' GLASS _train_discriminator ({a.glass_repo})"}
 
 
 def _worker_glass_anomalib(a) -> dict:
@@ -297,6 +379,16 @@ WORKERS = {
     "glass/adlib-fast": lambda a: _worker_glass_adlib(a, ("bf16", "channels_last", "features", "smoothing")),
     "glass/authors": _worker_glass_authors,
     "glass/anomalib": _worker_glass_anomalib,
+    "glass-train/adlib": _worker_glass_train_adlib,
+    "glass-train/adlib-features": lambda a: _worker_glass_train_adlib(a, ("features",)),
+    "glass-train/adlib-features-cached": lambda a: _worker_glass_train_adlib(a, ("features",), cached=True),
+    "glass-train/adlib-fast-cached": lambda a: _worker_glass_train_adlib(
+        a, ("bf16", "channels_last", "features"), cached=True
+    ),
+    "glass-train/adlib-fastest-cached": lambda a: _worker_glass_train_adlib(
+        a, ("bf16", "channels_last", "features", "bf16_ascent"), cached=True
+    ),
+    "glass-train/authors": _worker_glass_train_authors,
 }
 
 
@@ -371,6 +463,11 @@ def main() -> None:
     ap.add_argument("--numerics", choices=("native", "reference"), default="native")
     ap.add_argument("--fast-nn", choices=("torch", "faiss", "bf16"), default="bf16", help="adlib-fast's nn_backend")
     ap.add_argument("--glass", action="store_true", help="also compare GLASS's forward")
+    ap.add_argument(
+        "--glass-train",
+        action="store_true",
+        help="also compare GLASS-m's training step (the work of an epoch per batch)",
+    )
     ap.add_argument("--no-patchcore", action="store_true")
     ap.add_argument("--peers-python", help="python of the venv with anomalib (default /work/peers-venv/bin/python)")
     ap.add_argument("--glass-repo", type=Path, help="checkout of the GLASS authors' code (default /work/peers/GLASS)")
@@ -411,6 +508,15 @@ def main() -> None:
             print(f"skipped authors' GLASS: no checkout ({INSTALL_HINT['authors-glass']})")
         if has_anomalib:
             jobs.append((peers_py, "glass/anomalib"))
+    if a.glass_train:
+        jobs += [
+            (me, f"glass-train/adlib{s}")
+            for s in ("", "-features", "-features-cached", "-fast-cached", "-fastest-cached")
+        ]
+        if a.glass_repo and (Path(a.glass_repo) / "glass.py").is_file():
+            jobs.append((peers_py if has_anomalib else me, "glass-train/authors"))
+        else:
+            print(f"skipped authors' GLASS training: no checkout ({INSTALL_HINT['authors-glass']})")
     if not has_anomalib:
         print(f"skipped anomalib: `import anomalib` fails with {peers_py} ({INSTALL_HINT['anomalib']})")
 
@@ -478,6 +584,20 @@ def main() -> None:
                 fwd = f"forward {t_f / fastest['forward_s']:.2f}x, " if t_f and fastest["forward_s"] else ""
                 e2e = f"end to end {t_e / fastest['e2e_s']:.2f}x" if t_e else ""
                 print(f"  glass/adlib-fast / {n.split('/')[1]}: {fwd}{e2e}")
+
+    train = [n for n in results if n.startswith("glass-train/") and med(n, "train_s")]
+    if train:
+        print(
+            f"\nGLASS-m training (medians), seconds per batch of {a.batch_size} "
+            f"(an epoch of N images: N / {a.batch_size} of these, data loading not included)"
+        )
+        t_auth = med("glass-train/authors", "train_s")
+        for n in train:
+            t = med(n, "train_s")
+            ratio = f"  (authors' time / this: {t_auth / t:.2f}x)" if t_auth and n != "glass-train/authors" else ""
+            cache = med(n, "cache_s")
+            once = f"  + {cache:.2f} s per batch once per fit (the cache)" if cache else ""
+            print(f"  {n:34s} {t:7.2f}{ratio}{once}")
 
 
 if __name__ == "__main__":

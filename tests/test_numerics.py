@@ -165,11 +165,14 @@ def _conv_ops() -> set[str]:
 
 def test_reference_convolutions_run_without_onednn_or_nnpack():
     """oneDNN and NNPACK block by the cache sizes they detect (different on Intel and AMD): under
-    the reference numerics a model that resolves a CPU device runs ATen's own convolutions, forward
-    and backward, and the record says which back-ends were on."""
+    the reference numerics a model put on the CPU (``Method.to``, which every fit and predict
+    passes through) runs ATen's own convolutions, forward and backward, and the record says which
+    back-ends were on."""
     import torch
 
-    from adlib.models.base import resolve_device
+    from adlib.models import build
+
+    model = build("patchcore", "smoke")
 
     before = torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled()
     try:
@@ -177,7 +180,7 @@ def test_reference_convolutions_run_without_onednn_or_nnpack():
         torch.backends.nnpack.set_flags(True)
         assert any("mkldnn" in n for n in _conv_ops())  # the probe sees oneDNN where it runs
         assert any("mkldnn" in p for p in numerics.check())
-        assert resolve_device("cpu").type == "cpu"
+        assert model.to("cpu").device.type == "cpu"
         ops = _conv_ops()
         assert not any("mkldnn" in n or "nnpack" in n for n in ops), ops
         assert any("slow_conv2d" in n for n in ops)

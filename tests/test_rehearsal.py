@@ -279,6 +279,32 @@ def test_a_broken_paper_config_fails_the_rehearsal(tmp_path):
     assert failed.is_file()
 
 
+def test_the_rehearsal_kernels_run_on_the_machines_own_numerics(monkeypatch, tmp_path):
+    """A rehearsal checks code paths, not numbers: its kernels start with ``ADLIB_NUMERICS=native``
+    (oneDNN on, about half the time of the reference numerics), unless asked for the reference; the
+    variable is restored after."""
+    import types
+
+    from adlib import numerics, reproduce
+
+    seen = []
+
+    def run_notebooks(**kw):
+        seen.append((os.environ.get(numerics.ENV_MODE), rehearsal.active(), kw["profile"]))
+        return types.SimpleNamespace(failed=True, results=[])
+
+    monkeypatch.setattr(reproduce, "run_notebooks", run_notebooks)
+    monkeypatch.setattr(rehearsal, "write_data", lambda *a, **k: tmp_path / "data")
+    monkeypatch.setattr(rehearsal, "root", lambda: tmp_path / "rehearsal")
+    monkeypatch.delenv(numerics.ENV_MODE, raising=False)
+    rehearsal.rehearse()
+    rehearsal.rehearse(numerics="reference")
+    assert seen == [("native", True, "paper"), ("reference", True, "paper")]
+    assert numerics.ENV_MODE not in os.environ
+    with pytest.raises(ValueError, match="numerics"):
+        rehearsal.rehearse(numerics="fast")
+
+
 def test_readiness_of_the_miniature_root(mini):
     """``adlib data info`` on the rehearsal's data: DAGM's ``Class1`` folder is the papers' ``class1``."""
     from adlib.readiness import readiness

@@ -280,6 +280,46 @@ def test_a_job_running_elsewhere_is_waited_for_not_trained_twice(tmp_path):
         results.run_job(job, run_dir, data_root=str(tmp_path / "missing"), progress=False)
 
 
+def test_a_serial_batch_runs_free_jobs_before_waiting_for_a_held_one(data_root, tmp_path):
+    """Two notebooks side by side sharing a run: the batch that finds it held by the other process
+    does its other jobs first, then waits for the held one and reads its record (not trained twice).
+    Before, it blocked on the held job with its core idle; with that behaviour this test fails (the
+    holder below releases only once the free job is finished, or after 60 s)."""
+    import threading
+
+    from adlib import results
+    from adlib.io import atomic_write_json
+
+    store = ResultsStore(tmp_path / "store", data_root=str(data_root), workers=1, progress=False)
+    held, free = (Job.make("patchcore", "synth", c, **FAST) for c in ("wood", "nut"))
+    run_dir = store.run_dir(held)
+    run_dir.mkdir(parents=True)
+    record = {"label": "patchcore", "method": "patchcore", "config_hash": held.key()["config_hash"]}
+    record["metrics"] = {"image_auroc": 0.25}
+    seen: dict[str, bool] = {}
+    locked = threading.Event()
+
+    def other_process():
+        with results._job_lock(run_dir):
+            locked.set()
+            t0 = time.time()
+            while store.get(free) is None and time.time() - t0 < 60:
+                time.sleep(0.1)
+            seen["free_finished_while_held"] = store.get(free) is not None
+            atomic_write_json(run_dir / results.RECORD, record)
+
+    th = threading.Thread(target=other_process)
+    th.start()
+    assert locked.wait(30)
+    frame = store.run_many([held, free])
+    th.join()
+    assert seen == {"free_finished_while_held": True}
+    assert not store.failures and len(frame) == 2
+    assert store.get(held) == record  # the other process's record, read after waiting
+    assert not (run_dir / "model.pt").exists()  # not trained here
+    assert 0.0 <= store.get(free)["metrics"]["image_auroc"] <= 1.0
+
+
 def test_a_config_field_added_later_keeps_the_former_hash_at_its_former_value():
     """ADL's ``reweight_reduction`` came after records were written: at ``"sum"`` (the former
     behaviour) the job hashes as before, set to the released ``"batch_mean"`` it is another job."""
@@ -321,10 +361,10 @@ def test_reproduce_env_helper_sets_and_restores_variables(monkeypatch):
 
     monkeypatch.delenv("ADLIB_MAX_WORKERS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
-    with reproduce._env({"ADLIB_MAX_WORKERS": "1", "OMP_NUM_THREADS": "1"}):
+    with reproduce.environ({"ADLIB_MAX_WORKERS": "1", "OMP_NUM_THREADS": "1"}):
         assert os.environ["ADLIB_MAX_WORKERS"] == "1" and os.environ["OMP_NUM_THREADS"] == "1"
     assert "ADLIB_MAX_WORKERS" not in os.environ and os.environ["OMP_NUM_THREADS"] == "7"
-    with reproduce._env({}):
+    with reproduce.environ({}):
         assert "ADLIB_MAX_WORKERS" not in os.environ
 
 

@@ -460,18 +460,10 @@ def _check_defect_masks(pred: Prediction) -> bool:
 
 
 def resolve_device(device=None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as ``torch.device``.
-
-    A CPU device also gets the reference numerics' kernels (:func:`adlib.numerics.pin_backends`:
-    no oneDNN, no NNPACK; nothing in native mode), so every method's fit and predict run on them."""
-    from .. import numerics
-
+    """``None`` or ``"auto"``: CUDA when available, else CPU; anything else as ``torch.device``."""
     if device is None or device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cpu":
-        numerics.pin_backends()
-    return device
+    return torch.device(device)
 
 
 @torch.no_grad()

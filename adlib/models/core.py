@@ -423,7 +423,15 @@ class Method:
         return [opt] if opt is not None else []
 
     def to(self, device):
+        """Put the method on ``device`` (every ``fit`` and ``predict`` passes here). On the CPU this
+        also switches to the reference numerics' kernels (:func:`adlib.numerics.pin_backends`: no
+        oneDNN, no NNPACK; nothing in native mode), so a model used outside the results store runs
+        on the same kernels as the store's runs. Then the fast paths of ``cfg.fast``."""
         device = torch.device(device)
+        if device.type == "cpu":
+            from .. import numerics
+
+            numerics.pin_backends()
         for m in self.modules().values():
             m.to(device)
         for opt in self.optimizers():
@@ -436,6 +444,8 @@ class Method:
     # -- fast paths (adlib.fastpath) -------------------------------------------------------------
     #: whether predict smooths the maps with a Gaussian (the fast path ``smoothing`` applies)
     smooths_maps: bool = False
+    #: whether training runs a gradient ascent on features (GLASS's GAS: the fast path ``bf16_ascent`` applies)
+    ascends: bool = False
 
     @property
     def speed(self):
@@ -461,7 +471,7 @@ class Method:
         speed = self.speed
         if not speed and getattr(self, "_fast_applied", None) is None:
             return
-        self._fast_applied = fastpath.apply(self.network, speed, self.device, self.smooths_maps)
+        self._fast_applied = fastpath.apply(self.network, speed, self.device, self.smooths_maps, self.ascends)
 
     def eval(self) -> None:
         for m in self.modules().values():

@@ -172,7 +172,7 @@ from scipy import ndimage
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import losses, rehearsal
+from .. import fastpath, losses, rehearsal
 from .. import metrics as metrics_mod
 from ..backbones import FeatureExtractor
 from ..data.base import RESIZE_MODES, ImageTransform, denormalize, released_mask_rule
@@ -773,6 +773,11 @@ class _FeatureDiscriminatorModel(EpochMethod):
     :class:`adlib.models.core.EpochMethod`'s; this class supplies the networks and the hooks."""
 
     smooths_maps = True  # Eq. 9's Gaussian (fast path ``smoothing``)
+
+    @property
+    def ascends(self) -> bool:
+        """Whether training runs GAS's gradient ascent (fast path ``bf16_ascent``)."""
+        return bool(getattr(self.cfg, "gas_ascent", False) and getattr(self.cfg, "gas_steps", 0) > 0)
 
     Config: ClassVar[type] = _SharedConfig
     SIGMOID: ClassVar[bool] = True
@@ -1485,7 +1490,7 @@ class GLASS(_FeatureDiscriminatorModel):
                 proj = lambda g, _u: truncated_projection_hypersphere(g, center_rows, radius, lo, hi)  # noqa: E731
             v = gas_synthesis(
                 u,
-                self.discriminator,
+                fastpath.ascent_scorer(self.discriminator, self.speed, self.device),
                 steps=cfg.gas_steps if cfg.gas_ascent else 0,
                 eta=cfg.gas_eta,
                 noise_std=cfg.noise_std if cfg.gas_noise else 0.0,
