@@ -371,6 +371,12 @@ WORKERS = {
     "patchcore/adlib-fused": lambda a: _worker_patchcore_adlib(a, dict(fast=("features",))),
     "patchcore/adlib-fast": lambda a: _worker_patchcore_adlib(a, dict(fast=("features",), nn_backend=a.fast_nn)),
     "patchcore/anomalib": _worker_patchcore_anomalib,
+    "patchcore/adlib-fast-cl": lambda a: _worker_patchcore_adlib(
+        a, dict(fast=("channels_last", "features"), nn_backend=a.fast_nn)
+    ),
+    "patchcore/adlib-fast-cl-compile": lambda a: _worker_patchcore_adlib(
+        a, dict(fast=("channels_last", "features", "compile"), nn_backend=a.fast_nn)
+    ),
     "patchcore/adlib-fastest": lambda a: _worker_patchcore_adlib(
         a, dict(fast=("bf16", "channels_last", "features", "smoothing"), nn_backend=a.fast_nn)
     ),
