@@ -18,9 +18,11 @@ PatchCore (``--size`` px images fed as they are, no resize; batch ``--batch-size
       embedding, nearest neighbours, ``compute_anomaly_score``);
     - end to end: plus the up-sampled, sigma-4 smoothed map (adlib ``score`` +
       ``anomaly_maps``; anomalib ``PatchcoreModel.forward`` in eval mode).
-    adlib runs four times: its default path (``adlib``), its fused patch features with the
+    adlib runs five times: its default path (``adlib``), its fused patch features with the
     default float32 search (``adlib-fused``: the shared fast path ``fast=("features",)``, all float32), with the
-    ``--fast-nn`` search (``adlib-fast``; default ``bf16``: bf16 candidates, exact re-ranking), and with the
+    ``--fast-nn`` search (``adlib-fast``; default ``bf16``: bf16 candidates, exact re-ranking), plus the
+    float32 backbone channels-last and compiled (``adlib-fast-cl-compile``: the fastest inside the 0.1-point
+    rule), and with the
     backbone in bf16 + channels-last too (``adlib-fastest``: outside the 0.1-point goal for PatchCore on the
     built-in benchmark, see ``tests/test_fastpath.py``). GLASS: fp32, ``fast=features`` and
     ``fast=bf16,channels_last,features,smoothing``. The peers do not
@@ -31,6 +33,13 @@ GLASS (``--glass``; 288 px, batch ``--batch-size``)
     - forward: backbone + patch features + adaptor + discriminator, image score = max of the grid
       (adlib ``GLASS.score_grid``; the authors' ``GLASS._predict`` steps before their map
       post-processing; anomalib ``GlassModel`` in eval mode).
+
+GLASS training (``--glass-train``; GLASS-m at 288 px, batch ``--batch-size``, the paper's 20 ascent steps)
+    - one training step per batch: adlib ``GLASS.train_step`` as ``fit`` runs it (normal and LAS
+      features, GAS, the three losses, the updates) on fp32, ``features``, ``features`` with the normal
+      images' features cached once per fit (``cache_features``), ``bf16,channels_last,features`` cached
+      and ``+ bf16_ascent``; the authors' ``GLASS._train_discriminator`` on the same batches (their
+      logger a no-op). LAS synthesis and data loading are left out on both sides.
 
 Peers are optional; one that cannot be imported is skipped with a line saying how to install it:
 
@@ -56,6 +65,7 @@ kernels, MKL's compatible branch). The thread count ``--threads`` is set in ever
     .venv/bin/python benchmarks/bench_peers.py --quick               # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/bench_peers.py --repeats 3 --glass   # the full comparison
     .venv/bin/python benchmarks/bench_peers.py --numerics reference
+    .venv/bin/python benchmarks/bench_peers.py --no-patchcore --glass-train   # about 15 minutes
 
 Results are recorded in benchmarks/RESULTS.md (issue 22 sections).
 """
@@ -503,7 +513,7 @@ def main() -> None:
     has_anomalib = _available(peers_py, "anomalib", env)
     jobs: list[tuple[str, str]] = []
     if not a.no_patchcore:
-        jobs += [(me, f"patchcore/adlib{s}") for s in ("", "-fused", "-fast", "-fastest")]
+        jobs += [(me, f"patchcore/adlib{s}") for s in ("", "-fused", "-fast", "-fast-cl-compile", "-fastest")]
         if has_anomalib:
             jobs.append((peers_py, "patchcore/anomalib"))
     if a.glass:
@@ -561,13 +571,24 @@ def main() -> None:
         ref = {n: (f, s, e) for n, f, s, e, _ in rows}
         if "patchcore/anomalib" in ref:
             fa, sa, ea = ref["patchcore/anomalib"]
-            for n in ("patchcore/adlib", "patchcore/adlib-fused", "patchcore/adlib-fast", "patchcore/adlib-fastest"):
+            for n in (
+                "patchcore/adlib",
+                "patchcore/adlib-fused",
+                "patchcore/adlib-fast",
+                "patchcore/adlib-fast-cl-compile",
+                "patchcore/adlib-fastest",
+            ):
                 if n in ref:
                     f, s, e = ref[n]
                     print(
                         f"  {n} / anomalib: fit {fa / f:.2f}x faster, scoring {s / sa:.2f}x, end to end {e / ea:.2f}x"
                     )
-        for n in ("patchcore/adlib-fused", "patchcore/adlib-fast", "patchcore/adlib-fastest"):
+        for n in (
+            "patchcore/adlib-fused",
+            "patchcore/adlib-fast",
+            "patchcore/adlib-fast-cl-compile",
+            "patchcore/adlib-fastest",
+        ):
             if "patchcore/adlib" in ref and n in ref:
                 print(f"  {n} / adlib scoring: {ref[n][1] / ref['patchcore/adlib'][1]:.2f}x")
     glass = [n for n in results if n.startswith("glass/")]
