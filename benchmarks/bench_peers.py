@@ -599,9 +599,7 @@ def main() -> None:
             cells = []
             for k in ("forward_s", "e2e_s"):
                 t = med(n, k)
-                ratio = (
-                    f" (adlib fp32 speed / this: {t / base[k]:.2f}x)" if t and base[k] and n != "glass/adlib" else ""
-                )
+                ratio = f" (time / adlib fp32 time: {t / base[k]:.2f}x)" if t and base[k] and n != "glass/adlib" else ""
                 cells.append(f"{a.batch_size / t:6.2f}{ratio}" if t else "     -")
             print(f"  {n:24s} {' | '.join(cells)}")
         fastest = {k: med("glass/adlib-fast", k) for k in ("forward_s", "e2e_s")}
