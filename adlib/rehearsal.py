@@ -57,7 +57,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .paths import repo_root
@@ -85,18 +85,12 @@ def active() -> bool:
     return os.environ.get(ENV, "") not in ("", "0")
 
 
-@contextlib.contextmanager
-def activated(on: bool = True) -> Iterator[None]:
-    """The block runs as a rehearsal (``on``) or not; the environment is restored after."""
-    before = os.environ.get(ENV)
-    os.environ[ENV] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = before
+def activated(on: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The block runs as a rehearsal (``on``) or not; the environment is restored after
+    (:func:`adlib.reproduce.environ`)."""
+    from .reproduce import environ
+
+    return environ({ENV: "1" if on else "0"})
 
 
 def follow(value: int, old: int, new: int) -> int:
