@@ -53,6 +53,19 @@ Options (``adlib train/test/predict --fast bf16,channels-last,features``; ``--se
     synthetic features stay fp32, and the losses, the update and every score are computed in fp32 as
     on the fp32 path. Training numbers are not bitwise fp32's (a training fast path); methods without
     the ascent (SimpleNet, PatchCore, ...): not applied (said in the record).
+``bf16_heads``
+    At inference, the products of the trained heads on the frozen features under bf16 autocast:
+    GLASS's and SimpleNet's adaptor and the discriminator's hidden layer (``B x h x w`` rows of
+    1536-D through a 1536- and a 1024-wide Linear at the paper architecture, about 80 GFLOP per batch
+    of 8 at 288 px: most of an inference batch once the backbone runs in bf16). The discriminator's
+    output layer (1024 -> 1) and the sigmoid stay fp32 (:func:`float32_tail`), so scores are not
+    rounded to bf16's 8 significant bits. Then the :data:`EXACT_TOP` highest positions of each image's map
+    are scored again on the fp32 path (:func:`rescore_top`), which makes the image score (the map's
+    maximum) the fp32 path's whenever its position is among them: bf16's rounding alone moves a
+    smoke-trained GLASS's image AUROC by up to about a point on the built-in benchmark (near-tied
+    images), the rescored one by nothing measurable (``benchmarks/RESULTS.md``). The rest of the map keeps
+    bf16's rounding (pixel AUROC within 0.01 point there). Training is untouched (see ``bf16_ascent``).
+    Methods without such heads: not applied (said in the record).
 ``smoothing``
     The maps' Gaussian (GLASS and SimpleNet's Eq. 9, PatchCore, ADTR with ``smooth_sigma > 0``)
     as one batched convolution on the model's device (:func:`adlib.models.smoothing.gaussian_maps`)
@@ -94,7 +107,7 @@ import torch
 log = logging.getLogger(__name__)
 
 #: the fast-path options, in their canonical order and spelling (config values)
-OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs", "smoothing", "bf16_ascent")
+OPTIONS = ("bf16", "channels_last", "features", "compile", "cuda_graphs", "smoothing", "bf16_ascent", "bf16_heads")
 #: other spellings accepted on input (command line, ``--set``)
 ALIASES = {
     "channels-last": "channels_last",
@@ -109,6 +122,7 @@ ALIASES = {
     "bf16-ascent": "bf16_ascent",
     "bf16-gas": "bf16_ascent",
     "bf16_gas": "bf16_ascent",
+    "bf16-heads": "bf16_heads",
 }
 #: the fast paths of every paper-profile config that does not set ``fast`` itself (``adlib reproduce
 #: --profile paper --fast ...`` sets it for the notebooks' kernels; never read for the smoke profile)
@@ -163,6 +177,7 @@ class Speed:
     cuda_graphs: bool = False
     smoothing: bool = False
     bf16_ascent: bool = False
+    bf16_heads: bool = False
 
     @classmethod
     def of(cls, value: Any) -> Speed:
@@ -209,6 +224,49 @@ class Bf16Scorer:
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
             bound = self.scorer.bind_context(context)
         return Bf16Scorer(bound, self.device_type)
+
+
+def heads_autocast(speed: Speed, device: Any) -> contextlib.AbstractContextManager:
+    """The context of an inference's head products: bf16 autocast with ``bf16_heads``, else a no-op.
+    The heads keep their last product in float32 inside it (e.g.
+    :meth:`adlib.models.glass.Discriminator.output`)."""
+    if not speed.bf16_heads:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+#: ``bf16_heads``: positions per image (its highest bf16 scores) scored again on the fp32 path
+EXACT_TOP = 16
+
+
+def rescore_top(grid: torch.Tensor, feats: torch.Tensor, score: Any, k: int = EXACT_TOP) -> torch.Tensor:
+    """``grid`` (``B x h x w`` scores of ``feats``, ``B x h x w x D``, from a bf16 path) with the ``k``
+    highest positions of each image replaced by ``score`` of their features on the fp32 path (autocast
+    off). The maximum of the result is the fp32 path's maximum whenever its position is among those
+    ``k`` (bf16's rounding would have to move a score past ``k - 1`` others for it not to be); the
+    other positions keep the bf16 scores. ``score``: features ``... x D`` -> scores ``...``, row-wise
+    (eval mode). Returns a float32 tensor shaped like ``grid``."""
+    b = grid.shape[0]
+    flat = grid.float().reshape(b, -1).clone()
+    k = min(int(k), flat.shape[1])
+    idx = flat.topk(k, dim=1).indices
+    rows = feats.reshape(b, flat.shape[1], -1)
+    picked = rows.gather(1, idx.unsqueeze(-1).expand(-1, -1, rows.shape[-1])).float()
+    with torch.autocast(grid.device.type, enabled=False):
+        exact = score(picked).float()
+    flat.scatter_(1, idx, exact.reshape(b, k))
+    return flat.reshape(grid.shape)
+
+
+def float32_tail(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32 with autocast off: a head's last product (its scores) kept at full
+    precision when the products before it ran in bf16 (:func:`heads_autocast`, ``bf16_ascent``).
+    On the fp32 path (float32 input, no autocast) this is ``layer(x)`` itself."""
+    dev = x.device.type
+    if x.dtype == torch.float32 and not torch.is_autocast_enabled(dev):
+        return layer(x)
+    with torch.autocast(dev, enabled=False):
+        return layer(x.float())
 
 
 def ascent_scorer(scorer: Any, speed: Speed, device: Any) -> Any:
@@ -267,7 +325,7 @@ def describe(speed: Speed, device: Any, applied: dict[str, str] | None = None) -
     if device.type == "cpu":
         facts = cpu_facts()
         out["cpu"] = facts
-        if speed.bf16 or speed.bf16_ascent:
+        if speed.bf16 or speed.bf16_ascent or speed.bf16_heads:
             if facts["amx_tile"] and facts["amx_allowed"]:
                 units = "amx"
             elif facts["avx512_bf16"] and (
@@ -289,13 +347,20 @@ def _frozen_backbones(network: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def apply(
-    network: torch.nn.Module, speed: Speed, device: Any, smooths_maps: bool = False, ascends: bool = False
+    network: torch.nn.Module,
+    speed: Speed,
+    device: Any,
+    smooths_maps: bool = False,
+    ascends: bool = False,
+    heads: bool = False,
 ) -> dict[str, str]:
     """Put ``network`` (a method's one module) on the fast paths of ``speed`` (all off: back on the
     fp32 path); returns what each option covered (``"backbone"``, ``"network"``) or why it was not
     applied. Idempotent. ``smooths_maps``: whether the method smooths its maps (the ``smoothing``
     option applies in its predict, :attr:`adlib.models.core.Method.smooths_maps`); ``ascends``: whether
-    its training has a gradient ascent for ``bf16_ascent`` (:attr:`adlib.models.core.Method.ascends`).
+    its training has a gradient ascent for ``bf16_ascent`` (:attr:`adlib.models.core.Method.ascends`);
+    ``heads``: whether its predict runs trained heads on frozen features under :func:`heads_autocast`
+    for ``bf16_heads`` (:attr:`adlib.models.core.Method.bf16_heads`).
 
     With frozen backbones inside (:class:`adlib.backbones.FeatureExtractor`), they take the fast
     paths (:meth:`~adlib.backbones.FeatureExtractor.set_speed`); without, the network's own
@@ -316,7 +381,13 @@ def apply(
         applied["bf16_ascent"] = (
             "GAS gradient ascent (training)" if ascends else "not applied (no gradient ascent in training)"
         )
-    if speed.bf16 or (speed.bf16_ascent and ascends):
+    if speed.bf16_heads:
+        applied["bf16_heads"] = (
+            "heads at inference (adaptor, discriminator hidden layer)"
+            if heads
+            else "not applied (no trained heads on frozen features)"
+        )
+    if speed.bf16 or (speed.bf16_ascent and ascends) or (speed.bf16_heads and heads):
         if speed.bf16:
             applied["bf16"] = where
         if device.type == "cpu":
@@ -409,6 +480,10 @@ __all__ = [
     "Bf16Scorer",
     "ascent_scorer",
     "autocast",
+    "EXACT_TOP",
+    "float32_tail",
+    "heads_autocast",
+    "rescore_top",
     "cpu_facts",
     "describe",
     "parse",

@@ -167,6 +167,94 @@ def test_glass_bf16_training_and_inference(bench):
 
 
 # ----------------------------------------------------------------------------------------------
+# GLASS: the heads' products in bf16 at inference (bf16_heads)
+
+
+@pytest.fixture(scope="module")
+def glass_fp32(bench):
+    """GLASS-m trained on the fp32 path on the benchmark, and its fp32 metrics."""
+    model = build("glass", "smoke", variant="m", data_root=str(bench))
+    tr, te = _sets(bench, model)
+    model.fit(tr, progress=False)
+    return model, evaluate(model.predict(te, progress=False))
+
+
+def test_discriminator_output_layer_stays_float32():
+    """Under autocast the discriminator's hidden layer runs in bf16 and its output layer in float32
+    (:func:`fastpath.float32_tail`): scores are not rounded to bf16's 8 bits; without autocast the
+    output is bitwise the plain ``tail``'s."""
+    from adlib.models.glass import Discriminator
+
+    torch.manual_seed(0)
+    disc = Discriminator(48, hidden=64).eval()
+    x = torch.randn(300, 48)
+    with torch.no_grad():
+        plain = torch.sigmoid(disc.tail(disc.body(x))).squeeze(-1)
+        assert torch.equal(disc(x), plain)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = disc.body(x)
+            got = disc(x)
+        assert hidden.dtype == torch.bfloat16 and got.dtype == torch.float32
+        bf16_tail = torch.sigmoid(disc.tail(hidden.float()).to(torch.bfloat16).float()).squeeze(-1)
+    # float32 scores: far more distinct values than a bf16 output layer leaves
+    assert got.unique().numel() == 300 and bf16_tail.unique().numel() < 300
+    assert (got - plain).abs().max() < 0.02
+    torch.testing.assert_close(got, torch.sigmoid(disc.tail(hidden.float())).squeeze(-1))
+
+
+def test_rescore_top_replaces_each_images_highest_positions():
+    """:func:`fastpath.rescore_top`: the ``k`` highest positions of each image get the exact scores of
+    their features, every other position keeps its value, and the input grid is not modified."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 4, 5, 6, generator=g)
+    exact = feats.sum(-1)
+    approx = (exact + 0.01 * torch.randn(exact.shape, generator=g)).to(torch.bfloat16)
+    got = fastpath.rescore_top(approx, feats, lambda t: t.sum(-1), k=3)
+    assert got.dtype == torch.float32 and got.shape == (3, 4, 5)
+    flat_a, flat_g, flat_e = approx.float().reshape(3, -1), got.reshape(3, -1), exact.reshape(3, -1)
+    for b in range(3):
+        top = set(flat_a[b].topk(3).indices.tolist())
+        for i in range(20):
+            want = flat_e[b, i] if i in top else flat_a[b, i]
+            assert flat_g[b, i] == want, (b, i)
+    assert torch.equal(got.amax((1, 2)), exact.amax((1, 2)))  # the true maxima were among the top 3
+    assert approx.dtype == torch.bfloat16 and not torch.equal(approx.float(), got)  # input untouched
+
+
+def test_glass_bf16_heads_inference(bench, glass_fp32):
+    """The fp32-trained GLASS-m scored with ``bf16_heads`` gives the fp32 path's image scores (each
+    image's highest positions rescored in fp32) and a pixel AUROC within 0.1 point; with every inference
+    fast path (the fastest GLASS inference of ``benchmarks/bench_peers.py``) the image AUROC stays within
+    0.1 point of its fp32 scoring (or one normal/anomalous pair, where that is finer than the test set
+    resolves). The record says where it applied."""
+    model, m_fp32 = glass_fp32
+    _, te = _sets(bench, model)
+    fp32 = model.predict(te, progress=False)
+    pairs = int((fp32.labels == 1).sum()) * int((fp32.labels == 0).sum())
+    tol = max(0.001, 1.0 / pairs + 1e-12)
+    try:
+        for fast in ("bf16-heads", "bf16,channels-last,features,smoothing,bf16-heads"):
+            model.set_fast(fast)
+            rec = model.info()["speed"]
+            assert rec["applied"]["bf16_heads"] == "heads at inference (adaptor, discriminator hidden layer)"
+            assert rec["bf16_units"] == "emulated (oneDNN off)"
+            pred = model.predict(te, progress=False)
+            m = evaluate(pred)
+            assert not np.array_equal(pred.maps, fp32.maps)  # bf16 did run
+            if fast == "bf16-heads":  # each image's maximum rescored on the fp32 path: fp32's image scores
+                np.testing.assert_allclose(pred.image_scores, fp32.image_scores, rtol=0, atol=1e-6)
+            assert abs(m["image_auroc"] - m_fp32["image_auroc"]) <= tol, (fast, m, m_fp32, pairs)
+            assert abs(m["pixel_auroc"] - m_fp32["pixel_auroc"]) <= 0.001, (fast, m, m_fp32)
+    finally:
+        model.set_fast(())
+    assert "speed" not in model.info()
+    np.testing.assert_array_equal(model.predict(te, progress=False).image_scores, fp32.image_scores)
+    patchcore = build("patchcore", "smoke", fast="bf16_heads")
+    patchcore.to("cpu")
+    assert patchcore.info()["speed"]["applied"] == {"bf16_heads": "not applied (no trained heads on frozen features)"}
+
+
+# ----------------------------------------------------------------------------------------------
 # GLASS: GAS's gradient ascent in bf16 (bf16_ascent), a training fast path
 
 
@@ -197,18 +285,16 @@ def test_bf16_ascent_scorer_gives_the_fp32_ascent_up_to_bf16_rounding():
     assert disc.body[0].weight.dtype == torch.float32  # the module itself is untouched
 
 
-def test_glass_bf16_ascent_training(bench):
+def test_glass_bf16_ascent_training(bench, glass_fp32):
     """GLASS-m trained with ``bf16_ascent`` separates, and its image AUROC lies within the spread that
     fp32 round-off alone gives a training. Measured on this benchmark (3 categories x 2 seeds,
     benchmarks/RESULTS.md): bf16_ascent vs fp32 |delta| <= 0.94 point (mean +0.14), and the fp32
     ``features`` path (the same math in another order, 1e-7 apart) vs fp32 |delta| <= 1.15 point; a
     0.1-point rule cannot hold for any training path, fp32 reordering included. SimpleNet (no
     ascent) does not apply it."""
-    fp32 = build("glass", "smoke", variant="m", data_root=str(bench))
-    tr, te = _sets(bench, fp32)
-    fp32.fit(tr, progress=False)
-    m_fp32 = evaluate(fp32.predict(te, progress=False))
+    _, m_fp32 = glass_fp32
     model = build("glass", "smoke", variant="m", data_root=str(bench), fast="bf16-ascent")
+    tr, te = _sets(bench, model)
     model.fit(tr, progress=False)
     rec = model.info()["speed"]
     assert rec["applied"] == {"bf16_ascent": "GAS gradient ascent (training)"}

@@ -446,6 +446,9 @@ class Method:
     smooths_maps: bool = False
     #: whether training runs a gradient ascent on features (GLASS's GAS: the fast path ``bf16_ascent`` applies)
     ascends: bool = False
+    #: whether predict runs trained heads on frozen features whose products the fast path
+    #: ``bf16_heads`` puts under bf16 (GLASS and SimpleNet: the adaptor and the discriminator)
+    bf16_heads: bool = False
 
     @property
     def speed(self):
@@ -471,7 +474,9 @@ class Method:
         speed = self.speed
         if not speed and getattr(self, "_fast_applied", None) is None:
             return
-        self._fast_applied = fastpath.apply(self.network, speed, self.device, self.smooths_maps, self.ascends)
+        self._fast_applied = fastpath.apply(
+            self.network, speed, self.device, self.smooths_maps, self.ascends, self.bf16_heads
+        )
 
     def eval(self) -> None:
         for m in self.modules().values():

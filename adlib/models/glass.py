@@ -435,7 +435,14 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        z = self.tail(self.body(x.reshape(-1, x.shape[-1]))).reshape(lead)
+        return self.output(self.body(x.reshape(-1, x.shape[-1]))).reshape(lead)
+
+    def output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output layer (and Sigmoid) on the hidden layer's activations ``N x hidden`` -> ``N x 1``,
+        always in float32: under the bf16 fast paths (``bf16_heads``, ``bf16_ascent``;
+        :func:`adlib.fastpath.float32_tail`) only the products before it run in bf16, so the scores are
+        not rounded to bf16. On the fp32 path this is ``tail(hidden)``."""
+        z = fastpath.float32_tail(self.tail, hidden)
         return torch.sigmoid(z) if self.sigmoid else z
 
     def bind_context(self, context: torch.Tensor):
@@ -452,8 +459,7 @@ class Discriminator(nn.Module):
         def score(x: torch.Tensor) -> torch.Tensor:
             lead = x.shape[:-1]
             hidden = torch.cat([hidden_context, linear(x.reshape(-1, x.shape[-1]))])
-            z = self.tail(act(norm(hidden)))[n:].reshape(lead)
-            return torch.sigmoid(z) if self.sigmoid else z
+            return self.output(act(norm(hidden)))[n:].reshape(lead)
 
         return score
 
@@ -773,6 +779,7 @@ class _FeatureDiscriminatorModel(EpochMethod):
     :class:`adlib.models.core.EpochMethod`'s; this class supplies the networks and the hooks."""
 
     smooths_maps = True  # Eq. 9's Gaussian (fast path ``smoothing``)
+    bf16_heads = True  # the adaptor and discriminator at inference (fast path ``bf16_heads``)
 
     @property
     def ascends(self) -> bool:
@@ -879,9 +886,17 @@ class _FeatureDiscriminatorModel(EpochMethod):
 
     @torch.no_grad()
     def score_grid(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw anomaly score map ``B x h x w`` on the feature grid (model in eval mode)."""
+        """Raw anomaly score map ``B x h x w`` on the feature grid (model in eval mode), float32. With
+        the fast path ``bf16_heads`` the adaptor's and the discriminator's hidden products run in bf16
+        (:func:`adlib.fastpath.heads_autocast`; the output layer stays float32) and each image's
+        highest positions are scored again in float32 (:func:`adlib.fastpath.rescore_top`)."""
         self.eval()
-        return self.net(images.to(self.device))
+        feats = self.net.features(images.to(self.device))
+        if not self.speed.bf16_heads:
+            return self.net.score(feats)
+        with fastpath.heads_autocast(self.speed, self.device):
+            grid = self.net.score(feats)
+        return fastpath.rescore_top(grid, feats, self.net.score)
 
     # -- training hooks ------------------------------------------------------------------------
     def _prepare(self, ds, images: torch.Tensor, progress: bool) -> None:
