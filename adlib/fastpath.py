@@ -87,8 +87,9 @@ points and require them to separate. Numbers are not bitwise equal to fp32's, wh
 setting is part of the run's key and why the smoke profile never turns it on. Speed:
 ``benchmarks/bench_fastpath.py``, ``benchmarks/RESULTS.md``.
 
-Open choices: autocast stops at the frozen backbone's output for backbone methods (the heads are
-small next to a WideResNet-50 and their outputs are the scores); ``compile`` is limited to the
+Open choices: ``bf16`` stops autocast at the frozen backbone's output for backbone methods (the heads'
+outputs are the scores; ``bf16_heads`` is the separate opt-in for GLASS's and SimpleNet's heads, with the
+image scores rescored in fp32); ``compile`` is limited to the
 frozen backbone because compiling training graphs (GAS's gradient ascent, the optimisers) costs
 minutes of compilation on a CPU for a short run.
 """
