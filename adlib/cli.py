@@ -499,7 +499,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 #: help of ``--fast`` (adlib.fastpath)
 FAST_HELP = (
     "opt-in fast paths, comma-separated: bf16 (autocast; AMX on the CPU needs ADLIB_NUMERICS=native), "
-    "channels-last, features (patch features in the grid order), compile, cuda-graphs; none = fp32"
+    "channels-last, features (patch features in the grid order), compile, cuda-graphs, smoothing (the maps' "
+    "Gaussian on the device), bf16-ascent (GLASS's GAS in bf16, training), bf16-heads (GLASS/SimpleNet heads "
+    "in bf16 at inference); none = fp32"
 )
 
 

@@ -492,6 +492,10 @@ def main() -> None:
     ap.add_argument("--no-patchcore", action="store_true")
     ap.add_argument("--peers-python", help="python of the venv with anomalib (default /work/peers-venv/bin/python)")
     ap.add_argument("--glass-repo", type=Path, help="checkout of the GLASS authors' code (default /work/peers/GLASS)")
+    ap.add_argument(
+        "--only",
+        help="comma-separated peers to run (e.g. patchcore/adlib-fast-cl-compile,patchcore/anomalib); default: all",
+    )
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.quick:
@@ -540,6 +544,12 @@ def main() -> None:
             print(f"skipped authors' GLASS training: no checkout ({INSTALL_HINT['authors-glass']})")
     if not has_anomalib:
         print(f"skipped anomalib: `import anomalib` fails with {peers_py} ({INSTALL_HINT['anomalib']})")
+    if a.only:
+        wanted = {n.strip() for n in a.only.split(",") if n.strip()}
+        unknown = sorted(wanted - set(WORKERS))
+        if unknown:
+            ap.error(f"--only: unknown peer(s) {', '.join(unknown)}; known: {', '.join(sorted(WORKERS))}")
+        jobs = [(py, n) for py, n in jobs if n in wanted]
 
     print(
         f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; threads {a.threads}; numerics {a.numerics}; "

@@ -68,6 +68,7 @@ def main() -> None:
         nn_backend=args.nn_backend,
         fast=("features",) if args.features else (),
     )
+    model.to(torch.device("cpu"))  # the lifecycle's device move puts the network on its fast paths
     net = model.net
     cfg = model.cfg
     x = torch.randn(args.batch_size, 3, args.size, args.size)

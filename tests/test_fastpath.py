@@ -83,6 +83,13 @@ def test_cli_bad_fast_value_is_one_line(tmp_path, capsys):
     assert not any(tmp_path.iterdir())  # refused before anything ran
 
 
+def test_cli_help_names_every_fast_path():
+    from adlib.cli import FAST_HELP
+
+    missing = [o for o in fastpath.OPTIONS if o.replace("_", "-") not in FAST_HELP]
+    assert not missing, missing
+
+
 def _released_order(layers, p, pretrain, target):
     h, w = layers[0].shape[-2:]
     per = []
