@@ -12,10 +12,12 @@ the built-in benchmark is generated locally. Each step writes ``<out>/<step>.jso
 discriminator; PatchCore: WRN-50 layer2+3 at 224 px against a random memory bank of
 :data:`adlib.papers.pouta.PAPER_BANK_SIZE` rows), the inference forward (GLASS: ``score_grid``;
 PatchCore: ``score``, features + nearest neighbours + reweighting) for each fast path of
-:mod:`adlib.fastpath` (fp32, grid-order patch features, bf16 + channels-last + features, + compile, + CUDA graphs) at batch 8 and
+:mod:`adlib.fastpath` (fp32, grid-order patch features, bf16 + channels-last + features, GLASS + ``bf16_heads``,
++ compile, + CUDA graphs: :data:`PATHS`) at batch 8 and
 at larger batches (the best batch is reported), interleaved over rounds, medians, images per second.
 ``epoch``: one GLASS epoch of the paper profile (test-set selection off) on a built-in category
-generated at 288 px, fp32 and bf16 + channels-last + features. ``--tiny``: small sizes for a CPU dry run
+generated at 288 px, fp32, bf16 + channels-last + features, and + ``bf16_ascent`` with the normal
+features cached (:data:`EPOCH_PATHS`). ``--tiny``: small sizes for a CPU dry run
 (ResNet-18, 64 px, batch 2, one round).
 """
 
@@ -32,13 +34,26 @@ from pathlib import Path
 import adlib  # noqa: F401  (numerics before torch)
 import torch
 
-PATHS = (
-    "fp32",
-    "features",
-    "bf16,channels_last,features",
-    "bf16,channels_last,features,compile",
-    "bf16,channels_last,features,cuda_graphs",
-)
+#: the fast paths timed per method (GLASS also with its heads in bf16, ``bf16_heads``)
+PATHS = {
+    "glass": (
+        "fp32",
+        "features",
+        "bf16,channels_last,features",
+        "bf16,channels_last,features,bf16_heads",
+        "bf16,channels_last,features,bf16_heads,compile",
+        "bf16,channels_last,features,bf16_heads,cuda_graphs",
+    ),
+    "patchcore": (
+        "fp32",
+        "features",
+        "bf16,channels_last,features",
+        "bf16,channels_last,features,compile",
+        "bf16,channels_last,features,cuda_graphs",
+    ),
+}
+#: the training paths of the epoch step (``bf16_ascent`` with the normal features cached)
+EPOCH_PATHS = ("fp32", "bf16,channels_last,features", "bf16,channels_last,features,bf16_ascent")
 TINY = dict(backbone="resnet18", resize=64, crop=64, pretrain_embed_dim=64, target_embed_dim=64)
 
 
@@ -84,7 +99,7 @@ def _model(method: str, fast: str, tiny: bool, device: torch.device):
 
 def throughput(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
-    paths = [p for p in PATHS if device.type == "cuda" or "cuda_graphs" not in p]
+    paths = [p for p in PATHS[args.method] if device.type == "cuda" or "cuda_graphs" not in p]
     if args.no_compile:
         paths = [p for p in paths if "compile" not in p and "cuda_graphs" not in p]
     batches = [2] if args.tiny else [int(b) for b in args.batches.split(",")]
@@ -164,8 +179,10 @@ def epoch(args: argparse.Namespace) -> dict:
         workers=1,
     )
     out = {"step": "epoch-glass", "env": _environment(device), "images": n, "size": size, "results": {}}
-    for p in ("fp32", "bf16,channels_last,features"):
+    for p in EPOCH_PATHS:
         kw = dict(TINY, dsc_hidden=64) if args.tiny else {}
+        if "bf16_ascent" in p:
+            kw["cache_features"] = True
         m = build(
             "glass",
             "paper",

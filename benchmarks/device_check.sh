@@ -7,10 +7,11 @@
 # Steps (each under `timeout`, each writing JSON under $OUT; a step that fails or times out is
 # recorded in $OUT/steps.txt and the next one still runs):
 #   1. GLASS-m throughput, paper architecture (WRN-50 layer2+3, 288 px, random weights), batch 8
-#      and larger batches (the best reported), fp32 / features / bf16+channels-last+features / +compile / +CUDA graphs
+#      and larger batches (the best reported), fp32 / features / bf16+channels-last+features / +bf16_heads /
+#      +compile / +CUDA graphs
 #   2. PatchCore throughput, paper architecture (WRN-50, 224 px, random bank of the paper's size), the same paths
 #   3. one GLASS epoch of the paper profile (test-set selection off) on a built-in category generated at
-#      288 px (32 images), fp32 vs bf16+channels-last+features
+#      288 px (32 images), fp32 vs bf16+channels-last+features vs + bf16_ascent (normal features cached)
 #   4. the rehearsal of the paper profile on cuda: `adlib reproduce --profile paper --rehearsal --only glass`
 #      (no --device option there: the paper profile's device "auto" is cuda on a GPU machine), limited
 #      to the time left; its log is kept
