@@ -46,8 +46,12 @@ data: setup
 # Two notebooks at a time, longest first (the numbers do not depend on it; runs they share are trained once).
 PARALLEL ?= 2
 
+# The paper profile's fast paths (adlib.fastpath; refused for the smoke profile, whose numbers are pinned):
+#   ADLIB_DATA=/data make reproduce PROFILE=paper FAST=bf16,channels-last,features,smoothing,bf16-heads
+FAST ?=
+
 reproduce: data
-	$(BIN)/adlib reproduce --profile $(PROFILE) --parallel $(PARALLEL)
+	$(BIN)/adlib reproduce --profile $(PROFILE) --parallel $(PARALLEL)$(if $(FAST), --fast $(FAST))
 
 # The paper profile rehearsed (adlib.rehearsal): every notebook under profile=paper with the papers' configurations,
 # on miniature datasets written in each real layout, random-init weights, small images and schedules; outputs
