@@ -62,11 +62,14 @@ Peers are optional; one that cannot be imported is skipped with a line saying ho
 Numerics (``--numerics``): ``native`` (default: every peer with the machine's own kernels --
 AVX-512, AMX -- which is how anomalib and the authors' code run) or ``reference`` (every peer,
 anomalib included, under adlib's pinned environment, :data:`adlib.numerics.REFERENCE_ENV`: AVX2
-kernels, MKL's compatible branch). The thread count ``--threads`` is set in every process.
+kernels, MKL's compatible branch). ``--avx2-only``: native, as on a CPU without AVX-512 and bf16 units
+(ATen's AVX2 kernels, oneDNN capped at AVX2: bf16 is emulated there). The thread count ``--threads`` is set
+in every process.
 
     .venv/bin/python benchmarks/bench_peers.py --quick               # about 3 minutes on 2 cores
     .venv/bin/python benchmarks/bench_peers.py --repeats 3 --glass   # the full comparison
     .venv/bin/python benchmarks/bench_peers.py --numerics reference
+    .venv/bin/python benchmarks/bench_peers.py --no-patchcore --glass --avx2-only   # a CPU without bf16 units
     .venv/bin/python benchmarks/bench_peers.py --no-patchcore --glass-train   # about 15 minutes
 
 Results are recorded in benchmarks/RESULTS.md (issue 22 sections).
@@ -482,6 +485,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="fresh processes per peer, interleaved")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--numerics", choices=("native", "reference"), default="native")
+    ap.add_argument(
+        "--avx2-only",
+        action="store_true",
+        help="native numerics as on a CPU without AVX-512 and bf16 units: ATen's AVX2 kernels, oneDNN capped at AVX2",
+    )
     ap.add_argument("--fast-nn", choices=("torch", "faiss", "bf16"), default="bf16", help="adlib-fast's nn_backend")
     ap.add_argument("--glass", action="store_true", help="also compare GLASS's forward")
     ap.add_argument(
@@ -517,6 +525,10 @@ def main() -> None:
         *([f"--glass-repo={a.glass_repo}"] if a.glass_repo else []),
     ]
     env = _child_env(a.numerics)
+    if a.avx2_only:
+        if a.numerics != "native":
+            ap.error("--avx2-only goes with --numerics native (the reference numerics are AVX2 already)")
+        env.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
     me = sys.executable
     peers_py = a.peers_python or (str(PEERS_VENV_PYTHON) if PEERS_VENV_PYTHON.exists() else me)
     has_anomalib = _available(peers_py, "anomalib", env)
@@ -552,7 +564,8 @@ def main() -> None:
         jobs = [(py, n) for py, n in jobs if n in wanted]
 
     print(
-        f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; threads {a.threads}; numerics {a.numerics}; "
+        f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; threads {a.threads}; numerics {a.numerics}"
+        f"{' (AVX2 only: ATen avx2, oneDNN capped at AVX2)' if a.avx2_only else ''}; "
         f"PatchCore {a.size} px, fit {a.fit_images} images, coreset 10 %; batch {a.batch_size}; "
         f"{a.batches} timed batches after 1 warm-up per process; {a.repeats} repeat(s), interleaved; fp32 (adlib-fast: {a.fast_nn} search); "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
