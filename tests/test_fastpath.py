@@ -228,6 +228,26 @@ def test_rescore_top_replaces_each_images_highest_positions():
     assert approx.dtype == torch.bfloat16 and not torch.equal(approx.float(), got)  # input untouched
 
 
+@pytest.mark.parametrize("method", ["glass", "simplenet"])
+def test_bf16_heads_score_grid_keeps_fp32_maxima(method):
+    """Untrained GLASS and SimpleNet (SimpleNet's scores are negated normality scores): with
+    ``bf16_heads`` each image's maximum is the fp32 path's (rescored), the rest of the grid is within
+    bf16's rounding of it, and the model's parameters stay float32."""
+    torch.manual_seed(0)
+    model = build(method, "smoke")
+    model.to("cpu")
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ref = model.score_grid(x)
+    model.set_fast("bf16-heads")
+    got = model.score_grid(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    torch.testing.assert_close(got.amax((1, 2)), ref.amax((1, 2)), rtol=0, atol=1e-6)
+    assert not torch.equal(got, ref)  # the rest of the grid came from bf16 products
+    scale = ref.abs().max()
+    assert (got - ref).abs().max() <= 0.05 * scale, ((got - ref).abs().max(), scale)
+    assert all(p.dtype == torch.float32 for p in model.net.parameters())
+
+
 def test_glass_bf16_heads_inference(bench, glass_fp32):
     """The fp32-trained GLASS-m scored with ``bf16_heads`` gives the fp32 path's image scores (each
     image's highest positions rescored in fp32) and a pixel AUROC within 0.1 point; with every inference
