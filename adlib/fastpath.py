@@ -266,7 +266,11 @@ def float32_tail(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     precision when the products before it ran in bf16 (:func:`heads_autocast`, ``bf16_ascent``).
     On the fp32 path (float32 input, no autocast) this is ``layer(x)`` itself."""
     dev = x.device.type
-    if x.dtype == torch.float32 and not torch.is_autocast_enabled(dev):
+    try:
+        autocast_on = torch.is_autocast_enabled(dev)
+    except RuntimeError:  # a device type without autocast (e.g. "meta", used to count FLOPs)
+        return layer(x.float())
+    if x.dtype == torch.float32 and not autocast_on:
         return layer(x)
     with torch.autocast(dev, enabled=False):
         return layer(x.float())
